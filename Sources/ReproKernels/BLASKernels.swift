@@ -1,0 +1,53 @@
+import CBLAS
+import RealModule
+
+/// GEMM from OpenBLAS (cblas_sgemm / cblas_dgemm); reductions in the shared fixed order; exp/log from libm.
+///
+/// Bits are stable run after run for a fixed OpenBLAS core type (OPENBLAS_CORETYPE) and thread count
+/// (`OpenBLAS.setThreadCount`), but change between them, and libm's expf/logf differ between its FMA and SSE2
+/// code paths: a record stores all three facts (see `OpenBLAS.environment`).
+public struct BLASKernels: Kernels {
+    public init() {}
+    public var name: String { "blas" }
+
+    @inlinable
+    public func gemm<T: KernelScalar>(
+        _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+        alpha: T, a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
+        beta: T, c: UnsafeMutablePointer<T>, ldc: Int
+    ) {
+        let ta = transA == .none ? CblasNoTrans : CblasTrans
+        let tb = transB == .none ? CblasNoTrans : CblasTrans
+        if T.self == Float.self {
+            cblas_sgemm(CblasRowMajor, ta, tb, Int32(m), Int32(n), Int32(k),
+                        Float(alpha), UnsafeRawPointer(a).assumingMemoryBound(to: Float.self), Int32(lda),
+                        UnsafeRawPointer(b).assumingMemoryBound(to: Float.self), Int32(ldb),
+                        Float(beta), UnsafeMutableRawPointer(c).assumingMemoryBound(to: Float.self), Int32(ldc))
+        } else if T.self == Double.self {
+            cblas_dgemm(CblasRowMajor, ta, tb, Int32(m), Int32(n), Int32(k),
+                        Double(alpha), UnsafeRawPointer(a).assumingMemoryBound(to: Double.self), Int32(lda),
+                        UnsafeRawPointer(b).assumingMemoryBound(to: Double.self), Int32(ldb),
+                        Double(beta), UnsafeMutableRawPointer(c).assumingMemoryBound(to: Double.self), Int32(ldc))
+        } else {
+            preconditionFailure("BLASKernels supports Float and Double only")
+        }
+    }
+
+    @inlinable
+    public func sum<T: KernelScalar>(_ x: UnsafeBufferPointer<T>) -> T {
+        FixedOrderReductions.sum(x)
+    }
+
+    @inlinable
+    public func sumOfSquaredDeviations<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, from center: T) -> T {
+        FixedOrderReductions.sumOfSquaredDeviations(x, from: center)
+    }
+
+    @inlinable
+    public func dot<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, _ y: UnsafeBufferPointer<T>) -> T {
+        FixedOrderReductions.dot(x, y)
+    }
+
+    @inlinable public func exp<T: KernelScalar>(_ x: T) -> T { T.exp(x) }
+    @inlinable public func log<T: KernelScalar>(_ x: T) -> T { T.log(x) }
+}

@@ -1,0 +1,30 @@
+/// The kernel seam: every hot primitive whose bits depend on an implementation choice.
+///
+/// Layers call only these for GEMM, reductions and exp/log. A second implementation (for example one whose
+/// results are identical on every machine) is a new type conforming to this protocol, in a new file.
+/// Implementations must give identical bits for identical inputs run after run (no dependence on thread
+/// scheduling); whether they also agree across machines is each implementation's documented property.
+public protocol Kernels: Sendable {
+    /// Short stable name stored in records ("blas", "portable").
+    var name: String { get }
+
+    /// C = alpha·op(A)·op(B) + beta·C, all matrices row-major. op(A) is m×k, op(B) is k×n, C is m×n.
+    func gemm<T: KernelScalar>(
+        _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+        alpha: T, a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
+        beta: T, c: UnsafeMutablePointer<T>, ldc: Int)
+
+    /// Σ x in this implementation's fixed order.
+    func sum<T: KernelScalar>(_ x: UnsafeBufferPointer<T>) -> T
+    /// Σ (x − center)² in this implementation's fixed order.
+    func sumOfSquaredDeviations<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, from center: T) -> T
+    /// Σ x·y in this implementation's fixed order.
+    func dot<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, _ y: UnsafeBufferPointer<T>) -> T
+
+    func exp<T: KernelScalar>(_ x: T) -> T
+    func log<T: KernelScalar>(_ x: T) -> T
+}
+
+public enum Transpose: Sendable {
+    case none, transposed
+}

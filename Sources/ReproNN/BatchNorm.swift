@@ -1,0 +1,176 @@
+import ReproKernels
+
+/// Options of the notebook's BatchNorm1d/BatchNorm2d, plus the two knobs that turn it into the textbook
+/// formula (epsilon, biased variance) for comparison.
+public struct BatchNormOptions: Sendable, Equatable {
+    public var affine: Bool
+    public var trackRunningStats: Bool
+    /// Weight on the OLD running value: running = momentum·running + (1 − momentum)·batch (the notebook's
+    /// convention, the opposite of torch.nn.BatchNorm's).
+    public var momentum: Double
+    /// Added to the variance under the square root. The notebook has none (0).
+    public var epsilon: Double
+    /// Unbiased standard deviation (divide by m − 1), as torch.std does by default; false divides by m.
+    public var unbiased: Bool
+
+    public init(affine: Bool = true, trackRunningStats: Bool = true, momentum: Double = 0.9,
+                epsilon: Double = 0, unbiased: Bool = true) {
+        self.affine = affine
+        self.trackRunningStats = trackRunningStats
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.unbiased = unbiased
+    }
+
+    /// The notebook's layer.
+    public static let notebook = BatchNormOptions()
+}
+
+public enum BatchNormError: Error, Equatable, CustomStringConvertible {
+    /// A channel's batch standard deviation is 0 (or undefined: one element with unbiased statistics) and
+    /// epsilon is 0, so x̂ = (x − mean)/std divides by zero. PyTorch would silently produce NaN/Inf there.
+    case zeroStandardDeviation(layer: String, channel: Int, elements: Int)
+
+    public var description: String {
+        switch self {
+        case let .zeroStandardDeviation(layer, channel, elements):
+            return "\(layer): channel \(channel) has standard deviation 0 over its \(elements) batch elements "
+                + "and epsilon is 0, so normalization divides by zero (the notebook's BatchNorm has no epsilon)"
+        }
+    }
+}
+
+/// The notebook's BatchNorm, one implementation for both BatchNorm1d (N, C) and BatchNorm2d (N, C, H, W):
+/// in channel-major layout both reduce over one contiguous run of m = N·H·W elements per channel.
+///
+///   training:  μ = mean(x), s = sqrt(Σ(x − μ)²/(m − 1) + ε), x̂ = (x − μ)/s, y = x̂·γ + β
+///   eval with running stats: μ, s = running_mean, running_std
+/// Parameters γ (ones), β (zeros), buffers running_mean (zeros), running_std (ones), all [C, 1].
+public final class BatchNorm<T: KernelScalar> {
+    public let name: String
+    public let channels: Int
+    public let options: BatchNormOptions
+    public let gamma: NamedTensor<T>?
+    public let beta: NamedTensor<T>?
+    public let runningMean: NamedTensor<T>?
+    public let runningStd: NamedTensor<T>?
+    @usableFromInline let kernels: any Kernels
+
+    /// The statistics used by the last forward pass (batch statistics in training, running ones in eval).
+    public var lastMean: [T]
+    public var lastStd: [T]
+    @usableFromInline var normalized: [T] = []        // x̂ of the last forward
+    @usableFromInline var usedBatchStatistics = true  // whether the last forward normalized with batch stats
+
+    public init(_ name: String, channels: Int, options: BatchNormOptions = .notebook, kernels: any Kernels) {
+        self.name = name
+        self.channels = channels
+        self.options = options
+        self.kernels = kernels
+        let ones = [T](repeating: 1, count: channels), zeros = [T](repeating: 0, count: channels)
+        gamma = options.affine ? NamedTensor(name: "\(name).gamma", shape: [channels, 1], isParameter: true, value: ones) : nil
+        beta = options.affine ? NamedTensor(name: "\(name).beta", shape: [channels, 1], isParameter: true, value: zeros) : nil
+        runningMean = options.trackRunningStats
+            ? NamedTensor(name: "\(name).running_mean", shape: [channels, 1], isParameter: false, value: zeros) : nil
+        runningStd = options.trackRunningStats
+            ? NamedTensor(name: "\(name).running_std", shape: [channels, 1], isParameter: false, value: ones) : nil
+        lastMean = zeros
+        lastStd = ones
+    }
+
+    /// In PyTorch's state_dict order: gamma, beta, running_mean, running_std.
+    public var stateTensors: [NamedTensor<T>] { [gamma, beta, runningMean, runningStd].compactMap { $0 } }
+    public var parameters: [NamedTensor<T>] { [gamma, beta].compactMap { $0 } }
+
+    @inlinable
+    public func forward(_ x: FeatureMap<T>, training: Bool) throws(BatchNormError) -> FeatureMap<T> {
+        precondition(x.channels == channels, "\(name) expects \(channels) channels, got \(x.channels)")
+        let m = x.perChannel
+        let useBatch = training || !options.trackRunningStats
+        usedBatchStatistics = useBatch
+        var mean = [T](repeating: 0, count: channels), std = [T](repeating: 0, count: channels)
+        if useBatch {
+            let divisor = T(options.unbiased ? m - 1 : m)
+            try x.data.withUnsafeBufferPointer { (xp) throws(BatchNormError) in
+                for c in 0..<channels {
+                    let seg = UnsafeBufferPointer(rebasing: xp[(c * m)..<((c + 1) * m)])
+                    let mu = kernels.sum(seg) / T(m)
+                    let variance = kernels.sumOfSquaredDeviations(seg, from: mu) / divisor + T(options.epsilon)
+                    let s = variance.squareRoot()
+                    // NaN inputs propagate as in PyTorch; only the division by a zero std is refused.
+                    if s == 0 || divisor == 0 {
+                        throw BatchNormError.zeroStandardDeviation(layer: name, channel: c, elements: m)
+                    }
+                    mean[c] = mu
+                    std[c] = s
+                }
+            }
+            if training, options.trackRunningStats, let rm = runningMean, let rs = runningStd {
+                // As the notebook computes it in float32: momentum·running + (1 − momentum)·batch, with
+                // (1 − momentum) formed in Double first (Python does) and each factor rounded to T.
+                let keep = T(options.momentum), take = T(1 - options.momentum)
+                for c in 0..<channels {
+                    rm.value[c] = keep * rm.value[c] + take * mean[c]
+                    rs.value[c] = keep * rs.value[c] + take * std[c]
+                }
+            }
+        } else {
+            mean = runningMean!.value
+            std = runningStd!.value
+        }
+        lastMean = mean
+        lastStd = std
+        if normalized.count != x.data.count { normalized = [T](repeating: 0, count: x.data.count) }
+        var y = [T](repeating: 0, count: x.data.count)
+        x.data.withUnsafeBufferPointer { xp in normalized.withUnsafeMutableBufferPointer { np in y.withUnsafeMutableBufferPointer { yp in
+            for c in 0..<channels {
+                let mu = mean[c], s = std[c]
+                let g = gamma?.value[c] ?? 1, b = beta?.value[c] ?? 0
+                let base = c * m
+                if options.affine {
+                    for i in base..<(base + m) { let h = (xp[i] - mu) / s; np[i] = h; yp[i] = h * g + b }
+                } else {
+                    for i in base..<(base + m) { let h = (xp[i] - mu) / s; np[i] = h; yp[i] = h }
+                }
+            }
+        } } }
+        return FeatureMap(channels: x.channels, batch: x.batch, height: x.height, width: x.width, data: y)
+    }
+
+    /// Fills gamma.grad and beta.grad; returns ∂L/∂x, the exact gradient of the forward above.
+    ///
+    /// With batch statistics (d = m − 1 unbiased, m biased; s includes ε):
+    ///   ∂L/∂x̂ = γ·dy,   ∂L/∂x = (1/s)·(∂L/∂x̂ − mean(∂L/∂x̂) − x̂·Σ(∂L/∂x̂·x̂)/d)
+    /// because ∂μ/∂x_i = 1/m and ∂s/∂x_i = x̂_i/d. With running statistics μ and s are constants: ∂L/∂x = γ·dy/s.
+    @inlinable
+    public func backward(_ dy: FeatureMap<T>) -> FeatureMap<T> {
+        let m = dy.perChannel
+        precondition(dy.data.count == normalized.count, "\(name).backward does not match the last forward")
+        var dx = [T](repeating: 0, count: dy.data.count)
+        let divisor = T(options.unbiased ? m - 1 : m)
+        dy.data.withUnsafeBufferPointer { g in normalized.withUnsafeBufferPointer { np in dx.withUnsafeMutableBufferPointer { dp in
+            for c in 0..<channels {
+                let range = (c * m)..<((c + 1) * m)
+                let gSeg = UnsafeBufferPointer(rebasing: g[range]), nSeg = UnsafeBufferPointer(rebasing: np[range])
+                let sumDy = kernels.sum(gSeg)
+                let sumDyXhat = kernels.dot(gSeg, nSeg)
+                if let gamma, let beta {
+                    gamma.grad[c] = sumDyXhat
+                    beta.grad[c] = sumDy
+                }
+                let gam = gamma?.value[c] ?? 1, s = lastStd[c]
+                if usedBatchStatistics {
+                    // Sums of ∂L/∂x̂ = γ·dy follow from the sums of dy.
+                    let meanDxhat = gam * sumDy / T(m)
+                    let projection = gam * sumDyXhat / divisor
+                    for i in range {
+                        dp[i] = (gam * g[i] - meanDxhat - np[i] * projection) / s
+                    }
+                } else {
+                    for i in range { dp[i] = gam * g[i] / s }
+                }
+            }
+        } } }
+        return FeatureMap(channels: dy.channels, batch: dy.batch, height: dy.height, width: dy.width, data: dx)
+    }
+}

@@ -1,0 +1,47 @@
+import ReproKernels
+
+/// Mean over the batch of −log softmax(z)[target], computed as logsumexp(z) − z[target] with the max
+/// subtracted first, so no exp overflows.
+public struct CrossEntropyResult<T: KernelScalar> {
+    public var loss: T
+    /// ∂loss/∂logits, feature-major [classes][N]: (softmax − onehot)/N; nil when not asked for.
+    public var gradient: FeatureMap<T>?
+    /// Number of samples whose first maximal logit is the target (argmax as torch.max: first on ties).
+    public var correct: Int
+
+    @inlinable
+    public init(loss: T, gradient: FeatureMap<T>?, correct: Int) {
+        self.loss = loss; self.gradient = gradient; self.correct = correct
+    }
+}
+
+public enum CrossEntropy {
+    @inlinable
+    public static func evaluate<T: KernelScalar>(logits: FeatureMap<T>, targets: [Int], kernels: any Kernels,
+                                                 gradient wantGradient: Bool = true) -> CrossEntropyResult<T> {
+        let classes = logits.channels, n = logits.batch
+        precondition(targets.count == n, "cross-entropy: \(targets.count) targets for \(n) samples")
+        var perSample = [T](repeating: 0, count: n)
+        var grad = [T](repeating: 0, count: wantGradient ? classes * n : 0)
+        var correct = 0
+        let z = logits.data
+        var e = [T](repeating: 0, count: classes)
+        for j in 0..<n {
+            let t = targets[j]
+            precondition(t >= 0 && t < classes, "cross-entropy: target \(t) outside 0..<\(classes)")
+            var best = z[j], arg = 0
+            for k in 1..<classes where z[k * n + j] > best { best = z[k * n + j]; arg = k }
+            if arg == t { correct += 1 }
+            var total: T = 0
+            for k in 0..<classes { e[k] = kernels.exp(z[k * n + j] - best); total += e[k] }
+            perSample[j] = best + kernels.log(total) - z[t * n + j]
+            if wantGradient {
+                let scale = 1 / T(n)
+                for k in 0..<classes { grad[k * n + j] = (e[k] / total - (k == t ? 1 : 0)) * scale }
+            }
+        }
+        let loss = perSample.withUnsafeBufferPointer { kernels.sum($0) } / T(n)
+        return CrossEntropyResult(loss: loss, gradient: wantGradient ? FeatureMap(channels: classes, batch: n, data: grad) : nil,
+                                  correct: correct)
+    }
+}

@@ -1,0 +1,144 @@
+import ReproKernels
+
+/// The notebook's LeNet-5 on 3×32×32 inputs, optionally with its BatchNorm after every hidden layer:
+///   conv1 3→6 5×5 → [bn1] → ReLU → pool → conv2 6→16 5×5 → [bn2] → ReLU → pool → flatten 400
+///   → fc3 400→120 → [bn3] → ReLU → fc4 120→84 → [bn4] → ReLU → fc5 84→10
+public final class LeNet5<T: KernelScalar> {
+    public let normalized: Bool
+    public let kernels: any Kernels
+    public let conv1: Conv2d<T>, conv2: Conv2d<T>
+    public let fc3: Linear<T>, fc4: Linear<T>, fc5: Linear<T>
+    public let bn1: BatchNorm<T>?, bn2: BatchNorm<T>?, bn3: BatchNorm<T>?, bn4: BatchNorm<T>?
+    @usableFromInline let relu1 = ReLU<T>(), relu2 = ReLU<T>(), relu3 = ReLU<T>(), relu4 = ReLU<T>()
+    @usableFromInline let pool1 = MaxPool2x2<T>(), pool2 = MaxPool2x2<T>()
+
+    public static var inputChannels: Int { 3 }
+    public static var inputSize: Int { 32 }
+    public static var classes: Int { 10 }
+
+    public init(normalized: Bool, batchNorm: BatchNormOptions = .notebook, kernels: any Kernels) {
+        self.normalized = normalized
+        self.kernels = kernels
+        conv1 = Conv2d("conv1", inChannels: 3, outChannels: 6, kernelSize: 5, kernels: kernels)
+        conv2 = Conv2d("conv2", inChannels: 6, outChannels: 16, kernelSize: 5, kernels: kernels)
+        fc3 = Linear("fc3", inFeatures: 400, outFeatures: 120, kernels: kernels)
+        fc4 = Linear("fc4", inFeatures: 120, outFeatures: 84, kernels: kernels)
+        fc5 = Linear("fc5", inFeatures: 84, outFeatures: 10, kernels: kernels)
+        bn1 = normalized ? BatchNorm("bn1", channels: 6, options: batchNorm, kernels: kernels) : nil
+        bn2 = normalized ? BatchNorm("bn2", channels: 16, options: batchNorm, kernels: kernels) : nil
+        bn3 = normalized ? BatchNorm("bn3", channels: 120, options: batchNorm, kernels: kernels) : nil
+        bn4 = normalized ? BatchNorm("bn4", channels: 84, options: batchNorm, kernels: kernels) : nil
+    }
+
+    /// BN layers in forward order.
+    public var batchNorms: [BatchNorm<T>] { [bn1, bn2, bn3, bn4].compactMap { $0 } }
+
+    /// PyTorch's state_dict order (module registration order).
+    public var stateDict: [NamedTensor<T>] {
+        conv1.parameters + (bn1?.stateTensors ?? []) + conv2.parameters + (bn2?.stateTensors ?? [])
+            + fc3.parameters + (bn3?.stateTensors ?? []) + fc4.parameters + (bn4?.stateTensors ?? []) + fc5.parameters
+    }
+
+    /// net.parameters() order: the state_dict without buffers.
+    public var parameters: [NamedTensor<T>] { stateDict.filter(\.isParameter) }
+
+    /// PyTorch's default initialization: Conv2d/Linear weight and bias ~ U(−1/√fan_in, 1/√fan_in)
+    /// (kaiming_uniform_ with a = √5 reduces to that bound), drawn from the initialization stream in
+    /// state_dict order, weight before bias. Values are drawn in Double and rounded to T, so the Float and
+    /// Double models start from the same numbers up to rounding. BN keeps its ones/zeros.
+    public func initialize(seed: UInt64) {
+        var rng = Philox(seed: seed, .initialization)
+        for (w, b) in [(conv1.weight, conv1.bias), (conv2.weight, conv2.bias), (fc3.weight, fc3.bias),
+                       (fc4.weight, fc4.bias), (fc5.weight, fc5.bias)] {
+            let fanIn = w.shape.dropFirst().reduce(1, *)
+            let bound = 1 / Double(fanIn).squareRoot()
+            for tensor in [w, b] {
+                for i in 0..<tensor.count { tensor.value[i] = T(-bound + 2 * bound * rng.nextUnitDouble()) }
+            }
+        }
+    }
+
+    /// Logits in feature-major layout [10][N]. `x` is channel-major [3][N][32][32].
+    @inlinable
+    public func forward(_ x: FeatureMap<T>, training: Bool) throws(BatchNormError) -> FeatureMap<T> {
+        var a = conv1.forward(x)
+        if let bn1 { a = try bn1.forward(a, training: training) }
+        a = pool1.forward(relu1.forward(a))
+        a = conv2.forward(a)
+        if let bn2 { a = try bn2.forward(a, training: training) }
+        a = pool2.forward(relu2.forward(a))
+        a = fc3.forward(Self.flatten(a))
+        if let bn3 { a = try bn3.forward(a, training: training) }
+        a = fc4.forward(relu3.forward(a))
+        if let bn4 { a = try bn4.forward(a, training: training) }
+        return fc5.forward(relu4.forward(a))
+    }
+
+    /// Back-propagates ∂L/∂logits, filling every parameter's grad. Returns ∂L/∂input only when asked
+    /// (gradient checks); training skips conv1's input gradient.
+    @inlinable
+    @discardableResult
+    public func backward(_ dLogits: FeatureMap<T>, inputGradient: Bool = false) -> FeatureMap<T>? {
+        var g = relu4.backward(fc5.backward(dLogits))
+        if let bn4 { g = bn4.backward(g) }
+        g = relu3.backward(fc4.backward(g))
+        if let bn3 { g = bn3.backward(g) }
+        g = Self.unflatten(fc3.backward(g), channels: 16, height: 5, width: 5)
+        g = relu2.backward(pool2.backward(g))
+        if let bn2 { g = bn2.backward(g) }
+        g = conv2.backward(g)!
+        g = relu1.backward(pool1.backward(g))
+        if let bn1 { g = bn1.backward(g) }
+        return conv1.backward(g, inputGradient: inputGradient)
+    }
+
+    /// [C][N][H][W] → [C·H·W][N], feature index c·H·W + h·W + w: PyTorch's x.view(N, −1) on NCHW.
+    @inlinable
+    public static func flatten(_ a: FeatureMap<T>) -> FeatureMap<T> {
+        let n = a.batch, hw = a.spatial
+        var out = [T](repeating: 0, count: a.data.count)
+        for c in 0..<a.channels { for j in 0..<n { for s in 0..<hw {
+            out[(c * hw + s) * n + j] = a.data[(c * n + j) * hw + s]
+        } } }
+        return FeatureMap(channels: a.channels * hw, batch: n, data: out)
+    }
+
+    @inlinable
+    public static func unflatten(_ g: FeatureMap<T>, channels: Int, height: Int, width: Int) -> FeatureMap<T> {
+        let n = g.batch, hw = height * width
+        var out = [T](repeating: 0, count: g.data.count)
+        for c in 0..<channels { for j in 0..<n { for s in 0..<hw {
+            out[(c * n + j) * hw + s] = g.data[(c * hw + s) * n + j]
+        } } }
+        return FeatureMap(channels: channels, batch: n, height: height, width: width, data: out)
+    }
+}
+
+/// One optimizer step's outcome.
+public struct StepResult<T: KernelScalar>: Sendable {
+    public var loss: T
+    public var correct: Int
+
+    @inlinable
+    public init(loss: T, correct: Int) { self.loss = loss; self.correct = correct }
+}
+
+extension LeNet5 {
+    /// forward (training mode) → cross-entropy → backward → SGD step.
+    @inlinable
+    public func trainStep(_ x: FeatureMap<T>, targets: [Int], optimizer: SGD<T>) throws(BatchNormError) -> StepResult<T> {
+        let logits = try forward(x, training: true)
+        let ce = CrossEntropy.evaluate(logits: logits, targets: targets, kernels: kernels)
+        backward(ce.gradient!)
+        optimizer.step()
+        return StepResult(loss: ce.loss, correct: ce.correct)
+    }
+
+    /// Eval-mode loss (batch mean) and number correct, no gradient.
+    @inlinable
+    public func evaluate(_ x: FeatureMap<T>, targets: [Int]) throws(BatchNormError) -> StepResult<T> {
+        let logits = try forward(x, training: false)
+        let ce = CrossEntropy.evaluate(logits: logits, targets: targets, kernels: kernels, gradient: false)
+        return StepResult(loss: ce.loss, correct: ce.correct)
+    }
+}

@@ -1,0 +1,97 @@
+import Testing
+import Foundation
+import ReproKernels
+import ReproNN
+
+/// The layer against a direct Float64 evaluation of the notebook's formula, written here independently.
+@Suite struct BatchNormFormulaTests {
+    /// x̂ = (x − mean)/std per channel with unbiased std and optional eps; NCHW-free: input is [C][m].
+    static func formula(_ x: [Double], channels: Int, gamma: [Double]?, beta: [Double]?, mean: [Double]? = nil, std: [Double]? = nil,
+                        epsilon: Double = 0, unbiased: Bool = true) -> [Double] {
+        let m = x.count / channels
+        var y = x
+        for c in 0..<channels {
+            let seg = x[(c * m)..<((c + 1) * m)]
+            let mu = mean?[c] ?? seg.reduce(0, +) / Double(m)
+            let sd = std?[c] ?? (seg.map { ($0 - mu) * ($0 - mu) }.reduce(0, +) / Double(unbiased ? m - 1 : m) + epsilon).squareRoot()
+            for i in (c * m)..<((c + 1) * m) { y[i] = (x[i] - mu) / sd * (gamma?[c] ?? 1) + (beta?[c] ?? 0) }
+        }
+        return y
+    }
+
+    static func maxRelativeError(_ a: [Double], _ b: [Double]) -> Double {
+        zip(a, b).map { abs($0 - $1) / max(abs($1), 1) }.max()!
+    }
+
+    @Test func trainingAndEvalMatchTheFormula() throws {
+        let bn = BatchNorm<Double>("bn", channels: 3, kernels: blas)
+        bn.gamma!.value = [0.5, 2, -1]
+        bn.beta!.value = [0.1, -0.2, 0.3]
+        let x = randomValues(3 * 5 * 4, seed: 41, scale: 3, offset: 1)
+        let y = try bn.forward(FeatureMap(channels: 3, batch: 5, height: 2, width: 2, data: x), training: true).data
+        let expected = Self.formula(x, channels: 3, gamma: [0.5, 2, -1], beta: [0.1, -0.2, 0.3])
+        #expect(Self.maxRelativeError(y, expected) < 1e-14)
+        // Eval mode normalizes with the running buffers.
+        bn.runningMean!.value = [0.3, -0.1, 2]
+        bn.runningStd!.value = [1.5, 0.7, 3]
+        let e = try bn.forward(FeatureMap(channels: 3, batch: 5, height: 2, width: 2, data: x), training: false).data
+        let expectedEval = Self.formula(x, channels: 3, gamma: [0.5, 2, -1], beta: [0.1, -0.2, 0.3], mean: [0.3, -0.1, 2], std: [1.5, 0.7, 3])
+        #expect(Self.maxRelativeError(e, expectedEval) < 1e-14)
+    }
+
+    @Test func optionsAffineOffTrackingOffEpsilonBiased() throws {
+        let x = randomValues(4 * 6, seed: 42, scale: 2)
+        let plain = BatchNorm<Double>("bn", channels: 4, options: BatchNormOptions(affine: false, trackRunningStats: false), kernels: blas)
+        #expect(plain.stateTensors.isEmpty)
+        let expected = Self.formula(x, channels: 4, gamma: nil, beta: nil)
+        // Without running stats, eval mode uses batch statistics too.
+        for training in [true, false] {
+            let y = try plain.forward(FeatureMap(channels: 4, batch: 6, data: x), training: training).data
+            #expect(Self.maxRelativeError(y, expected) < 1e-14)
+        }
+        let textbook = BatchNorm<Double>("bn", channels: 4, options: BatchNormOptions(epsilon: 1e-5, unbiased: false), kernels: blas)
+        let y = try textbook.forward(FeatureMap(channels: 4, batch: 6, data: x), training: true).data
+        #expect(Self.maxRelativeError(y, Self.formula(x, channels: 4, gamma: nil, beta: nil, epsilon: 1e-5, unbiased: false)) < 1e-14)
+        // Negative control: the notebook's variant is measurably not the textbook one.
+        #expect(Self.maxRelativeError(y, expected) > 1e-3)
+    }
+
+    @Test func float32LayerMatchesFloat64Formula() throws {
+        let x = randomValues(6 * 128 * 4, seed: 43, scale: 2, offset: 0.3)
+        let bn = BatchNorm<Float>("bn", channels: 6, kernels: blas)
+        let y = try bn.forward(FeatureMap(channels: 6, batch: 128, height: 2, width: 2, data: x.map { Float($0) }), training: true).data
+        let expected = Self.formula(x.map { Double(Float($0)) }, channels: 6, gamma: nil, beta: nil)
+        // x̂ is O(1); a handful of float32 roundings (mean, variance, sqrt, subtract, divide) each ≤ 2^-24
+        // relative, plus accumulation error of the 512-term sums ≈ 512/16 lanes · 2^-24: well under 1e-5.
+        #expect(Self.maxRelativeError(y.map(Double.init), expected) < 1e-5)
+    }
+
+    @Test func runningBuffersFollowTheMomentumRecurrence() throws {
+        let bn = BatchNorm<Double>("bn", channels: 2, options: BatchNormOptions(momentum: 0.9), kernels: blas)
+        var mean = [0.0, 0.0], std = [1.0, 1.0]
+        for step in 0..<5 {
+            let x = randomValues(2 * 7, seed: 50 + UInt64(step), scale: Double(step + 1), offset: Double(step))
+            _ = try bn.forward(FeatureMap(channels: 2, batch: 7, data: x), training: true)
+            for c in 0..<2 {
+                let seg = Array(x[(c * 7)..<(c * 7 + 7)])
+                let mu = seg.reduce(0, +) / 7
+                let sd = (seg.map { ($0 - mu) * ($0 - mu) }.reduce(0, +) / 6).squareRoot()
+                mean[c] = 0.9 * mean[c] + (1 - 0.9) * mu
+                std[c] = 0.9 * std[c] + (1 - 0.9) * sd
+            }
+            #expect(zip(bn.runningMean!.value, mean).allSatisfy { abs($0 - $1) < 1e-13 })
+            #expect(zip(bn.runningStd!.value, std).allSatisfy { abs($0 - $1) < 1e-13 })
+        }
+        // Eval does not move the buffers.
+        let before = bn.runningMean!.value
+        _ = try bn.forward(FeatureMap(channels: 2, batch: 7, data: randomValues(14, seed: 60)), training: false)
+        #expect(bn.runningMean!.value == before)
+        // Negative control: the PyTorch convention (weight on the new value) gives different buffers.
+        let torchStyle = BatchNorm<Double>("bn", channels: 2, options: BatchNormOptions(momentum: 0.1), kernels: blas)
+        for step in 0..<5 {
+            let x = randomValues(2 * 7, seed: 50 + UInt64(step), scale: Double(step + 1), offset: Double(step))
+            _ = try torchStyle.forward(FeatureMap(channels: 2, batch: 7, data: x), training: true)
+        }
+        #expect(!zip(torchStyle.runningMean!.value, mean).allSatisfy { abs($0 - $1) < 1e-13 })
+    }
+}

@@ -1,0 +1,26 @@
+import ReproKernels
+import ReproNN
+
+let blas = BLASKernels()
+
+/// Seeded test inputs: standard-normal-ish values from the test stream (sum of 4 uniforms, rescaled).
+func randomValues(_ count: Int, seed: UInt64, substream: UInt32 = 0, scale: Double = 1, offset: Double = 0) -> [Double] {
+    var rng = Philox(seed: seed, .testData, substream: substream)
+    return (0..<count).map { _ in
+        let s = (0..<4).reduce(0.0) { acc, _ in acc + rng.nextUnitDouble() } - 2
+        return offset + scale * s * 1.7320508075688772  // var of a sum of 4 U(0,1) is 1/3
+    }
+}
+
+/// Σ w ⊙ y: a loss with a random upstream gradient (a plain sum would make BN's input gradient vanish).
+func weightedSum(_ y: [Double], _ w: [Double]) -> Double {
+    var s = 0.0
+    for i in y.indices { s += y[i] * w[i] }
+    return s
+}
+
+func spreadIndices(count: Int, picks: Int, seed: UInt64) -> [Int] {
+    if picks >= count { return Array(0..<count) }
+    var rng = Philox(seed: seed, .testData, substream: 99)
+    return (0..<picks).map { _ in rng.nextBelow(count) }
+}
