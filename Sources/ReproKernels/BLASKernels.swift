@@ -35,17 +35,17 @@ public struct BLASKernels: Kernels {
 
     @inlinable
     public func sum<T: KernelScalar>(_ x: UnsafeBufferPointer<T>) -> T {
-        FixedOrderReductions.sum(x)
+        FixedOrderReductions.sumSpecialized(x)
     }
 
     @inlinable
     public func sumOfSquaredDeviations<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, from center: T) -> T {
-        FixedOrderReductions.sumOfSquaredDeviations(x, from: center)
+        FixedOrderReductions.sumOfSquaredDeviationsSpecialized(x, from: center)
     }
 
     @inlinable
     public func dot<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, _ y: UnsafeBufferPointer<T>) -> T {
-        FixedOrderReductions.dot(x, y)
+        FixedOrderReductions.dotSpecialized(x, y)
     }
 
     @inlinable public func exp<T: KernelScalar>(_ x: T) -> T { T.exp(x) }

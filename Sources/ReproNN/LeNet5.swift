@@ -63,15 +63,17 @@ public final class LeNet5<T: KernelScalar> {
     public func forward(_ x: FeatureMap<T>, training: Bool) throws(BatchNormError) -> FeatureMap<T> {
         var a = conv1.forward(x)
         if let bn1 { a = try bn1.forward(a, training: training) }
-        a = pool1.forward(relu1.forward(a))
-        a = conv2.forward(a)
+        relu1.forward(&a)
+        a = conv2.forward(pool1.forward(a))
         if let bn2 { a = try bn2.forward(a, training: training) }
-        a = pool2.forward(relu2.forward(a))
-        a = fc3.forward(Self.flatten(a))
+        relu2.forward(&a)
+        a = fc3.forward(Self.flatten(pool2.forward(a)))
         if let bn3 { a = try bn3.forward(a, training: training) }
-        a = fc4.forward(relu3.forward(a))
+        relu3.forward(&a)
+        a = fc4.forward(a)
         if let bn4 { a = try bn4.forward(a, training: training) }
-        return fc5.forward(relu4.forward(a))
+        relu4.forward(&a)
+        return fc5.forward(a)
     }
 
     /// Back-propagates ∂L/∂logits, filling every parameter's grad. Returns ∂L/∂input only when asked
@@ -79,15 +81,17 @@ public final class LeNet5<T: KernelScalar> {
     @inlinable
     @discardableResult
     public func backward(_ dLogits: FeatureMap<T>, inputGradient: Bool = false) -> FeatureMap<T>? {
-        var g = relu4.backward(fc5.backward(dLogits))
+        var g = fc5.backward(dLogits)
+        relu4.backward(&g)
         if let bn4 { g = bn4.backward(g) }
-        g = relu3.backward(fc4.backward(g))
+        g = fc4.backward(g)
+        relu3.backward(&g)
         if let bn3 { g = bn3.backward(g) }
-        g = Self.unflatten(fc3.backward(g), channels: 16, height: 5, width: 5)
-        g = relu2.backward(pool2.backward(g))
+        g = pool2.backward(Self.unflatten(fc3.backward(g), channels: 16, height: 5, width: 5))
+        relu2.backward(&g)
         if let bn2 { g = bn2.backward(g) }
-        g = conv2.backward(g)!
-        g = relu1.backward(pool1.backward(g))
+        g = pool1.backward(conv2.backward(g)!)
+        relu1.backward(&g)
         if let bn1 { g = bn1.backward(g) }
         return conv1.backward(g, inputGradient: inputGradient)
     }

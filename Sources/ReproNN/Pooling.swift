@@ -1,33 +1,41 @@
 import ReproKernels
 
-/// ReLU: y = max(x, 0); the gradient at exactly 0 is 0 (PyTorch's threshold_backward).
+/// ReLU: y = max(x, 0), NaN passing through; the gradient at exactly 0 is 0 (PyTorch's threshold_backward).
+/// Both directions work in place: activations of this size are not worth a copy.
 public final class ReLU<T: KernelScalar> {
     @usableFromInline var output: [T] = []
     public init() {}
 
     @inlinable
-    public func forward(_ x: FeatureMap<T>) -> FeatureMap<T> {
-        var y = x
-        y.data.withUnsafeMutableBufferPointer { p in
-            for i in p.indices where !(p[i] > T.zero) && !p[i].isNaN { p[i] = T.zero }
+    public func forward(_ x: inout FeatureMap<T>) {
+        x.data.withUnsafeMutableBufferPointer { p in
+            // Swift.max(v, 0) is `0 >= v ? 0 : v`: NaN stays NaN, as in torch.relu.
+            for i in 0..<p.count { p[i] = Swift.max(p[i], T.zero) }
         }
-        output = y.data
-        return y
+        output = x.data
     }
 
     @inlinable
-    public func backward(_ dy: FeatureMap<T>) -> FeatureMap<T> {
-        var dx = dy
-        dx.data.withUnsafeMutableBufferPointer { d in output.withUnsafeBufferPointer { o in
-            for i in d.indices where !(o[i] > T.zero) { d[i] = T.zero }
+    public func backward(_ dy: inout FeatureMap<T>) {
+        dy.data.withUnsafeMutableBufferPointer { d in output.withUnsafeBufferPointer { o in
+            // Branch-free in SIMD blocks: half the signs are positive, so a branch would mispredict half the time.
+            let blocks = d.count / 16
+            let dRaw = UnsafeMutableRawPointer(d.baseAddress!), oRaw = UnsafeRawPointer(o.baseAddress!)
+            let stride = 16 * MemoryLayout<T>.stride
+            for b in 0..<blocks {
+                let ov = oRaw.loadUnaligned(fromByteOffset: b * stride, as: SIMD16<T>.self)
+                var dv = dRaw.loadUnaligned(fromByteOffset: b * stride, as: SIMD16<T>.self)
+                dv.replace(with: T.zero, where: .!(ov .> SIMD16<T>.zero))
+                dRaw.storeBytes(of: dv, toByteOffset: b * stride, as: SIMD16<T>.self)
+            }
+            for i in (blocks * 16)..<d.count { d[i] = o[i] > T.zero ? d[i] : T.zero }
         } }
-        return dx
     }
 }
 
 /// Max-pool 2×2, stride 2, floor mode (PyTorch's max_pool2d(kernel_size=2)). Window order is
-/// (0,0), (0,1), (1,0), (1,1); on ties the gradient goes to the FIRST maximum in that order, and a NaN
-/// wins its window, as in PyTorch's CPU kernel.
+/// (0,0), (0,1), (1,0), (1,1); an element replaces the running maximum when it is larger or NaN, as in
+/// PyTorch's CPU kernel, so on ties the gradient goes to the FIRST maximum in that order.
 public final class MaxPool2x2<T: KernelScalar> {
     @usableFromInline var argmax: [UInt8] = []
     @usableFromInline var inputShape = (channels: 0, batch: 0, height: 0, width: 0)
@@ -46,10 +54,10 @@ public final class MaxPool2x2<T: KernelScalar> {
                 for r in 0..<oh { for q in 0..<ow {
                     let top = src + 2 * r * w + 2 * q
                     var best = top[0], at: UInt8 = 0
-                    let rest = (top[1], top[w], top[w + 1])
-                    if rest.0 > best || rest.0.isNaN && !best.isNaN { best = rest.0; at = 1 }
-                    if rest.1 > best || rest.1.isNaN && !best.isNaN { best = rest.1; at = 2 }
-                    if rest.2 > best || rest.2.isNaN && !best.isNaN { best = rest.2; at = 3 }
+                    let v1 = top[1], v2 = top[w], v3 = top[w + 1]
+                    if v1 > best || v1.isNaN { best = v1; at = 1 }
+                    if v2 > best || v2.isNaN { best = v2; at = 2 }
+                    if v3 > best || v3.isNaN { best = v3; at = 3 }
                     let o = (p * oh + r) * ow + q
                     yp[o] = best
                     ap[o] = at

@@ -42,10 +42,14 @@ import ReproNN
         var x = randomValues(2 * 3 * 6 * 4, seed: 9).enumerated().map { i, v in v + 0.01 * Double(i % 7) + (v > 0 ? 0.1 : -0.1) }
         let w = randomValues(2 * 3 * 3 * 2, seed: 10)
         let f = { (xs: [Double]) in
-            weightedSum(pool.forward(relu.forward(FeatureMap(channels: 2, batch: 3, height: 6, width: 4, data: xs))).data, w)
+            var a = FeatureMap(channels: 2, batch: 3, height: 6, width: 4, data: xs)
+            relu.forward(&a)
+            return weightedSum(pool.forward(a).data, w)
         }
         _ = f(x)
-        let dx = relu.backward(pool.backward(FeatureMap(channels: 2, batch: 3, height: 3, width: 2, data: w))).data
+        var g = pool.backward(FeatureMap(channels: 2, batch: 3, height: 3, width: 2, data: w))
+        relu.backward(&g)
+        let dx = g.data
         #expect(GradientCheck.compare(analytic: dx, numeric: GradientCheck.numericGradient(of: f, at: &x, indices: Array(x.indices))).passed)
     }
 

@@ -1,0 +1,150 @@
+import ArgumentParser
+import Foundation
+import ReproKernels
+import ReproNN
+
+/// `repro bench`: milliseconds per training step of the notebook's model, against this machine's sgemm
+/// peak measured in the same run.
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Time training steps (forward + backward + SGD) and compare with the measured sgemm peak.",
+        discussion: "Build in release mode for meaningful figures: swift run -c release repro bench")
+
+    @Option(help: "Batch size.") var batchSize = 128
+    @Option(help: "Timed steps (after the warm-up steps).") var steps = 50
+    @Option(help: "Untimed warm-up steps.") var warmup = 5
+    @Option(help: "OpenBLAS threads (the bits of a blas run depend on it).") var threads = 2
+    @Flag(inversion: .prefixedNo, help: "LeNet-5 with the notebook's BatchNorm.") var norm = true
+    @Flag(help: "Print one JSON object instead of text.") var json = false
+    @Flag(help: "Also time every layer's forward and backward separately (text output).") var breakdown = false
+
+    func validate() throws {
+        guard batchSize >= 2 else { throw ValidationError("--batch-size must be at least 2 (BatchNorm needs two samples)") }
+        guard steps >= 1, warmup >= 0 else { throw ValidationError("--steps must be positive and --warmup non-negative") }
+        guard threads >= 1 else { throw ValidationError("--threads must be positive") }
+    }
+
+    func run() throws {
+        OpenBLAS.setThreadCount(threads)
+        let kernels = BLASKernels()
+        let peak = Self.measureSgemmPeak()
+        let net = LeNet5<Float>(normalized: norm, kernels: kernels)
+        net.initialize(seed: 0)
+        let sgd = SGD(parameters: net.parameters, options: SGDOptions())
+        var rng = Philox(seed: 0, .testData)
+        let n = batchSize
+        let x = FeatureMap<Float>(channels: 3, batch: n, height: 32, width: 32,
+                                  data: (0..<(3 * n * 1024)).map { _ in Float(rng.nextUnitDouble() * 2 - 1) })
+        let targets = (0..<n).map { _ in rng.nextBelow(10) }
+        for _ in 0..<warmup { _ = try net.trainStep(x, targets: targets, optimizer: sgd) }
+        var times = [Double]()
+        for _ in 0..<steps {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            _ = try net.trainStep(x, targets: targets, optimizer: sgd)
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+        }
+        times.sort()
+        let median = times[times.count / 2], best = times[0]
+        let flops = Self.stepFlops(batch: n)
+        let gflops = flops / (median * 1e-3) / 1e9
+        let report: [(String, Any)] = [
+            ("ms_per_step", median), ("ms_per_step_best", best), ("images_per_second", Double(n) / (median * 1e-3)),
+            ("step_mflop", flops / 1e6), ("gflops", gflops), ("sgemm_peak_gflops", peak),
+            ("share_of_sgemm_peak", gflops / peak), ("batch_size", n), ("threads", threads), ("norm", norm),
+            ("kernels", kernels.name), ("openblas_core", OpenBLAS.coreName), ("steps", steps),
+        ]
+        if json {
+            let object = Dictionary(uniqueKeysWithValues: report)
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print("LeNet-5\(norm ? " + BN" : ""), batch \(n), \(threads) OpenBLAS thread(s), core \(OpenBLAS.coreName), kernels \(kernels.name)")
+            print(String(format: "  %.2f ms/step (median of %d; best %.2f)   %.0f images/s", median, steps, best, Double(n) / (median * 1e-3)))
+            print(String(format: "  %.1f GFLOP/s on %.0f MFLOP/step = %.1f%% of the sgemm peak measured now (%.1f GFLOP/s)",
+                         gflops, flops / 1e6, 100 * gflops / peak, peak))
+            if breakdown { try Self.printBreakdown(net, x: x, targets: targets, steps: steps) }
+        }
+    }
+
+    /// Median milliseconds of each stage, run in the order a training step runs them.
+    static func printBreakdown(_ net: LeNet5<Float>, x: FeatureMap<Float>, targets: [Int], steps: Int) throws {
+        var stages: [(String, () throws -> Void)] = []
+        var a = x, g = x
+        func stage(_ name: String, _ body: @escaping () throws -> Void) { stages.append((name, body)) }
+        let relus = (0..<4).map { _ in ReLU<Float>() }, pools = (0..<2).map { _ in MaxPool2x2<Float>() }
+        stage("conv1 forward") { a = net.conv1.forward(x) }
+        if let bn = net.bn1 { stage("bn1 forward") { a = try bn.forward(a, training: true) } }
+        stage("relu1 forward") { relus[0].forward(&a) }
+        stage("pool1 forward") { a = pools[0].forward(a) }
+        stage("conv2 forward") { a = net.conv2.forward(a) }
+        if let bn = net.bn2 { stage("bn2 forward") { a = try bn.forward(a, training: true) } }
+        stage("relu+pool2 forward") { relus[1].forward(&a); a = pools[1].forward(a) }
+        stage("flatten+fc3..fc5 forward (with bn3, bn4)") {
+            a = net.fc3.forward(LeNet5<Float>.flatten(a))
+            if let bn = net.bn3 { a = try bn.forward(a, training: true) }
+            relus[2].forward(&a)
+            a = net.fc4.forward(a)
+            if let bn = net.bn4 { a = try bn.forward(a, training: true) }
+            relus[3].forward(&a)
+            a = net.fc5.forward(a)
+        }
+        stage("loss") { g = CrossEntropy.evaluate(logits: a, targets: targets, kernels: net.kernels).gradient! }
+        stage("fc5..fc3 backward (with bn4, bn3)") {
+            g = net.fc5.backward(g)
+            relus[3].backward(&g)
+            if let bn = net.bn4 { g = bn.backward(g) }
+            g = net.fc4.backward(g)
+            relus[2].backward(&g)
+            if let bn = net.bn3 { g = bn.backward(g) }
+            g = LeNet5<Float>.unflatten(net.fc3.backward(g), channels: 16, height: 5, width: 5)
+        }
+        stage("pool2+relu backward") { g = pools[1].backward(g); relus[1].backward(&g) }
+        if let bn = net.bn2 { stage("bn2 backward") { g = bn.backward(g) } }
+        stage("conv2 backward") { g = net.conv2.backward(g)! }
+        stage("pool1 backward") { g = pools[0].backward(g) }
+        stage("relu1 backward") { relus[0].backward(&g) }
+        if let bn = net.bn1 { stage("bn1 backward") { g = bn.backward(g) } }
+        stage("conv1 backward (weights only)") { _ = net.conv1.backward(g, inputGradient: false) }
+        var times = [[Double]](repeating: [], count: stages.count)
+        for _ in 0..<max(steps, 5) {
+            for (i, s) in stages.enumerated() {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                try s.1()
+                times[i].append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+            }
+        }
+        let medians = times.map { $0.sorted()[$0.count / 2] }
+        let total = medians.reduce(0, +)
+        print("  breakdown (median ms; the optimizer step is the remainder):")
+        for (i, s) in stages.enumerated() {
+            let name = s.0.padding(toLength: 42, withPad: " ", startingAt: 0)
+            print("    " + name + String(format: " %7.2f  %5.1f%%", medians[i], 100 * medians[i] / total))
+        }
+    }
+
+    /// GEMM FLOPs of one step: forward, weight gradients, and input gradients for every layer but conv1.
+    static func stepFlops(batch n: Int) -> Double {
+        let conv1 = 2.0 * 6 * 75 * Double(n * 784), conv2 = 2.0 * 16 * 150 * Double(n * 100)
+        let fc = 2.0 * Double(n) * (400 * 120 + 120 * 84 + 84 * 10)
+        return 2 * conv1 + 3 * conv2 + 3 * fc
+    }
+
+    /// Best of several 1024³ sgemm calls: what OpenBLAS reaches on a large square problem with this
+    /// thread count, the ceiling to read the step's GFLOP/s against.
+    static func measureSgemmPeak() -> Double {
+        let s = 1024
+        let a = [Float](repeating: 0.5, count: s * s), b = [Float](repeating: 0.25, count: s * s)
+        var c = [Float](repeating: 0, count: s * s)
+        var best = Double.infinity
+        for _ in 0..<6 {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                BLASKernels().gemm(.none, .none, m: s, n: s, k: s, alpha: 1, a: ap.baseAddress!, lda: s,
+                                   b: bp.baseAddress!, ldb: s, beta: 0, c: cp.baseAddress!, ldc: s)
+            } } }
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+        }
+        return 2 * Double(s * s * s) / best / 1e9
+    }
+}

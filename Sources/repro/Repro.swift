@@ -1,0 +1,14 @@
+import ArgumentParser
+
+@main
+struct Repro: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "repro",
+        abstract: "Seeded, recorded and verifiable LeNet-5 training.",
+        version: ReproVersion.string,
+        subcommands: [RecordCommand.self, BenchCommand.self])
+}
+
+enum ReproVersion {
+    static let string = "0.1.0"
+}
