@@ -40,6 +40,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "ReproNNTests", dependencies: ["ReproNN"]),
-        .testTarget(name: "ReproTrainingTests", dependencies: ["ReproTraining"]),
+        .testTarget(name: "ReproTrainingTests", dependencies: [
+            "ReproTraining", .product(name: "CompressNIO", package: "compress-nio")]),
     ]
 )

@@ -1,0 +1,118 @@
+import CompressNIO
+import Crypto
+import Foundation
+import NIOCore
+
+/// Bad or missing input data: always names the file and what is wrong with it.
+public struct DataError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// One MNIST split as uint8 images (row-major 28×28 each) and labels, kept in memory as stored; the
+/// notebook's transform is applied per batch (`MNISTBatcher`).
+public struct MNISTSplit: Sendable {
+    public let images: [UInt8]
+    public let labels: [UInt8]
+    public var count: Int { labels.count }
+    public static let rows = 28, columns = 28
+    public static var pixels: Int { rows * columns }
+}
+
+/// The four IDX files of MNIST, validated, with the SHA-256 of each file's decompressed bytes.
+public struct MNIST: Sendable {
+    public let train: MNISTSplit
+    public let test: MNISTSplit
+    /// (file base name, hex SHA-256 of its decompressed bytes), in load order.
+    public let fingerprints: [(file: String, sha256: String)]
+    public let directory: String
+
+    static let files = (trainImages: "train-images-idx3-ubyte", trainLabels: "train-labels-idx1-ubyte",
+                        testImages: "t10k-images-idx3-ubyte", testLabels: "t10k-labels-idx1-ubyte")
+
+    /// Loads from `directory`, accepting raw or gzip files either directly there or in torchvision's
+    /// layout (`directory/MNIST/raw/`). Raw files win over .gz when both exist.
+    public static func load(directory: String) throws(DataError) -> MNIST {
+        var fingerprints = [(String, String)]()
+        func load(_ base: String) throws(DataError) -> [UInt8] {
+            let (path, bytes) = try readIDX(base: base, directory: directory)
+            fingerprints.append((base, SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()))
+            _ = path
+            return bytes
+        }
+        let train = try split(images: load(files.trainImages), labels: load(files.trainLabels),
+                              imageFile: files.trainImages, labelFile: files.trainLabels)
+        let test = try split(images: load(files.testImages), labels: load(files.testLabels),
+                             imageFile: files.testImages, labelFile: files.testLabels)
+        return MNIST(train: train, test: test, fingerprints: fingerprints, directory: directory)
+    }
+
+    /// Finds and reads one file, decompressing gzip; returns the path used and the raw IDX bytes.
+    static func readIDX(base: String, directory: String) throws(DataError) -> (String, [UInt8]) {
+        let folders = [directory, directory + "/MNIST/raw"]
+        let candidates = folders.flatMap { [$0 + "/" + base, $0 + "/" + base + ".gz"] }
+        guard let path = candidates.first(where: { FileManager.default.isReadableFile(atPath: $0) }) else {
+            var isDirectory: ObjCBool = false
+            if !FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) || !isDirectory.boolValue {
+                throw DataError("\(directory): data directory does not exist")
+            }
+            throw DataError("\(directory): no \(base) or \(base).gz here or in MNIST/raw/")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else { throw DataError("\(path): cannot read the file") }
+        let bytes = [UInt8](data)
+        guard path.hasSuffix(".gz") else { return (path, bytes) }
+        return (path, try gunzip(bytes, path: path))
+    }
+
+    static func gunzip(_ compressed: [UInt8], path: String) throws(DataError) -> [UInt8] {
+        guard compressed.count >= 18, compressed[0] == 0x1f, compressed[1] == 0x8b else {
+            throw DataError("\(path): not a gzip file (bad magic bytes)")
+        }
+        // ISIZE, the last four bytes: the uncompressed size mod 2^32. MNIST files are far below 4 GiB, and
+        // the cap keeps a damaged trailer from asking for an absurd allocation.
+        let n = compressed.count
+        let size = Int(compressed[n - 4]) | Int(compressed[n - 3]) << 8 | Int(compressed[n - 2]) << 16 | Int(compressed[n - 1]) << 24
+        guard size > 0, size <= 256 << 20 else { throw DataError("\(path): gzip trailer gives an implausible size (\(size) bytes)") }
+        var input = ByteBuffer(bytes: compressed)
+        var output = ByteBufferAllocator().buffer(capacity: size)
+        do {
+            try input.decompress(to: &output, with: .gzip())
+        } catch {
+            throw DataError("\(path): damaged or truncated gzip data (\(error))")
+        }
+        guard output.readableBytes == size else {
+            throw DataError("\(path): decompressed to \(output.readableBytes) bytes, but the gzip trailer says \(size)")
+        }
+        return output.readBytes(length: output.readableBytes) ?? []
+    }
+
+    static func bigEndian32(_ b: [UInt8], _ offset: Int) -> Int {
+        Int(b[offset]) << 24 | Int(b[offset + 1]) << 16 | Int(b[offset + 2]) << 8 | Int(b[offset + 3])
+    }
+
+    static func split(images: [UInt8], labels: [UInt8], imageFile: String, labelFile: String) throws(DataError) -> MNISTSplit {
+        guard images.count >= 16, bigEndian32(images, 0) == 2051 else {
+            throw DataError("\(imageFile): not an IDX image file (magic number is not 2051)")
+        }
+        let count = bigEndian32(images, 4), rows = bigEndian32(images, 8), columns = bigEndian32(images, 12)
+        guard rows == MNISTSplit.rows, columns == MNISTSplit.columns else {
+            throw DataError("\(imageFile): images are \(rows)×\(columns), expected 28×28")
+        }
+        guard images.count == 16 + count * rows * columns else {
+            throw DataError("\(imageFile): \(images.count) bytes, but the header promises \(count) images (\(16 + count * rows * columns) bytes): truncated or padded")
+        }
+        guard labels.count >= 8, bigEndian32(labels, 0) == 2049 else {
+            throw DataError("\(labelFile): not an IDX label file (magic number is not 2049)")
+        }
+        let labelCount = bigEndian32(labels, 4)
+        guard labels.count == 8 + labelCount else {
+            throw DataError("\(labelFile): \(labels.count) bytes, but the header promises \(labelCount) labels: truncated or padded")
+        }
+        guard labelCount == count else { throw DataError("\(labelFile): \(labelCount) labels for \(count) images in \(imageFile)") }
+        let labelValues = Array(labels[8...])
+        if let bad = labelValues.firstIndex(where: { $0 > 9 }) {
+            throw DataError("\(labelFile): label \(labelValues[bad]) at index \(bad) is outside 0...9")
+        }
+        return MNISTSplit(images: Array(images[16...]), labels: labelValues)
+    }
+}

@@ -1,0 +1,53 @@
+import ReproKernels
+import ReproNN
+
+/// The notebook's split and loaders, as index lists.
+public enum DataOrder {
+    /// torch.utils.data.random_split with lengths [int(0.8·n + 1), rest]: a seeded permutation of 0..<n,
+    /// the first part training, the rest validation.
+    public static func trainValidationSplit(count n: Int, seed: UInt64) -> (train: [Int32], validation: [Int32]) {
+        let trainCount = Int(Double(n) * 0.8 + 1)
+        var rng = Philox(seed: seed, .split)
+        let permutation = rng.permutation(n)
+        return (Array(permutation[..<trainCount]), Array(permutation[trainCount...]))
+    }
+
+    /// One epoch's order of the training set: a fresh permutation per epoch from the shuffle stream
+    /// (substream = epoch), mapped to dataset indices. Batches are consecutive runs of it, last partial
+    /// batch dropped (drop_last=True).
+    public static func epochOrder(trainIndices: [Int32], epoch: Int, seed: UInt64) -> [Int32] {
+        var rng = Philox(seed: seed, .shuffle, substream: UInt32(epoch))
+        return rng.permutation(trainIndices.count).map { trainIndices[Int($0)] }
+    }
+}
+
+/// Applies the notebook's MNIST transform to a batch: ToTensor (pixel/255) → pad 2 zeros on every side
+/// (28→32) → repeat to 3 channels → Normalize(0.5, 0.5), i.e. (x − 0.5)/0.5, all in float32 as torchvision
+/// computes it. Output is channel-major [3][N][32][32].
+public enum MNISTTransform {
+    public static let size = 32, padding = 2
+
+    public static func batch(_ split: MNISTSplit, indices: some Collection<Int32>) -> (x: FeatureMap<Float>, labels: [Int]) {
+        let n = indices.count, plane = size * size
+        // The padded border normalizes to (0 − 0.5)/0.5 = −1.
+        var data = [Float](repeating: -1, count: 3 * n * plane)
+        var labels = [Int]()
+        labels.reserveCapacity(n)
+        // Every possible pixel value, transformed once: the same float ops the per-pixel formula does.
+        let table = (0...255).map { (Float($0) / 255 - 0.5) / 0.5 }
+        split.images.withUnsafeBufferPointer { images in data.withUnsafeMutableBufferPointer { out in
+            for (j, index) in indices.enumerated() {
+                let source = Int(index) * MNISTSplit.pixels
+                labels.append(Int(split.labels[Int(index)]))
+                for r in 0..<MNISTSplit.rows {
+                    for c in 0..<MNISTSplit.columns {
+                        let v = table[Int(images[source + r * MNISTSplit.columns + c])]
+                        let offset = (r + padding) * size + c + padding
+                        for channel in 0..<3 { out[(channel * n + j) * plane + offset] = v }
+                    }
+                }
+            }
+        } }
+        return (FeatureMap(channels: 3, batch: n, height: size, width: size, data: data), labels)
+    }
+}
