@@ -43,7 +43,9 @@ public final class Conv2d<T: KernelScalar> {
                 for img in 0..<n {
                     let plane = src.baseAddress! + (c * n + img) * h * w
                     for r in 0..<oh {
-                        (row + (img * oh + r) * ow).update(from: plane + (r + ki) * w + kj, count: ow)
+                        // Rows are short (28 or 10 values): an inline loop beats a memmove call.
+                        let dstRow = row + (img * oh + r) * ow, srcRow = plane + (r + ki) * w + kj
+                        for q in 0..<ow { dstRow[q] = srcRow[q] }
                     }
                 }
             } } }

@@ -17,7 +17,7 @@ public struct RunConfig: Sendable {
     /// Checkpoint every this many steps; nil means once per epoch.
     public var checkpointEvery: Int?
     public var threads = 1
-    public var kernels = "blas"
+    public var kernels = "portable"
     public var batchNorm = BatchNormOptions.notebook
     public var dataDirectory = "Data/mnist"
     public var output = "runs/mnist_bn.h5"

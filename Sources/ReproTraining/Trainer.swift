@@ -29,7 +29,7 @@ public enum TrainingError: Error, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .unknownKernels(let name): return "unknown kernels '\(name)' (available: blas)"
+        case .unknownKernels(let name): return "unknown kernels '\(name)' (available: \(Trainer.kernelNames.joined(separator: ", ")))"
         case let .batchNorm(error, step): return "training step \(step): \(error)"
         }
     }
@@ -46,16 +46,19 @@ public struct Trainer {
         self.data = data
     }
 
-    public static func kernels(named name: String) throws(TrainingError) -> any Kernels {
+    public static let kernelNames = ["portable", "blas"]
+
+    public static func kernels(named name: String, threads: Int = 1) throws(TrainingError) -> any Kernels {
         switch name {
         case "blas": return BLASKernels()
+        case "portable": return PortableKernels(threads: threads)
         default: throw TrainingError.unknownKernels(name)
         }
     }
 
     public func run(observers: [TrainingObserver]) throws {
         OpenBLAS.setThreadCount(config.threads)
-        let kernels = try Self.kernels(named: config.kernels)
+        let kernels = try Self.kernels(named: config.kernels, threads: config.threads)
         let split = DataOrder.trainValidationSplit(count: data.train.count, seed: config.seed)
         let plan = RunPlan(config: config, trainCount: split.train.count)
 

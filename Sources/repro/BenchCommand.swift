@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import ReproKernels
 import ReproNN
+import ReproTraining
 
 /// `repro bench`: milliseconds per training step of the notebook's model, against this machine's sgemm
 /// peak measured in the same run.
@@ -18,52 +19,75 @@ struct BenchCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "LeNet-5 with the notebook's BatchNorm.") var norm = true
     @Flag(help: "Print one JSON object instead of text.") var json = false
     @Flag(help: "Also time every layer's forward and backward separately (text output).") var breakdown = false
+    @Option(help: "Kernels to time: portable, blas, or both (side by side, with their ratio).") var kernels = "both"
 
     func validate() throws {
         guard batchSize >= 2 else { throw ValidationError("--batch-size must be at least 2 (BatchNorm needs two samples)") }
         guard steps >= 1, warmup >= 0 else { throw ValidationError("--steps must be positive and --warmup non-negative") }
         guard threads >= 1 else { throw ValidationError("--threads must be positive") }
+        guard (["both"] + Trainer.kernelNames).contains(kernels) else { throw ValidationError("--kernels must be portable, blas or both") }
+    }
+
+    struct Timing {
+        var kernels: String
+        var median: Double
+        var best: Double
     }
 
     func run() throws {
         OpenBLAS.setThreadCount(threads)
-        let kernels = BLASKernels()
         let peak = Self.measureSgemmPeak()
-        let net = LeNet5<Float>(normalized: norm, kernels: kernels)
-        net.initialize(seed: 0)
-        let sgd = SGD(parameters: net.parameters, options: SGDOptions())
-        var rng = Philox(seed: 0, .testData)
         let n = batchSize
-        let x = FeatureMap<Float>(channels: 3, batch: n, height: 32, width: 32,
-                                  data: (0..<(3 * n * 1024)).map { _ in Float(rng.nextUnitDouble() * 2 - 1) })
-        let targets = (0..<n).map { _ in rng.nextBelow(10) }
-        for _ in 0..<warmup { _ = try net.trainStep(x, targets: targets, optimizer: sgd) }
-        var times = [Double]()
-        for _ in 0..<steps {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            _ = try net.trainStep(x, targets: targets, optimizer: sgd)
-            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
-        }
-        times.sort()
-        let median = times[times.count / 2], best = times[0]
         let flops = Self.stepFlops(batch: n)
-        let gflops = flops / (median * 1e-3) / 1e9
-        let report: [(String, Any)] = [
-            ("ms_per_step", median), ("ms_per_step_best", best), ("images_per_second", Double(n) / (median * 1e-3)),
-            ("step_mflop", flops / 1e6), ("gflops", gflops), ("sgemm_peak_gflops", peak),
-            ("share_of_sgemm_peak", gflops / peak), ("batch_size", n), ("threads", threads), ("norm", norm),
-            ("kernels", kernels.name), ("openblas_core", OpenBLAS.coreName), ("steps", steps),
-        ]
+        let names = kernels == "both" ? ["blas", "portable"] : [kernels]
+        var timings = [Timing]()
+        for name in names {
+            let k = try Trainer.kernels(named: name, threads: threads)
+            let net = LeNet5<Float>(normalized: norm, kernels: k)
+            net.initialize(seed: 0)
+            let sgd = SGD(parameters: net.parameters, options: SGDOptions())
+            var rng = Philox(seed: 0, .testData)
+            let x = FeatureMap<Float>(channels: 3, batch: n, height: 32, width: 32,
+                                      data: (0..<(3 * n * 1024)).map { _ in Float(rng.nextUnitDouble() * 2 - 1) })
+            let targets = (0..<n).map { _ in rng.nextBelow(10) }
+            for _ in 0..<warmup { _ = try net.trainStep(x, targets: targets, optimizer: sgd) }
+            var times = [Double]()
+            for _ in 0..<steps {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                _ = try net.trainStep(x, targets: targets, optimizer: sgd)
+                times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+            }
+            times.sort()
+            timings.append(Timing(kernels: name, median: times[times.count / 2], best: times[0]))
+            if breakdown && !json {
+                print("\(name) kernels:")
+                try Self.printBreakdown(net, x: x, targets: targets, steps: steps)
+            }
+        }
+        let primary = timings[0]
         if json {
-            let object = Dictionary(uniqueKeysWithValues: report)
+            var object: [String: Any] = [
+                "batch_size": n, "threads": threads, "norm": norm, "openblas_core": OpenBLAS.coreName, "steps": steps,
+                "step_mflop": flops / 1e6, "sgemm_peak_gflops": peak, "kernels": primary.kernels,
+                "ms_per_step": primary.median, "ms_per_step_best": primary.best,
+                "images_per_second": Double(n) / (primary.median * 1e-3),
+                "gflops": flops / (primary.median * 1e-3) / 1e9, "share_of_sgemm_peak": flops / (primary.median * 1e-3) / 1e9 / peak,
+            ]
+            for t in timings { object["ms_per_step_\(t.kernels)"] = t.median }
+            if timings.count == 2 { object["portable_over_blas"] = timings[1].median / timings[0].median }
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
-        } else {
-            print("LeNet-5\(norm ? " + BN" : ""), batch \(n), \(threads) OpenBLAS thread(s), core \(OpenBLAS.coreName), kernels \(kernels.name)")
-            print(String(format: "  %.2f ms/step (median of %d; best %.2f)   %.0f images/s", median, steps, best, Double(n) / (median * 1e-3)))
-            print(String(format: "  %.1f GFLOP/s on %.0f MFLOP/step = %.1f%% of the sgemm peak measured now (%.1f GFLOP/s)",
-                         gflops, flops / 1e6, 100 * gflops / peak, peak))
-            if breakdown { try Self.printBreakdown(net, x: x, targets: targets, steps: steps) }
+            return
+        }
+        print("LeNet-5\(norm ? " + BN" : ""), batch \(n), \(threads) thread(s), OpenBLAS core \(OpenBLAS.coreName); sgemm peak measured now: \(String(format: "%.1f", peak)) GFLOP/s")
+        for t in timings {
+            let gflops = flops / (t.median * 1e-3) / 1e9
+            print("  " + t.kernels.padding(toLength: 9, withPad: " ", startingAt: 0)
+                  + String(format: "%7.2f ms/step (median of %d; best %.2f)  %6.0f images/s  %5.1f GFLOP/s = %4.1f%% of peak",
+                           t.median, steps, t.best, Double(n) / (t.median * 1e-3), gflops, 100 * gflops / peak))
+        }
+        if timings.count == 2 {
+            print(String(format: "  portable / blas = %.2f×", timings[1].median / timings[0].median))
         }
     }
 

@@ -24,6 +24,7 @@ final class ConsoleReporter: TrainingObserver {
         print(String(format: "\tValidation loss %.5f, Validation accuracy %.2f", validation.loss, validation.accuracy))
         print(String(format: "\tTest loss %.5f, Test accuracy %.2f", test.loss, test.accuracy))
         print("-----------------------------------------------------")
+        fflush(nil)
     }
 
     func epochStarted(_ epoch: Int, order: [Int32]) {
@@ -50,6 +51,7 @@ final class ConsoleReporter: TrainingObserver {
         print(String(format: "\tTraining loss %.5f, Training accuracy %.2f", train.loss, train.accuracy))
         print(String(format: "\tValidation loss %.5f, Validation accuracy %.2f", validation.loss, validation.accuracy))
         print("-----------------------------------------------------")
+        fflush(nil)  // a log file or CI console sees each epoch as it ends
     }
 
     func checkpoint(step: Int, epoch: Int, batchInEpoch: Int, model: LeNet5<Float>, optimizer: SGD<Float>) {}

@@ -28,8 +28,9 @@ struct RecordCommand: ParsableCommand {
     @Option(help: "Stop after this many optimizer steps (for short goldens).") var maxSteps: Int?
     @Option(help: "Output file (default: runs/<name>.h5).") var output: String?
     @Option(help: "Write a checkpoint every N steps (default: every epoch); step 0 and the last step always.") var checkpointEvery: Int?
-    @Option(help: "OpenBLAS threads. Recorded; the bits of a blas run depend on it.") var threads = 1
-    @Option(help: "Kernel implementation: blas.") var kernels = "blas"
+    @Option(help: "Threads (recorded). Portable kernels give the same bits for any count; blas bits depend on it.") var threads = 1
+    @Option(help: "Kernels: portable (the same bits on every machine and thread count) or blas (OpenBLAS; bits depend on its CPU kernel and threads).")
+    var kernels = "portable"
     @Option(help: "Directory with the MNIST IDX files (raw or .gz; also DIR/MNIST/raw/).") var dataDir = "Data/mnist"
     @Flag(help: "Train and print, but write no record (to measure the recording overhead).") var noWrite = false
 
@@ -46,7 +47,9 @@ struct RecordCommand: ParsableCommand {
         guard dataset == "mnist" else {
             throw BadInput(dataset == "svhn" ? "--dataset svhn is not supported yet (only mnist)" : "unknown dataset '\(dataset)' (available: mnist)")
         }
-        guard kernels == "blas" else { throw BadInput("unknown kernels '\(kernels)' (available: blas)") }
+        guard Trainer.kernelNames.contains(kernels) else {
+            throw BadInput("unknown kernels '\(kernels)' (available: \(Trainer.kernelNames.joined(separator: ", ")))")
+        }
         var config = RunConfig()
         config.batchSize = batchSize
         config.learningRate = learningRate

@@ -1,0 +1,215 @@
+import Dispatch
+
+/// Kernels whose every floating-point operation happens in an order fixed by this code, so results are
+/// bit-identical on every IEEE-754 machine, for every thread count:
+///
+/// - GEMM, op(B) not transposed ("axpy form"): each output is acc = 0; for p in 0..<k { acc = acc + a(i,p)·b(p,j) }
+///   — one rounding for the product, one for the sum, in increasing p. SIMD runs 16 such outputs side by side
+///   (different j), which does not change any single output's order.
+/// - GEMM, op(B) transposed ("dot form", rows of op(A) and of B both contiguous in p): each output is the
+///   fixed-order dot product of `FixedOrderReductions.dot` — 16 partial sums over p mod 16, combined by a
+///   fixed pairwise tree, then the k mod 16 tail in order.
+/// - Both then apply C = r + β·C as: r = acc when α = 1 else α·acc; C = r (β = 0, C is not read), C + r
+///   (β = 1), else β·C + r.
+/// - No fused multiply-add anywhere: Swift never contracts a·b + c on its own, and this code never asks.
+/// - Threads split the output columns; every output is computed whole by one thread, so the thread count
+///   changes the time, never the bits.
+/// - exp and log are `PortableMath` (polynomials of +, −, ×, ÷ only), reductions `FixedOrderReductions`.
+public struct PortableKernels: Kernels {
+    public let threads: Int
+    public init(threads: Int = 1) { self.threads = max(1, threads) }
+    public var name: String { "portable" }
+
+    @inlinable
+    public func gemm<T: KernelScalar>(
+        _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+        alpha: T, a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
+        beta: T, c: UnsafeMutablePointer<T>, ldc: Int
+    ) {
+        if T.self == Float.self {
+            PortableGEMM<Float>.run(transA, transB, m: m, n: n, k: k, alpha: unsafeBitCast(alpha, to: Float.self),
+                                    a: UnsafeRawPointer(a).assumingMemoryBound(to: Float.self), lda: lda,
+                                    b: UnsafeRawPointer(b).assumingMemoryBound(to: Float.self), ldb: ldb,
+                                    beta: unsafeBitCast(beta, to: Float.self),
+                                    c: UnsafeMutableRawPointer(c).assumingMemoryBound(to: Float.self), ldc: ldc, threads: threads)
+        } else if T.self == Double.self {
+            PortableGEMM<Double>.run(transA, transB, m: m, n: n, k: k, alpha: unsafeBitCast(alpha, to: Double.self),
+                                     a: UnsafeRawPointer(a).assumingMemoryBound(to: Double.self), lda: lda,
+                                     b: UnsafeRawPointer(b).assumingMemoryBound(to: Double.self), ldb: ldb,
+                                     beta: unsafeBitCast(beta, to: Double.self),
+                                     c: UnsafeMutableRawPointer(c).assumingMemoryBound(to: Double.self), ldc: ldc, threads: threads)
+        } else {
+            PortableGEMM<T>.run(transA, transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                                beta: beta, c: c, ldc: ldc, threads: threads)
+        }
+    }
+
+    @inlinable
+    public func sum<T: KernelScalar>(_ x: UnsafeBufferPointer<T>) -> T { FixedOrderReductions.sumSpecialized(x) }
+    @inlinable
+    public func sumOfSquaredDeviations<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, from center: T) -> T {
+        FixedOrderReductions.sumOfSquaredDeviationsSpecialized(x, from: center)
+    }
+    @inlinable
+    public func dot<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, _ y: UnsafeBufferPointer<T>) -> T {
+        FixedOrderReductions.dotSpecialized(x, y)
+    }
+    @inlinable public func exp<T: KernelScalar>(_ x: T) -> T { PortableMath.exp(x) }
+    @inlinable public func log<T: KernelScalar>(_ x: T) -> T { PortableMath.log(x) }
+}
+
+/// The GEMM of `PortableKernels`; see there for the order of operations.
+@usableFromInline
+enum PortableGEMM<T: KernelScalar> {
+    @usableFromInline typealias V = SIMD16<T>
+
+    @inlinable
+    static func finish(_ acc: T, alpha: T, beta: T, into c: UnsafeMutablePointer<T>) {
+        let r = alpha == 1 ? acc : alpha * acc
+        if beta == 0 { c.pointee = r } else if beta == 1 { c.pointee = c.pointee + r } else { c.pointee = beta * c.pointee + r }
+    }
+
+    @inlinable
+    static func finish(_ acc: V, alpha: T, beta: T, into c: UnsafeMutablePointer<T>) {
+        let raw = UnsafeMutableRawPointer(c)
+        let r = alpha == 1 ? acc : V(repeating: alpha) * acc
+        if beta == 0 {
+            raw.storeBytes(of: r, as: V.self)
+        } else {
+            let old = raw.loadUnaligned(as: V.self)
+            raw.storeBytes(of: beta == 1 ? old + r : V(repeating: beta) * old + r, as: V.self)
+        }
+    }
+
+    @inlinable
+    static func run(_ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int, alpha: T,
+                    a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
+                    beta: T, c: UnsafeMutablePointer<T>, ldc: Int, threads: Int) {
+        // a(i, p) = a[i·rowStride + p·columnStride]
+        let aRow = transA == .none ? lda : 1, aColumn = transA == .none ? 1 : lda
+        // Column chunks, multiples of 16, one per thread; the split never changes an output's arithmetic.
+        let chunks = threads > 1 && n >= 64 ? threads : 1
+        let width = ((n + chunks - 1) / chunks + 15) / 16 * 16
+        // Each chunk writes a disjoint set of columns of C: sharing the pointers is safe.
+        nonisolated(unsafe) let a = a, b = b, c = c
+        let work: @Sendable (Int) -> Void = { chunk in
+            let j0 = chunk * width, j1 = min(n, j0 + width)
+            guard j0 < j1 else { return }
+            if transB == .none {
+                axpyForm(m: m, columns: j0..<j1, k: k, alpha: alpha, a: a, aRow: aRow, aColumn: aColumn, b: b, ldb: ldb,
+                         beta: beta, c: c, ldc: ldc)
+            } else {
+                dotForm(m: m, columns: j0..<j1, k: k, alpha: alpha, a: a, aRow: aRow, aColumn: aColumn, b: b, ldb: ldb,
+                        beta: beta, c: c, ldc: ldc)
+            }
+        }
+        if chunks == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: chunks, execute: work) }
+    }
+
+    /// C[i, j] = Σ_p a(i,p)·B[p, j], p increasing. Register blocks of 4 rows × 16 columns, walked in panels
+    /// of 256 columns × all rows, so a panel of B is read from memory once and from cache after that, and C
+    /// is written in runs of 1 KiB. (Loop order only changes speed: each output's arithmetic is fixed.)
+    @inlinable
+    static func axpyForm(m: Int, columns: Range<Int>, k: Int, alpha: T, a: UnsafePointer<T>, aRow: Int, aColumn: Int,
+                         b: UnsafePointer<T>, ldb: Int, beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
+        let braw = UnsafeRawPointer(b)
+        let stride = MemoryLayout<T>.stride
+        let fullEnd = columns.lowerBound + (columns.count / 16) * 16
+        var panel = columns.lowerBound
+        while panel < fullEnd {
+          let panelEnd = min(panel + 256, fullEnd)
+          var i = 0
+          while i < m {
+            let rows = min(4, m - i)
+            var j = panel
+            while j < panelEnd {
+                var acc0 = V(), acc1 = V(), acc2 = V(), acc3 = V()
+                let a0 = a + i * aRow
+                if rows == 4 {
+                    for p in 0..<k {
+                        let bv = braw.loadUnaligned(fromByteOffset: (p * ldb + j) * stride, as: V.self)
+                        let ap = a0 + p * aColumn
+                        acc0 += V(repeating: ap[0]) * bv
+                        acc1 += V(repeating: ap[aRow]) * bv
+                        acc2 += V(repeating: ap[2 * aRow]) * bv
+                        acc3 += V(repeating: ap[3 * aRow]) * bv
+                    }
+                } else if rows == 2 {
+                    for p in 0..<k {
+                        let bv = braw.loadUnaligned(fromByteOffset: (p * ldb + j) * stride, as: V.self)
+                        let ap = a0 + p * aColumn
+                        acc0 += V(repeating: ap[0]) * bv
+                        acc1 += V(repeating: ap[aRow]) * bv
+                    }
+                } else {
+                    for p in 0..<k {
+                        let bv = braw.loadUnaligned(fromByteOffset: (p * ldb + j) * stride, as: V.self)
+                        let ap = a0 + p * aColumn
+                        acc0 += V(repeating: ap[0]) * bv
+                        if rows > 1 { acc1 += V(repeating: ap[aRow]) * bv }
+                        if rows > 2 { acc2 += V(repeating: ap[2 * aRow]) * bv }
+                    }
+                }
+                finish(acc0, alpha: alpha, beta: beta, into: c + i * ldc + j)
+                if rows > 1 { finish(acc1, alpha: alpha, beta: beta, into: c + (i + 1) * ldc + j) }
+                if rows > 2 { finish(acc2, alpha: alpha, beta: beta, into: c + (i + 2) * ldc + j) }
+                if rows > 3 { finish(acc3, alpha: alpha, beta: beta, into: c + (i + 3) * ldc + j) }
+                j += 16
+            }
+            i += rows
+          }
+          panel = panelEnd
+        }
+        for jj in fullEnd..<columns.upperBound {
+            for i in 0..<m {
+                var acc: T = 0
+                for p in 0..<k { acc += a[i * aRow + p * aColumn] * b[p * ldb + jj] }
+                finish(acc, alpha: alpha, beta: beta, into: c + i * ldc + jj)
+            }
+        }
+    }
+
+    /// C[i, j] = FixedOrderReductions.dot(row i of op(A), row j of B) for B stored n × k (op(B) = Bᵀ).
+    @inlinable
+    static func dotForm(m: Int, columns: Range<Int>, k: Int, alpha: T, a: UnsafePointer<T>, aRow: Int, aColumn: Int,
+                        b: UnsafePointer<T>, ldb: Int, beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
+        // Rows of op(A) must be contiguous in p; pack them when A is transposed (a copy is exact).
+        var packed = [T]()
+        var aPtr = a, aStride = aRow
+        if aColumn != 1 {
+            packed = [T](repeating: 0, count: m * k)
+            for i in 0..<m { for p in 0..<k { packed[i * k + p] = a[i * aRow + p * aColumn] } }
+            aStride = k
+        }
+        packed.withUnsafeBufferPointer { pk in
+            if aColumn != 1 { aPtr = pk.baseAddress! }
+            let blocks = k / 16, stride = MemoryLayout<T>.stride
+            for j in columns {
+                let bRow = UnsafeRawPointer(b + j * ldb)
+                var i = 0
+                while i < m {
+                    let rows = min(4, m - i)
+                    var acc0 = V(), acc1 = V(), acc2 = V(), acc3 = V()
+                    let r0 = UnsafeRawPointer(aPtr + i * aStride)
+                    let rowBytes = aStride * stride
+                    for q in 0..<blocks {
+                        let offset = q * 16 * stride
+                        let bv = bRow.loadUnaligned(fromByteOffset: offset, as: V.self)
+                        acc0 += r0.loadUnaligned(fromByteOffset: offset, as: V.self) * bv
+                        if rows > 1 { acc1 += r0.loadUnaligned(fromByteOffset: rowBytes + offset, as: V.self) * bv }
+                        if rows > 2 { acc2 += r0.loadUnaligned(fromByteOffset: 2 * rowBytes + offset, as: V.self) * bv }
+                        if rows > 3 { acc3 += r0.loadUnaligned(fromByteOffset: 3 * rowBytes + offset, as: V.self) * bv }
+                    }
+                    let acc = (acc0, acc1, acc2, acc3)
+                    for r in 0..<rows {
+                        var total = FixedOrderReductions.combine(r == 0 ? acc.0 : r == 1 ? acc.1 : r == 2 ? acc.2 : acc.3)
+                        let aRowPtr = aPtr + (i + r) * aStride
+                        for p in (blocks * 16)..<k { total += aRowPtr[p] * b[j * ldb + p] }
+                        finish(total, alpha: alpha, beta: beta, into: c + (i + r) * ldc + j)
+                    }
+                    i += rows
+                }
+            }
+        }
+    }
+}
