@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Module graph (one direction only):
-//   repro (CLI) → ReproTraining (trainer, recorder) → ReproNN (layers, BN, SGD, RNG) → ReproKernels (GEMM, reductions, exp/log)
+//   repro (CLI) → ReproVerify (compare, verify, BN checks) → ReproTraining (trainer, recorder) → ReproNN (layers, BN, SGD, RNG) → ReproKernels (GEMM, reductions, exp/log)
 //   ReproData (MNIST) and ReproStorage (HDF5 schema) sit beside ReproTraining; neither knows about training.
 let package = Package(
     name: "repro",
@@ -35,12 +35,13 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto")],
                 swiftSettings: [.swiftLanguageMode(.v5)]),  // libhdf5's type ids are C globals
         .target(name: "ReproTraining", dependencies: ["ReproNN", "ReproData", "ReproStorage"]),
+        .target(name: "ReproVerify", dependencies: ["ReproTraining"]),
         .executableTarget(name: "repro", dependencies: [
-            "ReproTraining",
+            "ReproVerify",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "ReproNNTests", dependencies: ["ReproNN"]),
-        .testTarget(name: "ReproTrainingTests", dependencies: [
-            "ReproTraining", .product(name: "CompressNIO", package: "compress-nio")]),
+        .testTarget(name: "ReproTrainingTests", dependencies: ["ReproTraining"]),
+        .testTarget(name: "ReproVerifyTests", dependencies: ["ReproVerify"]),
     ]
 )

@@ -14,6 +14,12 @@ public struct DataError: Error, CustomStringConvertible {
 public struct MNISTSplit: Sendable {
     public let images: [UInt8]
     public let labels: [UInt8]
+
+    public init(images: [UInt8], labels: [UInt8]) {
+        precondition(images.count == labels.count * MNISTSplit.pixels, "MNISTSplit: image bytes do not match the label count")
+        self.images = images
+        self.labels = labels
+    }
     public var count: Int { labels.count }
     public static let rows = 28, columns = 28
     public static var pixels: Int { rows * columns }
@@ -27,7 +33,7 @@ public struct MNIST: Sendable {
     public let fingerprints: [(file: String, sha256: String)]
     public let directory: String
 
-    static let files = (trainImages: "train-images-idx3-ubyte", trainLabels: "train-labels-idx1-ubyte",
+    public static let files = (trainImages: "train-images-idx3-ubyte", trainLabels: "train-labels-idx1-ubyte",
                         testImages: "t10k-images-idx3-ubyte", testLabels: "t10k-labels-idx1-ubyte")
 
     /// Loads from `directory`, accepting raw or gzip files either directly there or in torchvision's

@@ -201,6 +201,61 @@ public final class HDF5Reader {
         return names
     }
 
+    public enum ElementKind: String, Sendable { case float32, float64, int32, int64, uint8 }
+
+    /// The stored element type of a dataset, for the types records use.
+    public func elementKind(of objectPath: String) throws -> ElementKind {
+        let dataset = H5Dopen2(file, objectPath, 0)
+        guard dataset >= 0 else { throw StorageError(path: path, problem: "missing dataset \(objectPath)") }
+        defer { H5Dclose(dataset) }
+        let type = H5Dget_type(dataset)
+        defer { H5Tclose(type) }
+        let size = H5Tget_size(type)
+        switch (H5Tget_class(type), size) {
+        case (H5T_FLOAT, 4): return .float32
+        case (H5T_FLOAT, 8): return .float64
+        case (H5T_INTEGER, 4): return .int32
+        case (H5T_INTEGER, 8): return .int64
+        case (H5T_INTEGER, 1): return .uint8
+        default: throw StorageError(path: path, problem: "\(objectPath) has an element type records do not use")
+        }
+    }
+
+    /// Every dataset below `groupPath`, depth first, members in name order.
+    public func datasets(under groupPath: String = "/") throws -> [String] {
+        var out = [String]()
+        for name in try members(of: groupPath) {
+            let child = (groupPath == "/" ? "" : groupPath) + "/" + name
+            var info = H5O_info_t()
+            guard H5Oget_info_by_name2(file, child, &info, UInt32(H5O_INFO_BASIC), 0) >= 0 else {
+                throw StorageError(path: path, problem: "cannot inspect \(child)")
+            }
+            switch info.type {
+            case H5O_TYPE_GROUP: out += try datasets(under: child)
+            case H5O_TYPE_DATASET: out.append(child)
+            default: throw StorageError(path: path, problem: "\(child) is neither a group nor a dataset")
+            }
+        }
+        return out
+    }
+
+    /// Names of the attributes of an object, in name order.
+    public func attributeNames(on objectPath: String) throws -> [String] {
+        var info = H5O_info_t()
+        guard H5Oget_info_by_name2(file, objectPath, &info, UInt32(H5O_INFO_NUM_ATTRS), 0) >= 0 else {
+            throw StorageError(path: path, problem: "missing object \(objectPath)")
+        }
+        var names = [String]()
+        for i in 0..<info.num_attrs {
+            let size = H5Aget_name_by_idx(file, objectPath, H5_INDEX_NAME, H5_ITER_INC, i, nil, 0, 0)
+            guard size >= 0 else { continue }
+            var buffer = [CChar](repeating: 0, count: Int(size) + 1)
+            H5Aget_name_by_idx(file, objectPath, H5_INDEX_NAME, H5_ITER_INC, i, &buffer, Int(size) + 1, 0)
+            names.append(String(cString: buffer))
+        }
+        return names
+    }
+
     public func shape(of objectPath: String) throws -> [Int] {
         let dataset = H5Dopen2(file, objectPath, 0)
         guard dataset >= 0 else { throw StorageError(path: path, problem: "missing dataset \(objectPath)") }

@@ -35,6 +35,10 @@ public enum RecordSchema {
     /// float64 [3] each: train, val, test, in that order.
     public static func evaluation(_ when: String, _ metric: String) -> String { "/evaluation/\(when)/\(metric)" }
 
+    /// Attributes `mode` ("exact" or "auto"), `absolute`, `relative`: the comparison policy verify applies
+    /// to this golden (see ReproVerify's TolerancePolicy).
+    public static let tolerance = "/tolerance"
+
     public static let checkpoints = "/checkpoints"
     /// Zero-padded so HDF5's name order is step order.
     public static func checkpoint(step: Int) -> String { "/checkpoints/" + String(format: "%08d", step) }

@@ -33,6 +33,7 @@ public final class Recorder: TrainingObserver {
         try w.setAttribute("seed", Int64(bitPattern: config.seed), on: c)
         try w.setAttribute("max_steps", Int64(config.maxSteps ?? -1), on: c)
         try w.setAttribute("checkpoint_every", Int64(config.checkpointEvery ?? -1), on: c)
+        try w.setAttribute("evaluation_limit", Int64(config.evaluationLimit ?? -1), on: c)
         try w.setAttribute("threads", Int64(config.threads), on: c)
         try w.setAttribute("kernels", config.kernels, on: c)
         try w.setAttribute("bn_momentum", config.batchNorm.momentum, on: c)

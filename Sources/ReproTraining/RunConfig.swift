@@ -16,6 +16,9 @@ public struct RunConfig: Sendable {
     public var maxSteps: Int?
     /// Checkpoint every this many steps; nil means once per epoch.
     public var checkpointEvery: Int?
+    /// Evaluate only the first this-many samples of each set (train, validation, test); nil evaluates all,
+    /// as the notebook does. Short goldens use it to keep `repro verify` fast.
+    public var evaluationLimit: Int?
     public var threads = 1
     public var kernels = "portable"
     public var batchNorm = BatchNormOptions.notebook

@@ -111,7 +111,8 @@ public struct Trainer {
     }
 
     /// Batches of the batch size in the given order; the last partial batch is kept unless dropLast.
-    func evaluate(_ model: LeNet5<Float>, _ split: MNISTSplit, indices: [Int32], dropLast: Bool) throws -> Metrics {
+    func evaluate(_ model: LeNet5<Float>, _ split: MNISTSplit, indices allIndices: [Int32], dropLast: Bool) throws -> Metrics {
+        let indices = config.evaluationLimit.map { Array(allIndices.prefix($0)) } ?? allIndices
         var lossSum = 0.0, correct = 0, samples = 0
         var start = 0
         while start < indices.count {

@@ -4,6 +4,7 @@ import ReproData
 import ReproNN
 import ReproStorage
 import ReproTraining
+import ReproVerify
 
 /// `repro record`: train with the notebook's main() options and write one HDF5 record.
 struct RecordCommand: ParsableCommand {
@@ -28,6 +29,8 @@ struct RecordCommand: ParsableCommand {
     @Option(help: "Stop after this many optimizer steps (for short goldens).") var maxSteps: Int?
     @Option(help: "Output file (default: runs/<name>.h5).") var output: String?
     @Option(help: "Write a checkpoint every N steps (default: every epoch); step 0 and the last step always.") var checkpointEvery: Int?
+    @Option(help: "Evaluate only the first N samples of train, validation and test (default: all, as the notebook).")
+    var evaluationLimit: Int?
     @Option(help: "Threads (recorded). Portable kernels give the same bits for any count; blas bits depend on it.") var threads = 1
     @Option(help: "Kernels: portable (the same bits on every machine and thread count) or blas (OpenBLAS; bits depend on its CPU kernel and threads).")
     var kernels = "portable"
@@ -43,6 +46,7 @@ struct RecordCommand: ParsableCommand {
         guard momentum.isFinite, momentum >= 0, momentum < 1 else { throw BadInput("--momentum must be in [0, 1), got \(momentum)") }
         guard maxSteps.map({ $0 >= 1 }) ?? true else { throw BadInput("--max-steps must be positive") }
         guard checkpointEvery.map({ $0 >= 1 }) ?? true else { throw BadInput("--checkpoint-every must be positive") }
+        guard evaluationLimit.map({ $0 >= 1 }) ?? true else { throw BadInput("--evaluation-limit must be positive") }
         guard threads >= 1, threads <= 256 else { throw BadInput("--threads must be between 1 and 256, got \(threads)") }
         guard dataset == "mnist" else {
             throw BadInput(dataset == "svhn" ? "--dataset svhn is not supported yet (only mnist)" : "unknown dataset '\(dataset)' (available: mnist)")
@@ -62,6 +66,7 @@ struct RecordCommand: ParsableCommand {
         config.seed = seed
         config.maxSteps = maxSteps
         config.checkpointEvery = checkpointEvery
+        config.evaluationLimit = evaluationLimit
         config.threads = threads
         config.kernels = kernels
         config.dataDirectory = dataDir
@@ -76,25 +81,20 @@ struct RecordCommand: ParsableCommand {
         do { data = try MNIST.load(directory: config.dataDirectory) } catch { return try fail(error.description) }
 
         let reporter = ConsoleReporter()
-        var recorder: Recorder?
-        if !noWrite {
-            if output == nil { try? FileManager.default.createDirectory(atPath: "runs", withIntermediateDirectories: true) }
-            do {
-                let file = try RecordFile(target: config.output)
-                Interrupts.removeOnInterrupt(file.temporaryPath)
+        let start = DispatchTime.now()
+        do {
+            if noWrite {
+                try Trainer(config: config, data: data).run(observers: [reporter])
+            } else {
+                if output == nil { try? FileManager.default.createDirectory(atPath: "runs", withIntermediateDirectories: true) }
                 // Wall-clock time would make two identical runs differ; SOURCE_DATE_EPOCH (the reproducible-builds
                 // convention) stamps one deliberately.
                 let created = ProcessInfo.processInfo.environment["SOURCE_DATE_EPOCH"] ?? ""
-                recorder = try Recorder(file: file, config: config, data: data,
-                                        reproVersion: ReproVersion.string, created: created)
-            } catch { return try fail("\(error)") }
-        }
-        let start = DispatchTime.now()
-        do {
-            try Trainer(config: config, data: data).run(observers: [reporter] + (recorder.map { [$0] } ?? []))
-            try recorder?.finish()
+                try Verifier.record(config: config, data: data, to: config.output, reproVersion: ReproVersion.string,
+                                    created: created, observers: [reporter],
+                                    temporaryFileCreated: Interrupts.removeOnInterrupt)
+            }
         } catch {
-            recorder?.file.abandon()
             return try fail("\(error)")
         }
         let seconds = ConsoleReporter.seconds(since: start)

@@ -51,7 +51,7 @@ import ReproNN
             FileManager.default.createFile(atPath: t.path(labels), contents: Data(d))
         }, mentions: "outside 0...9", file: labels)
         try expectError({ t in
-            FileManager.default.createFile(atPath: t.path(images), contents: Data(TinyMNIST.idxImages(count: 299, seed: 1)))
+            FileManager.default.createFile(atPath: t.path(images), contents: Data(IDXWriter.imageFile(SyntheticMNIST.split(count: 299, seed: 1).images, count: 299)))
         }, mentions: "299 images", file: labels)
     }
 
