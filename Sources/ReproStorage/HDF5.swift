@@ -74,6 +74,25 @@ public final class HDF5Writer {
         H5Pset_obj_track_times(objectProperties, false)
     }
 
+    /// Opens an existing file for changes (tests that build damaged or foreign records use this).
+    public init(modifying path: String) throws {
+        HDF5.ready()
+        self.path = path
+        file = H5Fopen(path, 0x0001 /* H5F_ACC_RDWR */, 0)
+        guard file >= 0 else { throw StorageError(path: path, problem: "cannot open the HDF5 file for writing") }
+        objectProperties = H5Pcreate(H5P_CLS_GROUP_CREATE_ID_g)
+        H5Pset_obj_track_times(objectProperties, false)
+    }
+
+    /// Replaces the values of an existing dataset (same element count).
+    public func overwrite<T: HDF5Element>(_ values: [T], at objectPath: String) throws {
+        let dataset = H5Dopen2(file, objectPath, 0)
+        guard dataset >= 0 else { throw StorageError(path: path, problem: "missing dataset \(objectPath)") }
+        defer { H5Dclose(dataset) }
+        let status = values.withUnsafeBytes { H5Dwrite(dataset, T.memoryType, 0, 0, 0, $0.baseAddress) }
+        guard status >= 0 else { throw StorageError(path: path, problem: "cannot write dataset \(objectPath)") }
+    }
+
     /// Closes the file; call once, before the caller renames or checksums it.
     public func close() throws {
         H5Pclose(objectProperties)

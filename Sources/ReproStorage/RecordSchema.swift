@@ -91,7 +91,8 @@ public final class RecordFile {
         unlink(temporaryPath)
     }
 
-    static func stampChecksum(_ path: String) throws {
+    /// Writes the user-block checksum of a closed file (done by `commit`; public for tools that edit records).
+    public static func stampChecksum(_ path: String) throws {
         guard let handle = FileHandle(forUpdatingAtPath: path) else { throw StorageError(path: path, problem: "cannot reopen to checksum") }
         defer { try? handle.close() }
         try handle.seek(toOffset: UInt64(HDF5Writer.userBlockSize))

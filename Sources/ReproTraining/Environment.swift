@@ -17,9 +17,12 @@ public struct RunEnvironment: Sendable {
 
     public init() {}
 
-    public var fields: [(String, String)] {
-        [("openblas_core", openBLASCore), ("openblas_config", openBLASConfig), ("openblas_threads", String(openBLASThreads)),
-         ("cpu_model", cpuModel), ("os", operatingSystem), ("glibc", glibc), ("swift", swiftVersion), ("hdf5", hdf5)]
+    /// The facts to record for a run with `kernels`. OpenBLAS's CPU kernel and threads only matter to blas
+    /// runs; leaving them out of portable records keeps those byte-identical under any OPENBLAS_CORETYPE.
+    public func fields(kernels: String) -> [(String, String)] {
+        let blas = [("openblas_core", openBLASCore), ("openblas_config", openBLASConfig), ("openblas_threads", String(openBLASThreads))]
+        return (kernels == "blas" ? blas : [])
+            + [("cpu_model", cpuModel), ("os", operatingSystem), ("glibc", glibc), ("swift", swiftVersion), ("hdf5", hdf5)]
     }
 
     /// "glibc 2.36", from confstr(_CS_GNU_LIBC_VERSION).

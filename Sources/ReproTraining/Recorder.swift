@@ -34,7 +34,9 @@ public final class Recorder: TrainingObserver {
         try w.setAttribute("max_steps", Int64(config.maxSteps ?? -1), on: c)
         try w.setAttribute("checkpoint_every", Int64(config.checkpointEvery ?? -1), on: c)
         try w.setAttribute("evaluation_limit", Int64(config.evaluationLimit ?? -1), on: c)
-        try w.setAttribute("threads", Int64(config.threads), on: c)
+        // Portable kernels give the same bits for any thread count (tested), so a portable record leaves the
+        // count out and stays byte-identical however it was run; for blas the count changes the bits.
+        if config.kernels == "blas" { try w.setAttribute("threads", Int64(config.threads), on: c) }
         try w.setAttribute("kernels", config.kernels, on: c)
         try w.setAttribute("bn_momentum", config.batchNorm.momentum, on: c)
         try w.setAttribute("bn_epsilon", config.batchNorm.epsilon, on: c)
@@ -50,7 +52,7 @@ public final class Recorder: TrainingObserver {
     public func runStarted(plan: RunPlan, split: (train: [Int32], validation: [Int32]), model: LeNet5<Float>) throws {
         self.plan = plan
         // Read now, after the trainer has pinned the OpenBLAS thread count.
-        for (key, value) in RunEnvironment().fields { try file.writer.setAttribute(key, value, on: RecordSchema.environment) }
+        for (key, value) in RunEnvironment().fields(kernels: config.kernels) { try file.writer.setAttribute(key, value, on: RecordSchema.environment) }
         stepLoss.reserveCapacity(plan.totalSteps)
         batchNormSeries = model.batchNorms.map { bn in
             (bn.name, bn.channels, [[Float]](repeating: { var a = [Float](); a.reserveCapacity(plan.totalSteps * bn.channels); return a }(), count: 4))

@@ -118,7 +118,7 @@ public final class OpenRecord {
         config.maxSteps = maxSteps > 0 ? maxSteps : nil
         config.checkpointEvery = every > 0 ? every : nil
         config.evaluationLimit = limit > 0 ? limit : nil
-        config.threads = try int("threads")
+        config.threads = (try? int("threads")) ?? 1  // absent from portable records: any count gives the same bits
         config.kernels = try string("kernels")
         config.batchNorm = BatchNormOptions(affine: try bool("bn_affine"), trackRunningStats: try bool("bn_track_running_stats"),
                                             momentum: try double("bn_momentum"), epsilon: try double("bn_epsilon"),

@@ -19,12 +19,14 @@ public enum ComparisonMode: Sendable, Equatable, CustomStringConvertible {
 
 public enum TolerancePolicy {
     /// Tolerance for an OpenBLAS golden verified on a different environment (CPU kernel, thread count,
-    /// OpenBLAS or glibc version). Sized from the drift measured across OPENBLAS_CORETYPE = Prescott (this
-    /// machine's default), Haswell, SkylakeX, Cooperlake, Zen and 1/2 threads on the 256-step golden config
-    /// (README, "Drift across environments"): the largest relative difference of any recorded value was
-    /// below 2e-2, so rtol 5e-2 passes those environments with a margin while still catching changes that
-    /// move a value by more than 5%. Training is chaotic: that is a weak gate; portable goldens verify exactly.
-    public static let crossEnvironmentBLAS = ComparisonMode.tolerance(absolute: 1e-3, relative: 5e-2)
+    /// OpenBLAS or glibc version). Sized from the drift measured on the 256-step golden configuration across
+    /// OPENBLAS_CORETYPE = Prescott (this machine's default), Haswell, SkylakeX, Cooperlake and Zen with 1 and
+    /// 2 threads (README, "Drift across environments"): every environment differs from the reference from the
+    /// first forward pass on, and by step 256 BN batch means near 0 have moved by up to 0.21 absolute and the
+    /// loss by up to 8.8% relative. (atol 0.3, rtol 0.5) passes all ten with worst ratio 0.65 (35% margin);
+    /// (0.1, 0.5) fails with 1.71. Such a gate only catches changes that move some value by more than 50%:
+    /// training is chaotic, and portable goldens are the real gate.
+    public static let crossEnvironmentBLAS = ComparisonMode.tolerance(absolute: 0.3, relative: 0.5)
 
     /// What a new record stores as its own policy: portable records are compared exactly everywhere;
     /// blas records exactly on the same environment, else with `crossEnvironmentBLAS`.

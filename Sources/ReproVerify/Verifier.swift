@@ -8,10 +8,13 @@ import ReproTraining
 public struct Verifier {
     public var dataDirectory: String
     public var override: ComparisonMode?
+    /// Threads for the re-run; nil uses the golden's.
+    public var threads: Int?
 
-    public init(dataDirectory: String, override: ComparisonMode? = nil) {
+    public init(dataDirectory: String, override: ComparisonMode? = nil, threads: Int? = nil) {
         self.dataDirectory = dataDirectory
         self.override = override
+        self.threads = threads
     }
 
     public enum Failure: Error, CustomStringConvertible {
@@ -24,6 +27,8 @@ public struct Verifier {
         do { golden = try OpenRecord(path: goldenPath) } catch { throw Failure.badInput(error.description) }
         var config = golden.config
         config.dataDirectory = dataDirectory
+        if let threads { config.threads = threads }
+        else if config.kernels == "portable" { config.threads = min(ProcessInfo.processInfo.activeProcessorCount, 8) }
         let data: MNIST
         do { data = try MNIST.load(directory: dataDirectory) } catch { throw Failure.badInput(error.description) }
         for (file, digest) in data.fingerprints where golden.fingerprints[file + "_sha256"] != digest {

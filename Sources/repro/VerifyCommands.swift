@@ -57,6 +57,8 @@ struct VerifyCommand: ParsableCommand {
 
     @Argument(help: "Golden records to verify.") var goldens: [String]
     @Option(help: "Directory with the MNIST files the goldens were recorded on.") var dataDir = "Data/mnist"
+    @Option(help: "Re-run with this many threads instead of the golden's (portable goldens must still match exactly; a blas golden then compares with tolerance).")
+    var threads: Int?
     @OptionGroup var comparison: ComparisonOptions
 
     func run() throws {
@@ -65,7 +67,7 @@ struct VerifyCommand: ParsableCommand {
         var checksPassed = true
         for golden in goldens {
             do {
-                reports.append(try Verifier(dataDirectory: dataDir, override: comparison.override).verify(golden))
+                reports.append(try Verifier(dataDirectory: dataDir, override: comparison.override, threads: threads).verify(golden))
             } catch let failure as Verifier.Failure {
                 try failWithBadInput(failure.description)
             } catch {
