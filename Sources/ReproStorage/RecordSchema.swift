@@ -39,6 +39,11 @@ public enum RecordSchema {
     /// to this golden (see ReproVerify's TolerancePolicy).
     public static let tolerance = "/tolerance"
 
+    /// The BatchNorm verification at record time: `worst_error`, `bound` (float64 [R]; bound −1 for
+    /// information rows), `passed` (int32 [R]); attribute `rows` lists "case | check" per row. Not compared
+    /// by verify (which re-runs the checks): it documents the layer the record was made with.
+    public static let batchNormChecks = "/checks/bn"
+
     public static let checkpoints = "/checkpoints"
     /// Zero-padded so HDF5's name order is step order.
     public static func checkpoint(step: Int) -> String { "/checkpoints/" + String(format: "%08d", step) }

@@ -49,8 +49,8 @@ public struct ComparisonReport: Sendable {
 public enum Comparison {
     public static func compare(golden: OpenRecord, candidate: OpenRecord, mode: ComparisonMode, reason: String) throws -> ComparisonReport {
         var results = [SeriesResult]()
-        let candidateSet = Set(candidate.datasets)
-        for path in golden.datasets {
+        let candidateSet = Set(candidate.comparedDatasets)
+        for path in golden.comparedDatasets {
             var result = SeriesResult(path: path, group: String(path.split(separator: "/").first ?? ""), elements: 0, mismatches: 0,
                                       worstAbsolute: 0, worstRelative: 0, worstULP: 0, worstIndex: -1, worstPlace: "",
                                       worstRatio: 0, firstDivergence: nil, structural: nil)
@@ -104,7 +104,7 @@ public enum Comparison {
             if result.worstIndex >= 0 { result.worstPlace = place(path, index: result.worstIndex, in: golden) }
             results.append(result)
         }
-        for extra in candidate.datasets where !golden.datasets.contains(extra) {
+        for extra in candidate.comparedDatasets where !golden.comparedDatasets.contains(extra) {
             var result = SeriesResult(path: extra, group: String(extra.split(separator: "/").first ?? ""), elements: 0, mismatches: 0,
                                       worstAbsolute: 0, worstRelative: 0, worstULP: 0, worstIndex: -1, worstPlace: "",
                                       worstRatio: 0, firstDivergence: nil, structural: "not in the golden")

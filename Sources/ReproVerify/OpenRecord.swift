@@ -22,6 +22,8 @@ public final class OpenRecord {
     public let storedPolicy: (mode: String, absolute: Double, relative: Double)
     /// Every dataset, in the order the file stores them (name order, depth first).
     public let datasets: [String]
+    /// The datasets verify compares: all but the record-time BatchNorm check table (verify re-runs the checks).
+    public var comparedDatasets: [String] { datasets.filter { !$0.hasPrefix(RecordSchema.batchNormChecks + "/") } }
     public let batchNormChannels: [String: Int]
 
     public init(path: String) throws(RecordError) {
@@ -157,7 +159,16 @@ public final class OpenRecord {
     }
 
     func checkShapes() throws {
+        let checkRows = datasets.contains(RecordSchema.batchNormChecks + "/passed")
+            ? try reader.shape(of: RecordSchema.batchNormChecks + "/passed") : [0]
         for dataset in datasets {
+            if dataset.hasPrefix(RecordSchema.batchNormChecks + "/") {
+                guard ["worst_error", "bound", "passed"].contains(dataset.split(separator: "/").last.map(String.init) ?? ""),
+                      try reader.shape(of: dataset) == checkRows, checkRows.count == 1, checkRows[0] < 100_000 else {
+                    throw RecordError(path, "\(dataset) does not match the schema of \(RecordSchema.batchNormChecks)")
+                }
+                continue
+            }
             let shape = try reader.shape(of: dataset)
             if dataset == RecordSchema.validationIndices {
                 guard shape.count == 1, shape[0] >= 0, shape[0] < 100_000_000 else { throw RecordError(path, "\(dataset) has shape \(shape)") }

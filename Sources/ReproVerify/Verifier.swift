@@ -10,6 +10,8 @@ public struct Verifier {
     public var override: ComparisonMode?
     /// Threads for the re-run; nil uses the golden's.
     public var threads: Int?
+    /// The BatchNorm check table to store in the re-run record, when the caller has already computed it.
+    public var batchNormRows: [BatchNormChecks.Row]?
 
     public init(dataDirectory: String, override: ComparisonMode? = nil, threads: Int? = nil) {
         self.dataDirectory = dataDirectory
@@ -38,7 +40,7 @@ public struct Verifier {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let rerunPath = folder + "/rerun.h5"
-        try Self.record(config: config, data: data, to: rerunPath, observers: observers)
+        try Self.record(config: config, data: data, to: rerunPath, observers: observers, batchNormRows: batchNormRows)
         let candidate: OpenRecord
         do { candidate = try OpenRecord(path: rerunPath) } catch { throw Failure.badInput("re-run record: \(error.description)") }
         let (mode, reason) = TolerancePolicy.resolve(stored: golden.storedPolicy, kernels: config.kernels,
@@ -50,12 +52,14 @@ public struct Verifier {
     /// Records one run, with its tolerance policy: the same path `repro record` takes.
     public static func record(config: RunConfig, data: MNIST, to path: String, reproVersion: String = "",
                               created: String = "", observers: [TrainingObserver] = [],
-                              temporaryFileCreated: (String) -> Void = { _ in }) throws {
+                              temporaryFileCreated: (String) -> Void = { _ in },
+                              batchNormRows: [BatchNormChecks.Row]? = nil) throws {
         let file = try RecordFile(target: path)
         temporaryFileCreated(file.temporaryPath)
         do {
             let recorder = try Recorder(file: file, config: config, data: data, reproVersion: reproVersion, created: created)
             try TolerancePolicy.store(for: config, in: file.writer)
+            try BatchNormChecks.store(try batchNormRows ?? BatchNormChecks.run(), in: file.writer)
             try Trainer(config: config, data: data).run(observers: observers + [recorder])
             try recorder.finish()
         } catch {

@@ -62,23 +62,24 @@ struct VerifyCommand: ParsableCommand {
     @OptionGroup var comparison: ComparisonOptions
 
     func run() throws {
+        // Every verify also checks the BatchNorm implementation itself (the same checks as `repro check-bn`).
+        let rows = try BatchNormChecks.run()
+        let checks = BatchNormChecks.json(rows)
+        let checksPassed = rows.allSatisfy(\.passed)
+        let checkCount = rows.filter { $0.bound.isFinite }.count
+        var verifier = Verifier(dataDirectory: dataDir, override: comparison.override, threads: threads)
+        verifier.batchNormRows = rows
         var reports = [ComparisonReport]()
-        var checks = [[String: Any]]()
-        var checksPassed = true
         for golden in goldens {
             do {
-                reports.append(try Verifier(dataDirectory: dataDir, override: comparison.override, threads: threads).verify(golden))
+                reports.append(try verifier.verify(golden))
             } catch let failure as Verifier.Failure {
                 try failWithBadInput(failure.description)
             } catch {
                 try failWithBadInput("\(golden): \(error)")
             }
         }
-        if let bn = BatchNormVerification.runIfAvailable() {
-            print(bn.text)
-            checks = bn.json
-            checksPassed = bn.passed
-        }
+        print(checksPassed ? "PASS BatchNorm checks: \(checkCount) of \(checkCount) (details: repro check-bn)" : BatchNormChecks.table(rows))
         let code = try comparison.finish(reports, extraJSON: checks.isEmpty ? [:] : ["checks": checks, "checks_passed": checksPassed],
                                          extraPassed: checksPassed)
         if code != 0 { throw ExitCode(code) }
@@ -135,5 +136,36 @@ struct InspectCommand: ParsableCommand {
         for d in record.datasets where !d.hasPrefix("/checkpoints/") {
             print("  \(d) \(try record.reader.shape(of: d)) \(try record.reader.elementKind(of: d).rawValue)")
         }
+    }
+}
+
+/// `repro check-bn`: the BatchNorm implementation against the reference formula and finite differences.
+struct CheckBNCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-bn",
+        abstract: "Check the BatchNorm layer against its Float64 formula, central-difference gradients and the running-buffer recurrence.",
+        discussion: "Exit codes: 0 every check passes, 1 a check fails, 2 bad input.")
+
+    @Option(help: "Also write the table as JSON to FILE.") var json: String?
+    @Option(help: ArgumentHelp("Break the layer on purpose to see the checks fail (negative control).", visibility: .hidden))
+    var injectFault: String?
+
+    func run() throws {
+        var fault: BatchNormChecks.Fault?
+        if let name = injectFault {
+            guard let f = BatchNormChecks.Fault(rawValue: name) else {
+                try failWithBadInput("unknown fault '\(name)' (\(BatchNormChecks.Fault.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            fault = f
+        }
+        let start = DispatchTime.now()
+        let rows = try BatchNormChecks.run(fault: fault)
+        print(BatchNormChecks.table(rows))
+        print(String(format: "(%.2f s)", Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9))
+        if let json {
+            let object: [String: Any] = ["passed": rows.allSatisfy(\.passed), "checks": BatchNormChecks.json(rows)]
+            try writeAtomically(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), to: json)
+        }
+        if !rows.allSatisfy(\.passed) { throw ExitCode(1) }
     }
 }

@@ -134,7 +134,7 @@ struct Fixture {
         let good = try goodRecord()
         let path = try Self.fixture.get().directory + "/bad-\(mentions.filter(\.isLetter)).h5"
         try? FileManager.default.removeItem(atPath: path)
-        if let bytes { FileManager.default.createFile(atPath: path, contents: Data(bytes)) }
+        if let bytes { _ = FileManager.default.createFile(atPath: path, contents: Data(bytes)) }
         else { try FileManager.default.copyItem(atPath: good, toPath: path) }
         try edit?(path)
         do {
