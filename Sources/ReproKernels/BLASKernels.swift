@@ -1,7 +1,8 @@
 import CBLAS
 import RealModule
 
-/// GEMM from OpenBLAS (cblas_sgemm / cblas_dgemm); reductions in the shared fixed order; exp/log from libm.
+/// GEMM from OpenBLAS (cblas_sgemm / cblas_dgemm); reductions in the shared fixed order (the protocol's
+/// default); exp/log from libm.
 ///
 /// Bits are stable run after run for a fixed OpenBLAS core type (OPENBLAS_CORETYPE) and thread count
 /// (`OpenBLAS.setThreadCount`), but change between them, and libm's expf/logf differ between its FMA and SSE2
@@ -31,21 +32,6 @@ public struct BLASKernels: Kernels {
         } else {
             preconditionFailure("BLASKernels supports Float and Double only")
         }
-    }
-
-    @inlinable
-    public func sum<T: KernelScalar>(_ x: UnsafeBufferPointer<T>) -> T {
-        FixedOrderReductions.sumSpecialized(x)
-    }
-
-    @inlinable
-    public func sumOfSquaredDeviations<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, from center: T) -> T {
-        FixedOrderReductions.sumOfSquaredDeviationsSpecialized(x, from: center)
-    }
-
-    @inlinable
-    public func dot<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, _ y: UnsafeBufferPointer<T>) -> T {
-        FixedOrderReductions.dotSpecialized(x, y)
     }
 
     @inlinable public func exp<T: KernelScalar>(_ x: T) -> T { T.exp(x) }

@@ -25,6 +25,23 @@ public protocol Kernels: Sendable {
     func log<T: KernelScalar>(_ x: T) -> T
 }
 
+/// Both implementations reduce in the one fixed order of `FixedOrderReductions` (already the same bits on
+/// every machine); an implementation with another order overrides these.
+extension Kernels {
+    @inlinable
+    public func sum<T: KernelScalar>(_ x: UnsafeBufferPointer<T>) -> T { FixedOrderReductions.sumSpecialized(x) }
+
+    @inlinable
+    public func sumOfSquaredDeviations<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, from center: T) -> T {
+        FixedOrderReductions.sumOfSquaredDeviationsSpecialized(x, from: center)
+    }
+
+    @inlinable
+    public func dot<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, _ y: UnsafeBufferPointer<T>) -> T {
+        FixedOrderReductions.dotSpecialized(x, y)
+    }
+}
+
 public enum Transpose: Sendable {
     case none, transposed
 }

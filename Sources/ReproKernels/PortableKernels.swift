@@ -44,16 +44,6 @@ public struct PortableKernels: Kernels {
         }
     }
 
-    @inlinable
-    public func sum<T: KernelScalar>(_ x: UnsafeBufferPointer<T>) -> T { FixedOrderReductions.sumSpecialized(x) }
-    @inlinable
-    public func sumOfSquaredDeviations<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, from center: T) -> T {
-        FixedOrderReductions.sumOfSquaredDeviationsSpecialized(x, from: center)
-    }
-    @inlinable
-    public func dot<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, _ y: UnsafeBufferPointer<T>) -> T {
-        FixedOrderReductions.dotSpecialized(x, y)
-    }
     @inlinable public func exp<T: KernelScalar>(_ x: T) -> T { PortableMath.exp(x) }
     @inlinable public func log<T: KernelScalar>(_ x: T) -> T { PortableMath.log(x) }
 }

@@ -1,3 +1,5 @@
+import ReproKernels
+
 /// Central finite differences in Float64 and the gradcheck comparison, shared by the tests and
 /// `repro check-bn`.
 public struct GradientComparison: Sendable {
@@ -27,6 +29,20 @@ public enum GradientCheck {
             out.append((plus - minus) / (2 * eps))
         }
         return out
+    }
+
+    /// Central differences of `loss` with respect to entries `indices` of a tensor's values (restored after).
+    public static func numericGradient<T: KernelScalar>(of loss: () throws -> Double, wrt tensor: NamedTensor<T>, indices: [Int],
+                                                         step eps: Double = Tolerances.finiteDifferenceStep) rethrows -> [Double] {
+        try indices.map { i in
+            let saved = tensor.value[i]
+            tensor.value[i] = saved + T(eps)
+            let plus = try loss()
+            tensor.value[i] = saved - T(eps)
+            let minus = try loss()
+            tensor.value[i] = saved
+            return (plus - minus) / (2 * eps)
+        }
     }
 
     public static func compare(analytic: [Double], numeric: [Double],

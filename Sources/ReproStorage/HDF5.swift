@@ -121,6 +121,12 @@ public final class HDF5Writer {
     /// Writes a chunked dataset with fletcher32, shuffle and deflate. `shape` must multiply to values.count.
     public func write<T: HDF5Element>(_ values: [T], shape: [Int], at objectPath: String) throws {
         precondition(shape.reduce(1, *) == values.count, "\(objectPath): shape \(shape) ≠ \(values.count) values")
+        try create(T.self, shape: shape, at: objectPath)
+        try writeRows(values, from: 0, at: objectPath)
+    }
+
+    /// Creates a chunked dataset (fletcher32, shuffle, deflate) to be filled by `writeRows`.
+    public func create<T: HDF5Element>(_: T.Type, shape: [Int], at objectPath: String) throws {
         try ensureGroup(parent(of: objectPath))
         let dims = shape.map { hsize_t(max($0, 0)) }
         let space = H5Screate_simple(Int32(dims.count), dims, nil)
@@ -139,9 +145,30 @@ public final class HDF5Writer {
         H5Pset_deflate(dcpl, 6)
         let dataset = H5Dcreate2(file, objectPath, T.fileType, space, 0, dcpl, 0)
         guard dataset >= 0 else { throw StorageError(path: path, problem: "cannot create dataset \(objectPath)") }
-        defer { H5Dclose(dataset) }
+        H5Dclose(dataset)
+    }
+
+    /// Writes whole rows (first-axis slices) starting at row `first`; `values` holds a whole number of rows.
+    public func writeRows<T: HDF5Element>(_ values: [T], from first: Int, at objectPath: String) throws {
         if values.isEmpty { return }
-        let status = values.withUnsafeBytes { H5Dwrite(dataset, T.memoryType, 0, 0, 0, $0.baseAddress) }
+        let dataset = H5Dopen2(file, objectPath, 0)
+        guard dataset >= 0 else { throw StorageError(path: path, problem: "missing dataset \(objectPath)") }
+        defer { H5Dclose(dataset) }
+        let fileSpace = H5Dget_space(dataset)
+        defer { H5Sclose(fileSpace) }
+        let rank = Int(H5Sget_simple_extent_ndims(fileSpace))
+        var dims = [hsize_t](repeating: 0, count: rank)
+        H5Sget_simple_extent_dims(fileSpace, &dims, nil)
+        let rowElements = dims.dropFirst().reduce(1) { $0 * Int($1) }
+        precondition(rank >= 1 && values.count % max(rowElements, 1) == 0 && first + values.count / max(rowElements, 1) <= Int(dims[0]),
+                     "\(objectPath): rows do not fit")
+        var start = [hsize_t](repeating: 0, count: rank), count = dims
+        start[0] = hsize_t(first)
+        count[0] = hsize_t(values.count / max(rowElements, 1))
+        H5Sselect_hyperslab(fileSpace, H5S_SELECT_SET, start, nil, count, nil)
+        let memorySpace = H5Screate_simple(Int32(rank), count, nil)
+        defer { H5Sclose(memorySpace) }
+        let status = values.withUnsafeBytes { H5Dwrite(dataset, T.memoryType, memorySpace, fileSpace, 0, $0.baseAddress) }
         guard status >= 0 else { throw StorageError(path: path, problem: "cannot write dataset \(objectPath)") }
     }
 

@@ -70,6 +70,9 @@ public final class RecordFile {
         guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw StorageError(path: target, problem: "output folder \(folder) does not exist")
         }
+        if FileManager.default.fileExists(atPath: target, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw StorageError(path: target, problem: "is a directory")
+        }
         guard FileManager.default.isWritableFile(atPath: folder) else {
             throw StorageError(path: target, problem: "output folder \(folder) is not writable")
         }

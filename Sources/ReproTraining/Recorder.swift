@@ -3,16 +3,19 @@ import ReproKernels
 import ReproNN
 import ReproStorage
 
-/// Writes everything a run produces into one record (layout: `RecordSchema`). Per-step series are kept in
-/// memory and written at the end; checkpoints are written as they happen.
+/// Writes everything a run produces into one record (layout: `RecordSchema`). Per-step series are buffered
+/// for one epoch and written as rows of full-size datasets created up front (memory stays one epoch's
+/// worth); checkpoints are written as they happen.
 public final class Recorder: TrainingObserver {
     public let file: RecordFile
     let config: RunConfig
     var plan: RunPlan?
     var stepLoss: [Float] = [], stepAccuracy: [Float] = []
+    /// Steps already written to the file; the buffers hold the steps after it.
+    var stepsWritten = 0
+    var epochsWritten = 0
     /// Per BN layer (forward order): batch_mean, batch_std, running_mean, running_std, each [S × C] row-major.
     var batchNormSeries: [(layer: String, channels: Int, series: [[Float]])] = []
-    var epochOrders: [Int32] = []
     var epochSeries = [[Double]](repeating: [], count: RecordSchema.epochSeries.count)
 
     public init(file: RecordFile, config: RunConfig, data: MNIST, reproVersion: String, created: String) throws {
@@ -53,9 +56,15 @@ public final class Recorder: TrainingObserver {
         self.plan = plan
         // Read now, after the trainer has pinned the OpenBLAS thread count.
         for (key, value) in RunEnvironment().fields(kernels: config.kernels) { try file.writer.setAttribute(key, value, on: RecordSchema.environment) }
-        stepLoss.reserveCapacity(plan.totalSteps)
-        batchNormSeries = model.batchNorms.map { bn in
-            (bn.name, bn.channels, [[Float]](repeating: { var a = [Float](); a.reserveCapacity(plan.totalSteps * bn.channels); return a }(), count: 4))
+        batchNormSeries = model.batchNorms.map { bn in (bn.name, bn.channels, [[Float]](repeating: [], count: 4)) }
+        let w = file.writer
+        try w.create(Int32.self, shape: [plan.epochsStarted, plan.trainCount], at: RecordSchema.epochOrder)
+        try w.create(Float.self, shape: [plan.totalSteps], at: RecordSchema.stepLoss)
+        try w.create(Float.self, shape: [plan.totalSteps], at: RecordSchema.stepAccuracy)
+        for bn in model.batchNorms {
+            for name in RecordSchema.batchNormSeries where bn.options.trackRunningStats || !name.hasPrefix("running") {
+                try w.create(Float.self, shape: [plan.totalSteps, bn.channels], at: RecordSchema.stepBatchNorm(bn.name, name))
+            }
         }
         try file.writer.write(split.train, shape: [split.train.count], at: RecordSchema.trainIndices)
         try file.writer.write(split.validation, shape: [split.validation.count], at: RecordSchema.validationIndices)
@@ -70,7 +79,8 @@ public final class Recorder: TrainingObserver {
     }
 
     public func epochStarted(_ epoch: Int, order: [Int32]) throws {
-        epochOrders += order
+        try file.writer.writeRows(order, from: epochsWritten, at: RecordSchema.epochOrder)
+        epochsWritten += 1
     }
 
     public func stepFinished(_ step: Int, loss: Float, correct: Int, batch: Int, model: LeNet5<Float>) throws {
@@ -86,6 +96,23 @@ public final class Recorder: TrainingObserver {
 
     public func epochFinished(_ epoch: Int, train: Metrics, validation: Metrics) throws {
         for (i, v) in [train.loss, train.accuracy, validation.loss, validation.accuracy].enumerated() { epochSeries[i].append(v) }
+        try flushSteps()
+    }
+
+    /// Writes the buffered per-step rows and empties the buffers.
+    func flushSteps() throws {
+        let w = file.writer
+        try w.writeRows(stepLoss, from: stepsWritten, at: RecordSchema.stepLoss)
+        try w.writeRows(stepAccuracy, from: stepsWritten, at: RecordSchema.stepAccuracy)
+        for (i, layer) in batchNormSeries.enumerated() {
+            for (j, name) in RecordSchema.batchNormSeries.enumerated() where !layer.series[j].isEmpty {
+                try w.writeRows(layer.series[j], from: stepsWritten, at: RecordSchema.stepBatchNorm(layer.layer, name))
+                batchNormSeries[i].series[j].removeAll(keepingCapacity: true)
+            }
+        }
+        stepsWritten += stepLoss.count
+        stepLoss.removeAll(keepingCapacity: true)
+        stepAccuracy.removeAll(keepingCapacity: true)
     }
 
     public func checkpoint(step: Int, epoch: Int, batchInEpoch: Int, model: LeNet5<Float>, optimizer: SGD<Float>) throws {
@@ -105,17 +132,9 @@ public final class Recorder: TrainingObserver {
 
     /// Writes the per-step and per-epoch series and commits the file.
     public func finish() throws {
-        guard let plan else { return }
+        guard plan != nil else { return }
         let w = file.writer
-        let steps = stepLoss.count
-        try w.write(epochOrders, shape: [plan.epochsStarted, plan.trainCount], at: RecordSchema.epochOrder)
-        try w.write(stepLoss, shape: [steps], at: RecordSchema.stepLoss)
-        try w.write(stepAccuracy, shape: [steps], at: RecordSchema.stepAccuracy)
-        for layer in batchNormSeries {
-            for (name, values) in zip(RecordSchema.batchNormSeries, layer.series) where !values.isEmpty {
-                try w.write(values, shape: [steps, layer.channels], at: RecordSchema.stepBatchNorm(layer.layer, name))
-            }
-        }
+        try flushSteps()
         for (name, values) in zip(RecordSchema.epochSeries, epochSeries) {
             try w.write(values, shape: [values.count], at: RecordSchema.epochs + "/" + name)
         }

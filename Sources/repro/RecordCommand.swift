@@ -76,9 +76,9 @@ struct RecordCommand: ParsableCommand {
 
     func run() throws {
         let config: RunConfig
-        do { config = try validated() } catch { return try fail(error.description) }
+        do { config = try validated() } catch { try failWithBadInput(error.description) }
         let data: MNIST
-        do { data = try MNIST.load(directory: config.dataDirectory) } catch { return try fail(error.description) }
+        do { data = try MNIST.load(directory: config.dataDirectory) } catch { try failWithBadInput(error.description) }
 
         let reporter = ConsoleReporter()
         let start = DispatchTime.now()
@@ -95,7 +95,7 @@ struct RecordCommand: ParsableCommand {
                                     temporaryFileCreated: Interrupts.removeOnInterrupt)
             }
         } catch {
-            return try fail("\(error)")
+            try failWithBadInput("\(error)")
         }
         let seconds = ConsoleReporter.seconds(since: start)
         var usage = rusage()
@@ -105,10 +105,6 @@ struct RecordCommand: ParsableCommand {
                      noWrite ? "trained without recording" : "wrote \(config.output)", seconds, perEpoch, usage.ru_maxrss / 1024))
     }
 
-    private func fail(_ message: String) throws {
-        FileHandle.standardError.write(Data("error: \(message)\n".utf8))
-        throw ExitCode(2)
-    }
 }
 
 /// Invalid option values, reported with exit code 2 like every other bad input.

@@ -140,16 +140,7 @@ import ReproNN
 /// Checks a parameter tensor's analytic gradient by perturbing its values in place.
 func parameterCheck(_ p: NamedTensor<Double>, analytic: [Double], picks: Int = 60, loss: () throws -> Double) rethrows -> GradientComparison {
     let indices = spreadIndices(count: p.count, picks: picks, seed: UInt64(p.count))
-    var numeric = [Double]()
-    for i in indices {
-        let saved = p.value[i]
-        p.value[i] = saved + Tolerances.finiteDifferenceStep
-        let plus = try loss()
-        p.value[i] = saved - Tolerances.finiteDifferenceStep
-        let minus = try loss()
-        p.value[i] = saved
-        numeric.append((plus - minus) / (2 * Tolerances.finiteDifferenceStep))
-    }
+    let numeric = try GradientCheck.numericGradient(of: loss, wrt: p, indices: indices)
     return GradientCheck.compare(analytic: indices.map { analytic[$0] }, numeric: numeric)
 }
 
