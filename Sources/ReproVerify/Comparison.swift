@@ -101,7 +101,7 @@ public enum Comparison {
                     }
                 }
             }
-            if result.worstIndex >= 0 { result.worstPlace = place(path, index: result.worstIndex, in: golden) }
+            if result.worstIndex >= 0 { result.worstPlace = place(path, index: result.worstIndex, in: golden, withStep: true) }
             results.append(result)
         }
         for extra in candidate.comparedDatasets where !golden.comparedDatasets.contains(extra) {
@@ -173,12 +173,15 @@ public enum Comparison {
                           description: "first divergence at step \(step): \(place(path, index: index, in: record)) \(detail)")
     }
 
-    /// "bn2.running_std[11]", "checkpoint 00000064 conv1.weight[3]", "loss", "epochs/val_loss[0]".
-    static func place(_ path: String, index: Int, in record: OpenRecord) -> String {
+    /// "bn2.running_std[11]" (with `withStep`: "step 137 bn2.running_std[11]"), "checkpoint 00000064
+    /// conv1.weight[3]", "loss", "epochs/val_loss[0]".
+    static func place(_ path: String, index: Int, in record: OpenRecord, withStep: Bool = false) -> String {
         let parts = path.split(separator: "/").map(String.init)
         if parts.first == "steps" {
-            if parts.count == 3, let c = record.batchNormChannels[parts[1]] { return "\(parts[1]).\(parts[2])[\(index % c)]" }
-            return parts.last ?? path
+            let channels = parts.count == 3 ? record.batchNormChannels[parts[1]] ?? 1 : 1
+            let prefix = withStep ? "step \(index / channels + 1) " : ""
+            if parts.count == 3, record.batchNormChannels[parts[1]] != nil { return prefix + "\(parts[1]).\(parts[2])[\(index % channels)]" }
+            return prefix + (parts.last ?? path)
         }
         if parts.first == "checkpoints", parts.count >= 4 {
             let kind = parts.contains("optimizer") ? "momentum_buffer " : ""

@@ -13,7 +13,11 @@ public enum Report {
         }
         lines.append("  comparison: \(r.mode), because \(r.modeReason)")
         if let weak = TolerancePolicy.weakness(of: r.mode) { lines.append("  note: " + weak) }
-        for s in r.series where verbose || !s.passed {
+        // Without --verbose: the failing series in order of their first divergence, at most 12.
+        var shown = verbose ? r.series : failed.sorted { ($0.firstDivergence?.step ?? .max, $0.path) < ($1.firstDivergence?.step ?? .max, $1.path) }
+        let hidden = verbose ? 0 : max(0, shown.count - 12)
+        if !verbose { shown = Array(shown.prefix(12)) }
+        for s in shown {
             if let structural = s.structural { lines.append("  ✗ \(s.path): \(structural)"); continue }
             let mark = s.passed ? "✓" : "✗"
             var line = "  \(mark) \(s.path): \(s.elements) values, \(s.mismatches) differ"
@@ -24,6 +28,7 @@ public enum Report {
             if case .tolerance = r.mode, s.passed { line += String(format: "; margin %.0f%%", 100 * (1 - s.worstRatio)) }
             lines.append(line)
         }
+        if hidden > 0 { lines.append("  … and \(hidden) more series that differ (--verbose lists every series)") }
         return lines.joined(separator: "\n")
     }
 
