@@ -102,53 +102,15 @@ enum PortableGEMM<T: KernelScalar> {
     @inlinable
     static func axpyForm(m: Int, columns: Range<Int>, k: Int, alpha: T, a: UnsafePointer<T>, aRow: Int, aColumn: Int,
                          b: UnsafePointer<T>, ldb: Int, beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
-        let braw = UnsafeRawPointer(b)
-        let stride = MemoryLayout<T>.stride
         let fullEnd = columns.lowerBound + (columns.count / 16) * 16
-        var panel = columns.lowerBound
-        while panel < fullEnd {
-          let panelEnd = min(panel + 256, fullEnd)
-          var i = 0
-          while i < m {
-            let rows = min(4, m - i)
-            var j = panel
-            while j < panelEnd {
-                var acc0 = V(), acc1 = V(), acc2 = V(), acc3 = V()
-                let a0 = a + i * aRow
-                if rows == 4 {
-                    for p in 0..<k {
-                        let bv = braw.loadUnaligned(fromByteOffset: (p * ldb + j) * stride, as: V.self)
-                        let ap = a0 + p * aColumn
-                        acc0 += V(repeating: ap[0]) * bv
-                        acc1 += V(repeating: ap[aRow]) * bv
-                        acc2 += V(repeating: ap[2 * aRow]) * bv
-                        acc3 += V(repeating: ap[3 * aRow]) * bv
-                    }
-                } else if rows == 2 {
-                    for p in 0..<k {
-                        let bv = braw.loadUnaligned(fromByteOffset: (p * ldb + j) * stride, as: V.self)
-                        let ap = a0 + p * aColumn
-                        acc0 += V(repeating: ap[0]) * bv
-                        acc1 += V(repeating: ap[aRow]) * bv
-                    }
-                } else {
-                    for p in 0..<k {
-                        let bv = braw.loadUnaligned(fromByteOffset: (p * ldb + j) * stride, as: V.self)
-                        let ap = a0 + p * aColumn
-                        acc0 += V(repeating: ap[0]) * bv
-                        if rows > 1 { acc1 += V(repeating: ap[aRow]) * bv }
-                        if rows > 2 { acc2 += V(repeating: ap[2 * aRow]) * bv }
-                    }
+        for panel in stride(from: columns.lowerBound, to: fullEnd, by: 256) {
+            let panelEnd = min(panel + 256, fullEnd)
+            for i in stride(from: 0, to: m, by: 4) {
+                for j in stride(from: panel, to: panelEnd, by: 16) {
+                    axpyBlock(rows: min(4, m - i), i: i, j: j, k: k, alpha: alpha, a: a, aRow: aRow, aColumn: aColumn,
+                              b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
                 }
-                finish(acc0, alpha: alpha, beta: beta, into: c + i * ldc + j)
-                if rows > 1 { finish(acc1, alpha: alpha, beta: beta, into: c + (i + 1) * ldc + j) }
-                if rows > 2 { finish(acc2, alpha: alpha, beta: beta, into: c + (i + 2) * ldc + j) }
-                if rows > 3 { finish(acc3, alpha: alpha, beta: beta, into: c + (i + 3) * ldc + j) }
-                j += 16
             }
-            i += rows
-          }
-          panel = panelEnd
         }
         for jj in fullEnd..<columns.upperBound {
             for i in 0..<m {
@@ -157,6 +119,45 @@ enum PortableGEMM<T: KernelScalar> {
                 finish(acc, alpha: alpha, beta: beta, into: c + i * ldc + jj)
             }
         }
+    }
+
+    /// One register block: rows i..<i+rows (≤ 4) × columns j..<j+16, accumulated over p in increasing order.
+    @inlinable
+    static func axpyBlock(rows: Int, i: Int, j: Int, k: Int, alpha: T, a: UnsafePointer<T>, aRow: Int, aColumn: Int,
+                          b: UnsafePointer<T>, ldb: Int, beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
+        let braw = UnsafeRawPointer(b), stride = MemoryLayout<T>.stride
+        var acc0 = V(), acc1 = V(), acc2 = V(), acc3 = V()
+        let a0 = a + i * aRow
+        // Specialized loops for the common row counts keep the accumulators in registers.
+        if rows == 4 {
+            for p in 0..<k {
+                let bv = braw.loadUnaligned(fromByteOffset: (p * ldb + j) * stride, as: V.self)
+                let ap = a0 + p * aColumn
+                acc0 += V(repeating: ap[0]) * bv
+                acc1 += V(repeating: ap[aRow]) * bv
+                acc2 += V(repeating: ap[2 * aRow]) * bv
+                acc3 += V(repeating: ap[3 * aRow]) * bv
+            }
+        } else if rows == 2 {
+            for p in 0..<k {
+                let bv = braw.loadUnaligned(fromByteOffset: (p * ldb + j) * stride, as: V.self)
+                let ap = a0 + p * aColumn
+                acc0 += V(repeating: ap[0]) * bv
+                acc1 += V(repeating: ap[aRow]) * bv
+            }
+        } else {
+            for p in 0..<k {
+                let bv = braw.loadUnaligned(fromByteOffset: (p * ldb + j) * stride, as: V.self)
+                let ap = a0 + p * aColumn
+                acc0 += V(repeating: ap[0]) * bv
+                if rows > 1 { acc1 += V(repeating: ap[aRow]) * bv }
+                if rows > 2 { acc2 += V(repeating: ap[2 * aRow]) * bv }
+            }
+        }
+        finish(acc0, alpha: alpha, beta: beta, into: c + i * ldc + j)
+        if rows > 1 { finish(acc1, alpha: alpha, beta: beta, into: c + (i + 1) * ldc + j) }
+        if rows > 2 { finish(acc2, alpha: alpha, beta: beta, into: c + (i + 2) * ldc + j) }
+        if rows > 3 { finish(acc3, alpha: alpha, beta: beta, into: c + (i + 3) * ldc + j) }
     }
 
     /// C[i, j] = FixedOrderReductions.dot(row i of op(A), row j of B) for B stored n × k (op(B) = Bᵀ).

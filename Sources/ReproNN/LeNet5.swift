@@ -12,10 +12,6 @@ public final class LeNet5<T: KernelScalar> {
     @usableFromInline let relu1 = ReLU<T>(), relu2 = ReLU<T>(), relu3 = ReLU<T>(), relu4 = ReLU<T>()
     @usableFromInline let pool1 = MaxPool2x2<T>(), pool2 = MaxPool2x2<T>()
 
-    public static var inputChannels: Int { 3 }
-    public static var inputSize: Int { 32 }
-    public static var classes: Int { 10 }
-
     public init(normalized: Bool, batchNorm: BatchNormOptions = .notebook, kernels: any Kernels) {
         self.normalized = normalized
         self.kernels = kernels

@@ -24,8 +24,7 @@ public final class NamedTensor<T: KernelScalar> {
 
 /// Activations in channel-major layout [C][N][H][W] (fully connected layers: [features][N], H = W = 1).
 /// Channel-major keeps each channel's batch contiguous, which is what BatchNorm reduces over and what a
-/// convolution-as-GEMM produces; the layout never leaks: `fromSampleMajor`/`toSampleMajor` convert to
-/// PyTorch's NCHW at the edges.
+/// convolution-as-GEMM produces; `fromSampleMajor` converts from PyTorch's NCHW at the edges.
 public struct FeatureMap<T: KernelScalar> {
     public var channels: Int
     public var batch: Int
@@ -56,15 +55,5 @@ public struct FeatureMap<T: KernelScalar> {
             out[(c * batch + n) * hw + s] = x[(n * channels + c) * hw + s]
         } } }
         return FeatureMap(channels: channels, batch: batch, height: height, width: width, data: out)
-    }
-
-    /// To PyTorch's NCHW (or (N, C)) order.
-    public func toSampleMajor() -> [T] {
-        let hw = spatial
-        var out = [T](repeating: 0, count: data.count)
-        for n in 0..<batch { for c in 0..<channels { for s in 0..<hw {
-            out[(n * channels + c) * hw + s] = data[(c * batch + n) * hw + s]
-        } } }
-        return out
     }
 }
