@@ -1,6 +1,7 @@
 import ReproKernels
 
-/// ReLU: y = max(x, 0), NaN passing through; the gradient at exactly 0 is 0 (PyTorch's threshold_backward).
+/// ReLU: y = max(x, 0), NaN passing through; the gradient is 0 where y ≤ 0 (exactly 0 included) and passes
+/// elsewhere, NaN included (PyTorch's threshold_backward).
 /// Both directions work in place: activations of this size are not worth a copy.
 public final class ReLU<T: KernelScalar> {
     @usableFromInline var output: [T] = []
@@ -18,17 +19,9 @@ public final class ReLU<T: KernelScalar> {
     @inlinable
     public func backward(_ dy: inout FeatureMap<T>) {
         dy.data.withUnsafeMutableBufferPointer { d in output.withUnsafeBufferPointer { o in
-            // Branch-free in SIMD blocks: half the signs are positive, so a branch would mispredict half the time.
-            let blocks = d.count / 16
-            let dRaw = UnsafeMutableRawPointer(d.baseAddress!), oRaw = UnsafeRawPointer(o.baseAddress!)
-            let stride = 16 * MemoryLayout<T>.stride
-            for b in 0..<blocks {
-                let ov = oRaw.loadUnaligned(fromByteOffset: b * stride, as: SIMD16<T>.self)
-                var dv = dRaw.loadUnaligned(fromByteOffset: b * stride, as: SIMD16<T>.self)
-                dv.replace(with: T.zero, where: .!(ov .> SIMD16<T>.zero))
-                dRaw.storeBytes(of: dv, toByteOffset: b * stride, as: SIMD16<T>.self)
-            }
-            for i in (blocks * 16)..<d.count { d[i] = o[i] > T.zero ? d[i] : T.zero }
+            // `o <= 0 ? 0 : d` as PyTorch's threshold_backward: a NaN output passes its gradient through.
+            // Written as a select on values (no SIMDMask API, which compiles to a per-lane loop), so it vectorizes.
+            for i in 0..<d.count { d[i] = o[i] <= T.zero ? T.zero : d[i] }
         } }
     }
 }

@@ -53,6 +53,17 @@ import ReproNN
         #expect(GradientCheck.compare(analytic: dx, numeric: GradientCheck.numericGradient(of: f, at: &x, indices: Array(x.indices))).passed)
     }
 
+    @Test func reluGradientFollowsThresholdBackward() {
+        // PyTorch's threshold_backward: zero where the output is ≤ 0 (exactly 0 included), pass elsewhere, NaN included.
+        let relu = ReLU<Double>()
+        var x = FeatureMap<Double>(channels: 1, batch: 4, data: [-1, 0, 2, .nan])
+        relu.forward(&x)
+        #expect(x.data[0] == 0 && x.data[1] == 0 && x.data[2] == 2 && x.data[3].isNaN)
+        var g = FeatureMap<Double>(channels: 1, batch: 4, data: [5, 6, 7, 8])
+        relu.backward(&g)
+        #expect(g.data == [0, 0, 7, 8])
+    }
+
     @Test func maxPoolTiesGoToFirstMaximum() {
         let pool = MaxPool2x2<Double>()
         _ = pool.forward(FeatureMap(channels: 1, batch: 1, height: 2, width: 2, data: [1, 3, 3, 3]))
