@@ -26,6 +26,8 @@ public enum DataOrder {
 /// computes it. Output is channel-major [3][N][32][32].
 public enum MNISTTransform {
     public static let size = 32, padding = 2
+    /// Every possible pixel value, transformed once with the same float ops the per-pixel formula does.
+    static let table: [Float] = (0...255).map { (Float($0) / 255 - 0.5) / 0.5 }
 
     public static func batch(_ split: MNISTSplit, indices: some Collection<Int32>) -> (x: FeatureMap<Float>, labels: [Int]) {
         let n = indices.count, plane = size * size
@@ -33,8 +35,6 @@ public enum MNISTTransform {
         var data = [Float](repeating: -1, count: 3 * n * plane)
         var labels = [Int]()
         labels.reserveCapacity(n)
-        // Every possible pixel value, transformed once: the same float ops the per-pixel formula does.
-        let table = (0...255).map { (Float($0) / 255 - 0.5) / 0.5 }
         split.images.withUnsafeBufferPointer { images in data.withUnsafeMutableBufferPointer { out in
             for (j, index) in indices.enumerated() {
                 let source = Int(index) * MNISTSplit.pixels

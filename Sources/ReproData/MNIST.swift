@@ -41,9 +41,8 @@ public struct MNIST: Sendable {
     public static func load(directory: String) throws(DataError) -> MNIST {
         var fingerprints = [(String, String)]()
         func load(_ base: String) throws(DataError) -> [UInt8] {
-            let (path, bytes) = try readIDX(base: base, directory: directory)
+            let bytes = try readIDX(base: base, directory: directory)
             fingerprints.append((base, SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()))
-            _ = path
             return bytes
         }
         let train = try split(images: load(files.trainImages), labels: load(files.trainLabels),
@@ -53,8 +52,8 @@ public struct MNIST: Sendable {
         return MNIST(train: train, test: test, fingerprints: fingerprints, directory: directory)
     }
 
-    /// Finds and reads one file, decompressing gzip; returns the path used and the raw IDX bytes.
-    static func readIDX(base: String, directory: String) throws(DataError) -> (String, [UInt8]) {
+    /// Finds and reads one file, decompressing gzip; returns the raw IDX bytes.
+    static func readIDX(base: String, directory: String) throws(DataError) -> [UInt8] {
         let folders = [directory, directory + "/MNIST/raw"]
         let candidates = folders.flatMap { [$0 + "/" + base, $0 + "/" + base + ".gz"] }
         guard let path = candidates.first(where: { FileManager.default.isReadableFile(atPath: $0) }) else {
@@ -66,8 +65,8 @@ public struct MNIST: Sendable {
         }
         guard let data = FileManager.default.contents(atPath: path) else { throw DataError("\(path): cannot read the file") }
         let bytes = [UInt8](data)
-        guard path.hasSuffix(".gz") else { return (path, bytes) }
-        return (path, try gunzip(bytes, path: path))
+        guard path.hasSuffix(".gz") else { return bytes }
+        return try gunzip(bytes, path: path)
     }
 
     static func gunzip(_ compressed: [UInt8], path: String) throws(DataError) -> [UInt8] {

@@ -1,5 +1,4 @@
 import Foundation
-import ReproNN
 import ReproStorage
 
 /// One recorded series compared between a golden and a candidate.
@@ -158,7 +157,7 @@ public enum Comparison {
             }
         case "checkpoints":
             step = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
-            let names = LeNet5<Float>.stateShapes(normalized: record.config.norm).map(\.name)
+            let names = record.stateOrder.map(\.name)
             rank = 100 + (names.firstIndex(of: parts.last ?? "") ?? 0) + (parts.contains("optimizer") ? 50 : 0)
         case "epochs":
             step = min((index + 1) * plan.stepsPerEpoch, plan.totalSteps)

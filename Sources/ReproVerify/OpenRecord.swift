@@ -25,6 +25,8 @@ public final class OpenRecord {
     /// The datasets verify compares: all but the record-time BatchNorm check table (verify re-runs the checks).
     public var comparedDatasets: [String] { datasets.filter { !$0.hasPrefix(RecordSchema.batchNormChecks + "/") } }
     public let batchNormChannels: [String: Int]
+    /// The model's state_dict names and shapes for this record's configuration, in state_dict order.
+    public let stateOrder: [(name: String, shape: [Int])]
 
     public init(path: String) throws(RecordError) {
         self.path = path
@@ -66,6 +68,7 @@ public final class OpenRecord {
             var channels = [String: Int]()
             if config.norm { for (name, c) in [("bn1", 6), ("bn2", 16), ("bn3", 120), ("bn4", 84)] { channels[name] = c } }
             batchNormChannels = channels
+            stateOrder = LeNet5<Float>.stateShapes(normalized: config.norm)
             try checkShapes()
             let loss = try reader.read(RecordSchema.stepLoss, as: Float.self).values
             if let bad = loss.firstIndex(where: { !$0.isFinite }) {
@@ -136,7 +139,7 @@ public final class OpenRecord {
     /// The shape the schema expects at `path`, or nil for a path the schema does not know.
     func expectedShape(_ path: String) -> [Int]? {
         let s = plan.totalSteps, e = plan.epochsStarted
-        let stateShapes = Dictionary(uniqueKeysWithValues: LeNet5<Float>.stateShapes(normalized: config.norm).map { ($0.name, $0.shape) })
+        let stateShapes = Dictionary(uniqueKeysWithValues: stateOrder.map { ($0.name, $0.shape) })
         switch path {
         case RecordSchema.trainIndices: return [plan.trainCount]
         case RecordSchema.validationIndices: return nil  // n_val is checked against the file below
