@@ -23,6 +23,20 @@ public protocol Kernels: Sendable {
 
     func exp<T: KernelScalar>(_ x: T) -> T
     func log<T: KernelScalar>(_ x: T) -> T
+
+    /// Y[o][n][r][q] = bias[o] + Σ_p W[o][p]·x[c][n][r + ki][q + kj], p = (c, ki, kj) (see `ConvolutionShape`).
+    /// `columns` is the implementation's workspace, kept by the layer from the forward to the weight gradient.
+    func convolutionForward<T: KernelScalar>(
+        _ shape: ConvolutionShape, input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>,
+        output: UnsafeMutablePointer<T>, columns: inout [T])
+    /// dW[o][p] = Σ_(n,r,q) dY[o][n][r][q]·x[c][n][r + ki][q + kj] for the input of the last forward.
+    func convolutionWeightGradient<T: KernelScalar>(
+        _ shape: ConvolutionShape, input: UnsafePointer<T>, outputGradient: UnsafePointer<T>,
+        weightGradient: UnsafeMutablePointer<T>, columns: inout [T])
+    /// dX[c][n][y][x] = Σ dY[o][n][r][q]·W[o][c][ki][kj] over r + ki = y, q + kj = x; dX is overwritten.
+    func convolutionInputGradient<T: KernelScalar>(
+        _ shape: ConvolutionShape, weight: UnsafePointer<T>, outputGradient: UnsafePointer<T>,
+        inputGradient: UnsafeMutablePointer<T>)
 }
 
 /// Both implementations reduce in the one fixed order of `FixedOrderReductions` (already the same bits on
@@ -39,6 +53,34 @@ extension Kernels {
     @inlinable
     public func dot<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, _ y: UnsafeBufferPointer<T>) -> T {
         FixedOrderReductions.dotSpecialized(x, y)
+    }
+
+    /// Without a convolution of its own, an implementation runs im2col of the batch + its GEMM.
+    @inlinable
+    public func convolutionForward<T: KernelScalar>(
+        _ shape: ConvolutionShape, input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>,
+        output: UnsafeMutablePointer<T>, columns: inout [T]
+    ) {
+        ConvolutionByColumns.forward(shape, kernels: self, input: input, weight: weight, bias: bias, output: output,
+                                     columns: &columns)
+    }
+
+    @inlinable
+    public func convolutionWeightGradient<T: KernelScalar>(
+        _ shape: ConvolutionShape, input: UnsafePointer<T>, outputGradient: UnsafePointer<T>,
+        weightGradient: UnsafeMutablePointer<T>, columns: inout [T]
+    ) {
+        ConvolutionByColumns.weightGradient(shape, kernels: self, input: input, outputGradient: outputGradient,
+                                            weightGradient: weightGradient, columns: &columns)
+    }
+
+    @inlinable
+    public func convolutionInputGradient<T: KernelScalar>(
+        _ shape: ConvolutionShape, weight: UnsafePointer<T>, outputGradient: UnsafePointer<T>,
+        inputGradient: UnsafeMutablePointer<T>
+    ) {
+        ConvolutionByColumns.inputGradient(shape, kernels: self, weight: weight, outputGradient: outputGradient,
+                                           inputGradient: inputGradient)
     }
 }
 

@@ -37,3 +37,21 @@ extension FixedOrderReductions {
                     generic: { dot($0, y) })
     }
 }
+
+/// Reinterprets a pointer after a `T.self == Float.self`-style check (or for a bitwise copy of same-size types).
+@inlinable
+func cast<T, U>(_ p: UnsafePointer<T>) -> UnsafePointer<U> { UnsafeRawPointer(p).assumingMemoryBound(to: U.self) }
+@inlinable
+func cast<T, U>(_ p: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<U> {
+    UnsafeMutableRawPointer(p).assumingMemoryBound(to: U.self)
+}
+
+/// [T](repeating: 0, count:) by memset: through `any Kernels` the generic initializer runs unspecialized,
+/// one value-witness call per element. All-zero bits are +0 for Float and Double.
+@inlinable
+func zeroedArray<T: KernelScalar>(count: Int) -> [T] {
+    [T](unsafeUninitializedCapacity: count) { buffer, initialized in
+        if count > 0 { UnsafeMutableRawPointer(buffer.baseAddress!).initializeMemory(as: UInt8.self, repeating: 0, count: count * MemoryLayout<T>.stride) }
+        initialized = count
+    }
+}

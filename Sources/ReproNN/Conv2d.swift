@@ -1,8 +1,9 @@
 import ReproKernels
 
 /// 2-d convolution, stride 1, no padding, with bias; weight [out, in, k, k] as in PyTorch.
-/// Computed as im2col + GEMM on channel-major activations: the column matrix has one row per (c, ki, kj)
-/// and one column per output position (n, oh, ow), so Y = W·cols lands directly in channel-major [out][N][OH][OW].
+/// Computed by the kernels' convolution (`Kernels.convolutionForward`): im2col + GEMM on channel-major
+/// activations, whose column matrix has one row per (c, ki, kj) and one column per output position
+/// (n, oh, ow), so Y = W·cols lands directly in channel-major [out][N][OH][OW].
 public final class Conv2d<T: KernelScalar> {
     public let inChannels: Int
     public let outChannels: Int
@@ -10,9 +11,10 @@ public final class Conv2d<T: KernelScalar> {
     public let weight: NamedTensor<T>
     public let bias: NamedTensor<T>
     @usableFromInline let kernels: any Kernels
-    /// im2col of the last input, kept for the weight gradient (reused between steps).
+    /// The kernels' workspace from forward to weight gradient (the whole-batch column matrix, or nothing).
     @usableFromInline var columns: [T] = []
-    @usableFromInline var inputShape = (batch: 0, height: 0, width: 0)
+    /// The last input, for the weight gradient (shared with the caller's array, not copied).
+    @usableFromInline var input: FeatureMap<T>?
 
     public init(_ name: String, inChannels: Int, outChannels: Int, kernelSize: Int, kernels: any Kernels) {
         self.inChannels = inChannels
@@ -31,71 +33,46 @@ public final class Conv2d<T: KernelScalar> {
     @inlinable
     public func forward(_ x: FeatureMap<T>) -> FeatureMap<T> {
         precondition(x.channels == inChannels, "Conv2d expects \(inChannels) channels, got \(x.channels)")
-        let k = kernelSize, n = x.batch, h = x.height, w = x.width
-        let oh = h - k + 1, ow = w - k + 1
-        precondition(oh > 0 && ow > 0, "Conv2d input \(h)×\(w) is smaller than the kernel")
-        let rows = inChannels * k * k, cols = n * oh * ow
-        inputShape = (n, h, w)
-        if columns.count != rows * cols { columns = [T](repeating: 0, count: rows * cols) }
-        x.data.withUnsafeBufferPointer { src in columns.withUnsafeMutableBufferPointer { dst in
-            for c in 0..<inChannels { for ki in 0..<k { for kj in 0..<k {
-                let row = dst.baseAddress! + ((c * k + ki) * k + kj) * cols
-                for img in 0..<n {
-                    let plane = src.baseAddress! + (c * n + img) * h * w
-                    for r in 0..<oh {
-                        // Rows are short (28 or 10 values): an inline loop beats a memmove call.
-                        let dstRow = row + (img * oh + r) * ow, srcRow = plane + (r + ki) * w + kj
-                        for q in 0..<ow { dstRow[q] = srcRow[q] }
-                    }
-                }
-            } } }
-        } }
-        var y = [T](repeating: 0, count: outChannels * cols)
-        for o in 0..<outChannels { let b = bias.value[o]; for j in 0..<cols { y[o * cols + j] = b } }
-        weight.value.withUnsafeBufferPointer { wp in columns.withUnsafeBufferPointer { cp in y.withUnsafeMutableBufferPointer { yp in
-            kernels.gemm(.none, .none, m: outChannels, n: cols, k: rows, alpha: 1, a: wp.baseAddress!, lda: rows,
-                         b: cp.baseAddress!, ldb: cols, beta: 1, c: yp.baseAddress!, ldc: cols)
+        precondition(x.height >= kernelSize && x.width >= kernelSize, "Conv2d input \(x.height)×\(x.width) is smaller than the kernel")
+        let s = shape(x)
+        input = x
+        var y = [T](repeating: 0, count: outChannels * s.columns)
+        x.data.withUnsafeBufferPointer { xp in weight.value.withUnsafeBufferPointer { wp in bias.value.withUnsafeBufferPointer { bp in
+            y.withUnsafeMutableBufferPointer { yp in
+                kernels.convolutionForward(s, input: xp.baseAddress!, weight: wp.baseAddress!, bias: bp.baseAddress!,
+                                           output: yp.baseAddress!, columns: &columns)
+            }
         } } }
-        return FeatureMap(channels: outChannels, batch: n, height: oh, width: ow, data: y)
+        return FeatureMap(channels: outChannels, batch: x.batch, height: s.outHeight, width: s.outWidth, data: y)
+    }
+
+    @inlinable
+    func shape(_ x: FeatureMap<T>) -> ConvolutionShape {
+        ConvolutionShape(inChannels: inChannels, batch: x.batch, height: x.height, width: x.width, kernelSize: kernelSize,
+                         outChannels: outChannels)
     }
 
     /// Fills weight.grad and bias.grad; returns ∂L/∂x unless `inputGradient` is false (the first layer's
     /// input is data, so its gradient would be wasted work).
     @inlinable
     public func backward(_ dy: FeatureMap<T>, inputGradient: Bool = true) -> FeatureMap<T>? {
-        let k = kernelSize, (n, h, w) = inputShape
-        let oh = h - k + 1, ow = w - k + 1
-        let rows = inChannels * k * k, cols = n * oh * ow
+        guard let x = input else { preconditionFailure("Conv2d.backward before forward") }
+        let s = shape(x), n = x.batch, h = x.height, w = x.width, cols = s.columns
         precondition(dy.data.count == outChannels * cols)
         dy.data.withUnsafeBufferPointer { g in
             for o in 0..<outChannels {
                 bias.grad[o] = kernels.sum(UnsafeBufferPointer(rebasing: g[(o * cols)..<((o + 1) * cols)]))
             }
-            columns.withUnsafeBufferPointer { cp in weight.grad.withUnsafeMutableBufferPointer { dw in
-                kernels.gemm(.none, .transposed, m: outChannels, n: rows, k: cols, alpha: 1, a: g.baseAddress!, lda: cols,
-                             b: cp.baseAddress!, ldb: cols, beta: 0, c: dw.baseAddress!, ldc: rows)
+            x.data.withUnsafeBufferPointer { xp in weight.grad.withUnsafeMutableBufferPointer { dw in
+                kernels.convolutionWeightGradient(s, input: xp.baseAddress!, outputGradient: g.baseAddress!,
+                                                  weightGradient: dw.baseAddress!, columns: &columns)
             } }
         }
         guard inputGradient else { return nil }
-        var dcols = [T](repeating: 0, count: rows * cols)
-        weight.value.withUnsafeBufferPointer { wp in dy.data.withUnsafeBufferPointer { g in dcols.withUnsafeMutableBufferPointer { d in
-            kernels.gemm(.transposed, .none, m: rows, n: cols, k: outChannels, alpha: 1, a: wp.baseAddress!, lda: rows,
-                         b: g.baseAddress!, ldb: cols, beta: 0, c: d.baseAddress!, ldc: cols)
-        } } }
-        // col2im: scatter-add in a fixed order (c, ki, kj, n, r, col), so the sums never depend on scheduling.
         var dx = [T](repeating: 0, count: inChannels * n * h * w)
-        dcols.withUnsafeBufferPointer { src in dx.withUnsafeMutableBufferPointer { dst in
-            for c in 0..<inChannels { for ki in 0..<k { for kj in 0..<k {
-                let row = src.baseAddress! + ((c * k + ki) * k + kj) * cols
-                for img in 0..<n {
-                    let plane = dst.baseAddress! + (c * n + img) * h * w
-                    for r in 0..<oh {
-                        let out = plane + (r + ki) * w + kj, inp = row + (img * oh + r) * ow
-                        for q in 0..<ow { out[q] += inp[q] }
-                    }
-                }
-            } } }
-        } }
+        weight.value.withUnsafeBufferPointer { wp in dy.data.withUnsafeBufferPointer { g in dx.withUnsafeMutableBufferPointer { d in
+            kernels.convolutionInputGradient(s, weight: wp.baseAddress!, outputGradient: g.baseAddress!, inputGradient: d.baseAddress!)
+        } } }
         return FeatureMap(channels: inChannels, batch: n, height: h, width: w, data: dx)
     }
 }
