@@ -8,7 +8,9 @@ import RealModule
 /// (`OpenBLAS.setThreadCount`), but change between them, and libm's expf/logf differ between its FMA and SSE2
 /// code paths: a record stores all three facts (see `OpenBLAS.environment`).
 public struct BLASKernels: Kernels {
-    public init() {}
+    /// Threads of the layers' own parallel work; OpenBLAS's own count is `OpenBLAS.setThreadCount`.
+    public let threads: Int
+    public init(threads: Int = 1) { self.threads = max(1, threads) }
     public var name: String { "blas" }
 
     @inlinable

@@ -30,7 +30,7 @@ public enum Im2col {
         switch MemoryLayout<T>.size {
         case 4: copyRows(s, image: image, rows: rows, from: cast(x) as UnsafePointer<UInt32>, into: cast(dst), rowStride: rowStride)
         case 8: copyRows(s, image: image, rows: rows, from: cast(x) as UnsafePointer<UInt64>, into: cast(dst), rowStride: rowStride)
-        default: copyRows(s, image: image, rows: rows, from: x, into: dst, rowStride: rowStride)
+        default: preconditionFailure("im2col of \(T.self): only 4- and 8-byte scalars")
         }
     }
 
@@ -45,19 +45,36 @@ public enum Im2col {
     }
 
     @inlinable
-    static func copyRows<E>(_ s: ConvolutionShape, image: Int, rows: Range<Int>, from x: UnsafePointer<E>,
-                            into dst: UnsafeMutablePointer<E>, rowStride: Int) {
+    static func copyRows<E: SIMDScalar>(_ s: ConvolutionShape, image: Int, rows: Range<Int>, from x: UnsafePointer<E>,
+                                        into dst: UnsafeMutablePointer<E>, rowStride: Int) {
         let k = s.kernelSize, oh = s.outHeight, ow = s.outWidth, hw = s.height * s.width
         for p in rows {
             let c = p / (k * k), ki = (p / k) % k, kj = p % k
             let plane = x + (c * s.batch + image) * hw + ki * s.width + kj
             let row = dst + (p - rows.lowerBound) * rowStride
-            for r in 0..<oh {
-                // Rows are short (28 or 10 values): an inline loop beats a memmove call.
-                let from = plane + r * s.width, to = row + r * ow
-                for q in 0..<ow { to[q] = from[q] }
-            }
+            for r in 0..<oh { copy(ow, from: plane + r * s.width, to: row + r * ow) }
         }
+    }
+
+    /// Rows are short (28 or 10 values): explicit 16/8/4-wide moves beat both memmove and the loop
+    /// vectorizer's runtime overlap checks (measured: im2col was 20% of a step with a plain loop).
+    @inlinable
+    static func copy<E: SIMDScalar>(_ count: Int, from: UnsafePointer<E>, to: UnsafeMutablePointer<E>) {
+        let src = UnsafeRawPointer(from), dst = UnsafeMutableRawPointer(to), size = MemoryLayout<E>.stride
+        var q = 0
+        while q + 16 <= count {
+            dst.storeBytes(of: src.loadUnaligned(fromByteOffset: q * size, as: SIMD16<E>.self), toByteOffset: q * size, as: SIMD16<E>.self)
+            q += 16
+        }
+        if q + 8 <= count {
+            dst.storeBytes(of: src.loadUnaligned(fromByteOffset: q * size, as: SIMD8<E>.self), toByteOffset: q * size, as: SIMD8<E>.self)
+            q += 8
+        }
+        if q + 4 <= count {
+            dst.storeBytes(of: src.loadUnaligned(fromByteOffset: q * size, as: SIMD4<E>.self), toByteOffset: q * size, as: SIMD4<E>.self)
+            q += 4
+        }
+        while q < count { to[q] = from[q]; q += 1 }
     }
 }
 

@@ -8,6 +8,10 @@ public protocol Kernels: Sendable {
     /// Short stable name stored in records ("blas", "portable").
     var name: String { get }
 
+    /// Threads for work that layers split themselves into whole outputs (channels, images) with `Parallel`;
+    /// splitting that way changes the time, never the bits.
+    var threads: Int { get }
+
     /// C = alpha·op(A)·op(B) + beta·C, all matrices row-major. op(A) is m×k, op(B) is k×n, C is m×n.
     func gemm<T: KernelScalar>(
         _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,

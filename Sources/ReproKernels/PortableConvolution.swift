@@ -1,5 +1,3 @@
-import Dispatch
-
 /// The convolution of `PortableKernels`: the same arithmetic as im2col of the whole batch + `PortableGEMM`
 /// (so the same bits), done a few images at a time so that their column matrix (75 × 784 values for
 /// conv1, 235 KB) stays in cache instead of a 30 MB matrix going through memory twice per step.
@@ -93,12 +91,15 @@ enum PortableConvolution<T: KernelScalar> {
     /// Runs `body(part)` for parts 0..<parts, on up to `parts` threads. Callers give each part disjoint outputs.
     @inlinable
     static func split(_ parts: Int, _ body: @Sendable (Int) -> Void) {
-        if parts == 1 { body(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: body) }
+        Parallel.forEach(parts, threads: parts) { range in for part in range { body(part) } }
     }
 
     @inlinable
     static func forward(_ s: ConvolutionShape, input x: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>,
                         output y: UnsafeMutablePointer<T>, threads: Int) {
+        if s.width % 16 == 0 {
+            return forwardDirect(s, input: x, weight: weight, bias: bias, output: y, threads: threads)
+        }
         let plane = s.outPlane, rows = s.rows, cols = s.columns, group = imagesPerChunk(s)
         let chunks = (s.batch + group - 1) / group, parts = max(1, min(threads, chunks))
         // Parts write disjoint images of Y.
@@ -116,6 +117,84 @@ enum PortableConvolution<T: KernelScalar> {
                     PortableGEMM<T>.axpyForm(m: s.outChannels, columns: 0..<width, k: rows, alpha: 1, a: weight, aRow: rows,
                                              aColumn: 1, b: cp.baseAddress!, ldb: width, beta: 1, c: y + n0 * plane, ldc: cols)
                 }
+            }
+        }
+    }
+
+    /// The forward pass without a column matrix, for input rows of whole 16-lane blocks (conv1's 32 columns):
+    /// 16 neighbouring outputs of a row are one SIMD vector, and their inputs for tap p = (c, ki, kj) are the
+    /// 16 input values at a fixed offset, one unaligned load. Each output is still bias + Σ_p w(o,p)·x, p
+    /// increasing from 0, so the bits are those of the column-matrix path. Lanes past the output row's end
+    /// (q ≥ OW) compute values that are never stored; the image is copied into a zero-padded buffer so their
+    /// loads stay inside it.
+    @inlinable
+    static func forwardDirect(_ s: ConvolutionShape, input x: UnsafePointer<T>, weight: UnsafePointer<T>,
+                              bias: UnsafePointer<T>, output y: UnsafeMutablePointer<T>, threads: Int) {
+        let w = s.width, hw = s.height * w, k = s.kernelSize, rows = s.rows, outs = s.outChannels
+        let ow = s.outWidth, plane = s.outPlane, cols = s.columns
+        var offsets = [Int](repeating: 0, count: rows)
+        for p in 0..<rows { offsets[p] = (p / (k * k)) * hw + ((p / k) % k) * w + p % k }
+        nonisolated(unsafe) let x = x, weight = weight, bias = bias, y = y
+        let tapOffsets = offsets
+        Parallel.forEach(s.batch, threads: threads) { images in
+            var padded = [T](repeating: 0, count: s.inChannels * hw + w + 16)
+            padded.withUnsafeMutableBufferPointer { buffer in tapOffsets.withUnsafeBufferPointer { taps in
+                let image = buffer.baseAddress!
+                for n in images {
+                    for c in 0..<s.inChannels { (image + c * hw).update(from: x + (c * s.batch + n) * hw, count: hw) }
+                    for r in 0..<s.outHeight {
+                        for q0 in stride(from: 0, to: ow, by: 16) {
+                            var o = 0
+                            while o < outs {
+                                let block = min(6, outs - o)
+                                directBlock(rows: block, weight: weight + o * rows, taps: taps.baseAddress!, count: rows,
+                                            input: image + r * w + q0, bias: bias + o,
+                                            output: y + o * cols + n * plane + r * ow + q0, outputStride: cols,
+                                            lanes: min(16, ow - q0))
+                                o += block
+                            }
+                        }
+                    }
+                }
+            } }
+        }
+    }
+
+    /// Up to 6 output channels × 16 neighbouring outputs: acc = Σ_p w(o,p)·input[taps[p]], p increasing,
+    /// then bias + acc, stored for the first `lanes` lanes.
+    @inlinable
+    static func directBlock(rows: Int, weight: UnsafePointer<T>, taps: UnsafePointer<Int>, count: Int,
+                            input: UnsafePointer<T>, bias: UnsafePointer<T>, output: UnsafeMutablePointer<T>,
+                            outputStride: Int, lanes: Int) {
+        let raw = UnsafeRawPointer(input), size = MemoryLayout<T>.stride
+        var a0 = V(), a1 = V(), a2 = V(), a3 = V(), a4 = V(), a5 = V()
+        if rows == 6 {
+            for p in 0..<count {
+                let xv = raw.loadUnaligned(fromByteOffset: taps[p] * size, as: V.self)
+                a0 += V(repeating: weight[p]) * xv
+                a1 += V(repeating: weight[count + p]) * xv
+                a2 += V(repeating: weight[2 * count + p]) * xv
+                a3 += V(repeating: weight[3 * count + p]) * xv
+                a4 += V(repeating: weight[4 * count + p]) * xv
+                a5 += V(repeating: weight[5 * count + p]) * xv
+            }
+        } else {
+            for p in 0..<count {
+                let xv = raw.loadUnaligned(fromByteOffset: taps[p] * size, as: V.self)
+                a0 += V(repeating: weight[p]) * xv
+                if rows > 1 { a1 += V(repeating: weight[count + p]) * xv }
+                if rows > 2 { a2 += V(repeating: weight[2 * count + p]) * xv }
+                if rows > 3 { a3 += V(repeating: weight[3 * count + p]) * xv }
+                if rows > 4 { a4 += V(repeating: weight[4 * count + p]) * xv }
+            }
+        }
+        let sums = [a0, a1, a2, a3, a4, a5]
+        for r in 0..<rows {
+            let out = V(repeating: bias[r]) + sums[r], target = output + r * outputStride
+            if lanes == 16 {
+                UnsafeMutableRawPointer(target).storeBytes(of: out, as: V.self)
+            } else {
+                for lane in 0..<lanes { target[lane] = out[lane] }
             }
         }
     }

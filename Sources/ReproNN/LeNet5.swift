@@ -10,11 +10,13 @@ public final class LeNet5<T: KernelScalar> {
     public let fc3: Linear<T>, fc4: Linear<T>, fc5: Linear<T>
     public let bn1: BatchNorm<T>?, bn2: BatchNorm<T>?, bn3: BatchNorm<T>?, bn4: BatchNorm<T>?
     @usableFromInline let relu1 = ReLU<T>(), relu2 = ReLU<T>(), relu3 = ReLU<T>(), relu4 = ReLU<T>()
-    @usableFromInline let pool1 = MaxPool2x2<T>(), pool2 = MaxPool2x2<T>()
+    @usableFromInline let pool1: MaxPool2x2<T>, pool2: MaxPool2x2<T>
 
     public init(normalized: Bool, batchNorm: BatchNormOptions = .notebook, kernels: any Kernels) {
         self.normalized = normalized
         self.kernels = kernels
+        pool1 = MaxPool2x2(threads: kernels.threads)
+        pool2 = MaxPool2x2(threads: kernels.threads)
         conv1 = Conv2d("conv1", inChannels: 3, outChannels: 6, kernelSize: 5, kernels: kernels)
         conv2 = Conv2d("conv2", inChannels: 6, outChannels: 16, kernelSize: 5, kernels: kernels)
         fc3 = Linear("fc3", inFeatures: 400, outFeatures: 120, kernels: kernels)

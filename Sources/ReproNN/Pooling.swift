@@ -29,10 +29,13 @@ public final class ReLU<T: KernelScalar> {
 /// Max-pool 2×2, stride 2, floor mode (PyTorch's max_pool2d(kernel_size=2)). Window order is
 /// (0,0), (0,1), (1,0), (1,1); an element replaces the running maximum when it is larger or NaN, as in
 /// PyTorch's CPU kernel, so on ties the gradient goes to the FIRST maximum in that order.
+/// Threads take whole planes (c, n); the choices are selects, not branches (a branch on random data is
+/// mispredicted half the time: 1.8 ms for pool1 with branches).
 public final class MaxPool2x2<T: KernelScalar> {
     @usableFromInline var argmax: [UInt8] = []
     @usableFromInline var inputShape = (channels: 0, batch: 0, height: 0, width: 0)
-    public init() {}
+    @usableFromInline let threads: Int
+    public init(threads: Int = 1) { self.threads = max(1, threads) }
 
     @inlinable
     public func forward(_ x: FeatureMap<T>) -> FeatureMap<T> {
@@ -42,19 +45,26 @@ public final class MaxPool2x2<T: KernelScalar> {
         var y = [T](repeating: 0, count: planes * oh * ow)
         if argmax.count != y.count { argmax = [UInt8](repeating: 0, count: y.count) }
         x.data.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in argmax.withUnsafeMutableBufferPointer { ap in
-            for p in 0..<planes {
-                let src = xp.baseAddress! + p * h * w
-                for r in 0..<oh { for q in 0..<ow {
-                    let top = src + 2 * r * w + 2 * q
-                    var best = top[0], at: UInt8 = 0
-                    let v1 = top[1], v2 = top[w], v3 = top[w + 1]
-                    if v1 > best || v1.isNaN { best = v1; at = 1 }
-                    if v2 > best || v2.isNaN { best = v2; at = 2 }
-                    if v3 > best || v3.isNaN { best = v3; at = 3 }
-                    let o = (p * oh + r) * ow + q
-                    yp[o] = best
-                    ap[o] = at
-                } }
+            // Parts write disjoint planes of y and argmax.
+            nonisolated(unsafe) let xs = xp.baseAddress!, ys = yp.baseAddress!, As = ap.baseAddress!
+            Parallel.forEach(planes, threads: threads, minimumPerPart: 16) { range in
+                for p in range {
+                    let src = xs + p * h * w
+                    for r in 0..<oh { for q in 0..<ow {
+                        let top = src + 2 * r * w + 2 * q
+                        var best = top[0], at: UInt8 = 0
+                        let v1 = top[1], v2 = top[w], v3 = top[w + 1]
+                        let take1 = v1 > best || v1 != v1
+                        best = take1 ? v1 : best; at = take1 ? 1 : at
+                        let take2 = v2 > best || v2 != v2
+                        best = take2 ? v2 : best; at = take2 ? 2 : at
+                        let take3 = v3 > best || v3 != v3
+                        best = take3 ? v3 : best; at = take3 ? 3 : at
+                        let o = (p * oh + r) * ow + q
+                        ys[o] = best
+                        As[o] = at
+                    } }
+                }
             }
         } } }
         return FeatureMap(channels: x.channels, batch: x.batch, height: oh, width: ow, data: y)
@@ -66,11 +76,14 @@ public final class MaxPool2x2<T: KernelScalar> {
         let oh = h / 2, ow = w / 2
         var dx = [T](repeating: 0, count: c * n * h * w)
         dy.data.withUnsafeBufferPointer { g in argmax.withUnsafeBufferPointer { ap in dx.withUnsafeMutableBufferPointer { dp in
-            for p in 0..<(c * n) { for r in 0..<oh { for q in 0..<ow {
-                let o = (p * oh + r) * ow + q
-                let a = Int(ap[o])
-                dp[p * h * w + (2 * r + a / 2) * w + 2 * q + a % 2] = g[o]
-            } } }
+            nonisolated(unsafe) let gs = g.baseAddress!, As = ap.baseAddress!, ds = dp.baseAddress!
+            Parallel.forEach(c * n, threads: threads, minimumPerPart: 16) { range in
+                for p in range { for r in 0..<oh { for q in 0..<ow {
+                    let o = (p * oh + r) * ow + q
+                    let a = Int(As[o])
+                    ds[p * h * w + (2 * r + a / 2) * w + 2 * q + a % 2] = gs[o]
+                } } }
+            }
         } } }
         return FeatureMap(channels: c, batch: n, height: h, width: w, data: dx)
     }

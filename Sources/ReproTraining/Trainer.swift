@@ -50,7 +50,7 @@ public struct Trainer {
 
     public static func kernels(named name: String, threads: Int = 1) throws(TrainingError) -> any Kernels {
         switch name {
-        case "blas": return BLASKernels()
+        case "blas": return BLASKernels(threads: threads)
         case "portable": return PortableKernels(threads: threads)
         default: throw TrainingError.unknownKernels(name)
         }

@@ -96,7 +96,7 @@ struct BenchCommand: ParsableCommand {
         var stages: [(String, () throws -> Void)] = []
         var a = x, g = x
         func stage(_ name: String, _ body: @escaping () throws -> Void) { stages.append((name, body)) }
-        let relus = (0..<4).map { _ in ReLU<Float>() }, pools = (0..<2).map { _ in MaxPool2x2<Float>() }
+        let relus = (0..<4).map { _ in ReLU<Float>() }, pools = (0..<2).map { _ in MaxPool2x2<Float>(threads: net.kernels.threads) }
         stage("conv1 forward") { a = net.conv1.forward(x) }
         if let bn = net.bn1 { stage("bn1 forward") { a = try bn.forward(a, training: true) } }
         stage("relu1 forward") { relus[0].forward(&a) }
