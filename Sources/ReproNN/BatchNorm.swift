@@ -90,20 +90,23 @@ public final class BatchNorm<T: KernelScalar> {
         usedBatchStatistics = useBatch
         var mean = [T](repeating: 0, count: channels), std = [T](repeating: 0, count: channels)
         if useBatch {
-            let divisor = T(options.unbiased ? m - 1 : m)
-            try x.data.withUnsafeBufferPointer { (xp) throws(BatchNormError) in
-                for c in 0..<channels {
-                    let seg = UnsafeBufferPointer(rebasing: xp[(c * m)..<((c + 1) * m)])
-                    let mu = kernels.sum(seg) / T(m)
-                    let variance = kernels.sumOfSquaredDeviations(seg, from: mu) / divisor + T(options.epsilon)
-                    let s = variance.squareRoot()
-                    // NaN inputs propagate as in PyTorch; only the division by a zero std is refused.
-                    if s == 0 || divisor == 0 {
-                        throw BatchNormError.zeroStandardDeviation(layer: name, channel: c, elements: m)
+            let divisor = T(options.unbiased ? m - 1 : m), epsilon = T(options.epsilon), kernels = kernels
+            // Threads take whole channels; each channel's statistics are computed as on one thread.
+            x.data.withUnsafeBufferPointer { xp in mean.withUnsafeMutableBufferPointer { mp in std.withUnsafeMutableBufferPointer { sp in
+                nonisolated(unsafe) let xs = xp.baseAddress!, means = mp.baseAddress!, stds = sp.baseAddress!
+                Parallel.forEach(channels, threads: kernels.threads, minimumPerPart: Self.channelsPerThread(m)) { range in
+                    for c in range {
+                        let seg = UnsafeBufferPointer(start: xs + c * m, count: m)
+                        let mu = kernels.sum(seg) / T(m)
+                        let variance = kernels.sumOfSquaredDeviations(seg, from: mu) / divisor + epsilon
+                        means[c] = mu
+                        stds[c] = variance.squareRoot()
                     }
-                    mean[c] = mu
-                    std[c] = s
                 }
+            } } }
+            // NaN inputs propagate as in PyTorch; only the division by a zero std is refused (first such channel).
+            if let c = std.firstIndex(where: { $0 == 0 }) ?? (divisor == 0 ? 0 : nil) {
+                throw BatchNormError.zeroStandardDeviation(layer: name, channel: c, elements: m)
             }
             if training, options.trackRunningStats, let rm = runningMean, let rs = runningStd {
                 // As the notebook computes it in float32: momentum·running + (1 − momentum)·batch, with
@@ -122,20 +125,28 @@ public final class BatchNorm<T: KernelScalar> {
         lastStd = std
         if normalized.count != x.data.count { normalized = [T](repeating: 0, count: x.data.count) }
         var y = [T](repeating: 0, count: x.data.count)
+        let scale = gamma?.value ?? [T](repeating: 1, count: channels), shift = beta?.value ?? [T](repeating: 0, count: channels)
+        let affine = options.affine, means = mean, stds = std
         x.data.withUnsafeBufferPointer { xp in normalized.withUnsafeMutableBufferPointer { np in y.withUnsafeMutableBufferPointer { yp in
-            for c in 0..<channels {
-                let mu = mean[c], s = std[c]
-                let g = gamma?.value[c] ?? 1, b = beta?.value[c] ?? 0
-                let base = c * m
-                if options.affine {
-                    for i in base..<(base + m) { let h = (xp[i] - mu) / s; np[i] = h; yp[i] = h * g + b }
-                } else {
-                    for i in base..<(base + m) { let h = (xp[i] - mu) / s; np[i] = h; yp[i] = h }
+            nonisolated(unsafe) let xs = xp.baseAddress!, ns = np.baseAddress!, ys = yp.baseAddress!
+            Parallel.forEach(channels, threads: kernels.threads, minimumPerPart: Self.channelsPerThread(m)) { range in
+                for c in range {
+                    let mu = means[c], s = stds[c], g = scale[c], b = shift[c]
+                    let base = c * m
+                    if affine {
+                        for i in base..<(base + m) { let h = (xs[i] - mu) / s; ns[i] = h; ys[i] = h * g + b }
+                    } else {
+                        for i in base..<(base + m) { let h = (xs[i] - mu) / s; ns[i] = h; ys[i] = h }
+                    }
                 }
             }
         } } }
         return FeatureMap(channels: x.channels, batch: x.batch, height: x.height, width: x.width, data: y)
     }
+
+    /// Channels per thread worth waking a second thread for: about 16 K elements in all.
+    @inlinable
+    static func channelsPerThread(_ elementsPerChannel: Int) -> Int { max(1, 16_384 / max(1, elementsPerChannel)) }
 
     /// Fills gamma.grad and beta.grad; returns ∂L/∂x, the exact gradient of the forward above.
     ///
@@ -148,29 +159,42 @@ public final class BatchNorm<T: KernelScalar> {
         precondition(dy.data.count == normalized.count, "\(name).backward does not match the last forward")
         var dx = [T](repeating: 0, count: dy.data.count)
         let divisor = T(options.unbiased ? m - 1 : m)
+        var sumsDy = [T](repeating: 0, count: channels), sumsDyXhat = [T](repeating: 0, count: channels)
+        let scale = gamma?.value ?? [T](repeating: 1, count: channels), stds = lastStd
+        let batchStatistics = usedBatchStatistics, kernels = kernels
         dy.data.withUnsafeBufferPointer { g in normalized.withUnsafeBufferPointer { np in dx.withUnsafeMutableBufferPointer { dp in
-            for c in 0..<channels {
-                let range = (c * m)..<((c + 1) * m)
-                let gSeg = UnsafeBufferPointer(rebasing: g[range]), nSeg = UnsafeBufferPointer(rebasing: np[range])
-                let sumDy = kernels.sum(gSeg)
-                let sumDyXhat = kernels.dot(gSeg, nSeg)
-                if let gamma, let beta {
-                    gamma.grad[c] = sumDyXhat
-                    beta.grad[c] = sumDy
-                }
-                let gam = gamma?.value[c] ?? 1, s = lastStd[c]
-                if usedBatchStatistics {
-                    // Sums of ∂L/∂x̂ = γ·dy follow from the sums of dy.
-                    let meanDxhat = gam * sumDy / T(m)
-                    let projection = gam * sumDyXhat / divisor
-                    for i in range {
-                        dp[i] = (gam * g[i] - meanDxhat - np[i] * projection) / s
+            sumsDy.withUnsafeMutableBufferPointer { sd in sumsDyXhat.withUnsafeMutableBufferPointer { sx in
+                nonisolated(unsafe) let gs = g.baseAddress!, ns = np.baseAddress!, ds = dp.baseAddress!
+                nonisolated(unsafe) let sumDyOut = sd.baseAddress!, sumDyXhatOut = sx.baseAddress!
+                // Threads take whole channels.
+                Parallel.forEach(channels, threads: kernels.threads, minimumPerPart: Self.channelsPerThread(m)) { channelRange in
+                    for c in channelRange {
+                        let range = (c * m)..<((c + 1) * m)
+                        let gSeg = UnsafeBufferPointer(start: gs + c * m, count: m)
+                        let nSeg = UnsafeBufferPointer(start: ns + c * m, count: m)
+                        let sumDy = kernels.sum(gSeg)
+                        let sumDyXhat = kernels.dot(gSeg, nSeg)
+                        sumDyOut[c] = sumDy
+                        sumDyXhatOut[c] = sumDyXhat
+                        let gam = scale[c], s = stds[c]
+                        if batchStatistics {
+                            // Sums of ∂L/∂x̂ = γ·dy follow from the sums of dy.
+                            let meanDxhat = gam * sumDy / T(m)
+                            let projection = gam * sumDyXhat / divisor
+                            for i in range {
+                                ds[i] = (gam * gs[i] - meanDxhat - ns[i] * projection) / s
+                            }
+                        } else {
+                            for i in range { ds[i] = gam * gs[i] / s }
+                        }
                     }
-                } else {
-                    for i in range { dp[i] = gam * g[i] / s }
                 }
-            }
+            } }
         } } }
+        if let gamma, let beta {
+            gamma.grad = sumsDyXhat
+            beta.grad = sumsDy
+        }
         return FeatureMap(channels: dy.channels, batch: dy.batch, height: dy.height, width: dy.width, data: dx)
     }
 }

@@ -50,26 +50,53 @@ public final class MaxPool2x2<T: KernelScalar> {
             Parallel.forEach(planes, threads: threads, minimumPerPart: 16) { range in
                 for p in range {
                     let src = xs + p * h * w
-                    for r in 0..<oh { for q in 0..<ow {
-                        let top = src + 2 * r * w + 2 * q
-                        var best = top[0], at: UInt8 = 0
-                        let v1 = top[1], v2 = top[w], v3 = top[w + 1]
-                        let take1 = v1 > best || v1 != v1
-                        best = take1 ? v1 : best; at = take1 ? 1 : at
-                        let take2 = v2 > best || v2 != v2
-                        best = take2 ? v2 : best; at = take2 ? 2 : at
-                        let take3 = v3 > best || v3 != v3
-                        best = take3 ? v3 : best; at = take3 ? 3 : at
-                        let o = (p * oh + r) * ow + q
-                        ys[o] = best
-                        As[o] = at
-                    } }
+                    for r in 0..<oh {
+                        let top = src + 2 * r * w, out = ys + (p * oh + r) * ow, outArg = As + (p * oh + r) * ow
+                        // Eight outputs at a time; a last block overlapping the previous one recomputes the same
+                        // values, so every width ≥ 8 is covered without a scalar tail.
+                        if ow >= 8 {
+                            var q = 0
+                            while true {
+                                Self.pool8(top + 2 * q, rowLength: w, into: out + q, argmax: outArg + q)
+                                if q == ow - 8 { break }
+                                q = Swift.min(q + 8, ow - 8)
+                            }
+                        } else {
+                            for q in 0..<ow { Self.pool1(top + 2 * q, rowLength: w, into: out + q, argmax: outArg + q) }
+                        }
+                    }
                 }
             }
         } } }
         return FeatureMap(channels: x.channels, batch: x.batch, height: oh, width: ow, data: y)
     }
 
+    /// One window; `v > best || v != v` is "larger or NaN".
+    @inlinable @inline(__always)
+    static func pool1(_ top: UnsafePointer<T>, rowLength w: Int, into out: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<UInt8>) {
+        var best = top[0], at: UInt8 = 0
+        let v1 = top[1], v2 = top[w], v3 = top[w + 1]
+        let take1 = v1 > best || v1 != v1
+        best = take1 ? v1 : best; at = take1 ? 1 : at
+        let take2 = v2 > best || v2 != v2
+        best = take2 ? v2 : best; at = take2 ? 2 : at
+        let take3 = v3 > best || v3 != v3
+        best = take3 ? v3 : best; at = take3 ? 3 : at
+        out.pointee = best
+        argmax.pointee = at
+    }
+
+    /// Eight neighbouring windows: SIMD lanes for Float (SIMD comparisons are single instructions only on
+    /// concrete types; in generic code they are per-lane loops), one window at a time otherwise.
+    @inlinable @inline(__always)
+    static func pool8(_ top: UnsafePointer<T>, rowLength w: Int, into out: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<UInt8>) {
+        if T.self == Float.self {
+            maxPool8(UnsafeRawPointer(top).assumingMemoryBound(to: Float.self), rowLength: w,
+                     into: UnsafeMutableRawPointer(out).assumingMemoryBound(to: Float.self), argmax: argmax)
+        } else {
+            for q in 0..<8 { pool1(top + 2 * q, rowLength: w, into: out + q, argmax: argmax + q) }
+        }
+    }
     @inlinable
     public func backward(_ dy: FeatureMap<T>) -> FeatureMap<T> {
         let (c, n, h, w) = inputShape
@@ -87,4 +114,28 @@ public final class MaxPool2x2<T: KernelScalar> {
         } } }
         return FeatureMap(channels: c, batch: n, height: h, width: w, data: dx)
     }
+}
+
+/// Eight neighbouring 2×2 windows as SIMD lanes, with the comparisons of `MaxPool2x2.pool1` in the same
+/// order; the selects work on bit patterns (each mask lane is all ones or all zeros), because SIMD's
+/// replace(with:where:) compiles to a per-lane loop.
+@inlinable @inline(__always)
+func maxPool8(_ top: UnsafePointer<Float>, rowLength w: Int, into out: UnsafeMutablePointer<Float>,
+              argmax: UnsafeMutablePointer<UInt8>) {
+    typealias Bits = SIMD8<Int32>
+    let raw = UnsafeRawPointer(top)
+    let upper = raw.loadUnaligned(as: SIMD16<Float>.self)
+    let lower = raw.loadUnaligned(fromByteOffset: w * MemoryLayout<Float>.stride, as: SIMD16<Float>.self)
+    var best = upper.evenHalf, at = Bits(repeating: 0)
+    @inline(__always) func consider(_ candidate: SIMD8<Float>, _ index: Int32) {
+        let take = unsafeBitCast((candidate .> best) .| (candidate .!= candidate), to: Bits.self)
+        best = unsafeBitCast((unsafeBitCast(candidate, to: Bits.self) & take) | (unsafeBitCast(best, to: Bits.self) & ~take),
+                             to: SIMD8<Float>.self)
+        at = (Bits(repeating: index) & take) | (at & ~take)
+    }
+    consider(upper.oddHalf, 1)
+    consider(lower.evenHalf, 2)
+    consider(lower.oddHalf, 3)
+    UnsafeMutableRawPointer(out).storeBytes(of: best, as: SIMD8<Float>.self)
+    UnsafeMutableRawPointer(argmax).storeBytes(of: SIMD8<UInt8>(truncatingIfNeeded: at), as: SIMD8<UInt8>.self)
 }
