@@ -171,21 +171,21 @@ enum PortableConvolution<T: KernelScalar> {
         if rows == 6 {
             for p in 0..<count {
                 let xv = raw.loadUnaligned(fromByteOffset: taps[p] * size, as: V.self)
-                a0 += V(repeating: weight[p]) * xv
-                a1 += V(repeating: weight[count + p]) * xv
-                a2 += V(repeating: weight[2 * count + p]) * xv
-                a3 += V(repeating: weight[3 * count + p]) * xv
-                a4 += V(repeating: weight[4 * count + p]) * xv
-                a5 += V(repeating: weight[5 * count + p]) * xv
+                a0.addProduct(V(repeating: weight[p]), xv)
+                a1.addProduct(V(repeating: weight[count + p]), xv)
+                a2.addProduct(V(repeating: weight[2 * count + p]), xv)
+                a3.addProduct(V(repeating: weight[3 * count + p]), xv)
+                a4.addProduct(V(repeating: weight[4 * count + p]), xv)
+                a5.addProduct(V(repeating: weight[5 * count + p]), xv)
             }
         } else {
             for p in 0..<count {
                 let xv = raw.loadUnaligned(fromByteOffset: taps[p] * size, as: V.self)
-                a0 += V(repeating: weight[p]) * xv
-                if rows > 1 { a1 += V(repeating: weight[count + p]) * xv }
-                if rows > 2 { a2 += V(repeating: weight[2 * count + p]) * xv }
-                if rows > 3 { a3 += V(repeating: weight[3 * count + p]) * xv }
-                if rows > 4 { a4 += V(repeating: weight[4 * count + p]) * xv }
+                a0.addProduct(V(repeating: weight[p]), xv)
+                if rows > 1 { a1.addProduct(V(repeating: weight[count + p]), xv) }
+                if rows > 2 { a2.addProduct(V(repeating: weight[2 * count + p]), xv) }
+                if rows > 3 { a3.addProduct(V(repeating: weight[3 * count + p]), xv) }
+                if rows > 4 { a4.addProduct(V(repeating: weight[4 * count + p]), xv) }
             }
         }
         let sums = [a0, a1, a2, a3, a4, a5]
@@ -202,6 +202,10 @@ enum PortableConvolution<T: KernelScalar> {
     @inlinable
     static func weightGradient(_ s: ConvolutionShape, input x: UnsafePointer<T>, outputGradient dy: UnsafePointer<T>,
                                weightGradient dw: UnsafeMutablePointer<T>, threads: Int) {
+        if T.self == Float.self && PortableConvolution<Float>.handlesWithoutColumns(s) {
+            return PortableConvolution<Float>.weightGradientWithoutColumns(
+                s, input: cast(x), outputGradient: cast(dy), weightGradient: cast(dw), threads: threads)
+        }
         let plane = s.outPlane, rows = s.rows, cols = s.columns, outs = s.outChannels, group = imagesPerChunk(s)
         let parts = max(1, min(threads, rows))
         // Parts write disjoint columns p of dW.
@@ -236,7 +240,7 @@ enum PortableConvolution<T: KernelScalar> {
                 let tail = (width / 16 * 16)..<width
                 for o in 0..<outs { for p in 0..<count {
                     var total = FixedOrderReductions.combine(lp[o * count + p])
-                    for j in tail { total += dy[o * cols + start + j] * cp[p * width + j] }
+                    for j in tail { total.addProduct(dy[o * cols + start + j], cp[p * width + j]) }
                     dw[o * rows + p0 + p] = total
                 } }
             } }
@@ -267,10 +271,7 @@ enum PortableConvolution<T: KernelScalar> {
                             let row = cp.baseAddress! + ((c * k + ki) * k + kj) * width
                             for n in n0..<n1 {
                                 let target = dx + (c * s.batch + n) * h * w + ki * w + kj, source = row + (n - n0) * plane
-                                for r in 0..<oh {
-                                    let out = target + r * w, inp = source + r * ow
-                                    for q in 0..<ow { out[q] += inp[q] }
-                                }
+                                for r in 0..<oh { Im2col.add(ow, from: source + r * ow, to: target + r * w) }
                             }
                         } }
                     }
@@ -291,12 +292,12 @@ enum PortableConvolution<T: KernelScalar> {
             var a3 = lanes[3 * laneStride], a4 = lanes[4 * laneStride], a5 = lanes[5 * laneStride]
             for b in 0..<blocks {
                 let cv = cRaw.loadUnaligned(fromByteOffset: b * vBytes, as: V.self)
-                a0 += dRaw.loadUnaligned(fromByteOffset: b * vBytes, as: V.self) * cv
-                a1 += dRaw.loadUnaligned(fromByteOffset: rowBytes + b * vBytes, as: V.self) * cv
-                a2 += dRaw.loadUnaligned(fromByteOffset: 2 * rowBytes + b * vBytes, as: V.self) * cv
-                a3 += dRaw.loadUnaligned(fromByteOffset: 3 * rowBytes + b * vBytes, as: V.self) * cv
-                a4 += dRaw.loadUnaligned(fromByteOffset: 4 * rowBytes + b * vBytes, as: V.self) * cv
-                a5 += dRaw.loadUnaligned(fromByteOffset: 5 * rowBytes + b * vBytes, as: V.self) * cv
+                a0.addProduct(dRaw.loadUnaligned(fromByteOffset: b * vBytes, as: V.self), cv)
+                a1.addProduct(dRaw.loadUnaligned(fromByteOffset: rowBytes + b * vBytes, as: V.self), cv)
+                a2.addProduct(dRaw.loadUnaligned(fromByteOffset: 2 * rowBytes + b * vBytes, as: V.self), cv)
+                a3.addProduct(dRaw.loadUnaligned(fromByteOffset: 3 * rowBytes + b * vBytes, as: V.self), cv)
+                a4.addProduct(dRaw.loadUnaligned(fromByteOffset: 4 * rowBytes + b * vBytes, as: V.self), cv)
+                a5.addProduct(dRaw.loadUnaligned(fromByteOffset: 5 * rowBytes + b * vBytes, as: V.self), cv)
             }
             lanes[0] = a0; lanes[laneStride] = a1; lanes[2 * laneStride] = a2
             lanes[3 * laneStride] = a3; lanes[4 * laneStride] = a4; lanes[5 * laneStride] = a5
@@ -307,22 +308,114 @@ enum PortableConvolution<T: KernelScalar> {
         if rows == 4 {
             for b in 0..<blocks {
                 let cv = cRaw.loadUnaligned(fromByteOffset: b * vBytes, as: V.self)
-                a0 += dRaw.loadUnaligned(fromByteOffset: b * vBytes, as: V.self) * cv
-                a1 += dRaw.loadUnaligned(fromByteOffset: rowBytes + b * vBytes, as: V.self) * cv
-                a2 += dRaw.loadUnaligned(fromByteOffset: 2 * rowBytes + b * vBytes, as: V.self) * cv
-                a3 += dRaw.loadUnaligned(fromByteOffset: 3 * rowBytes + b * vBytes, as: V.self) * cv
+                a0.addProduct(dRaw.loadUnaligned(fromByteOffset: b * vBytes, as: V.self), cv)
+                a1.addProduct(dRaw.loadUnaligned(fromByteOffset: rowBytes + b * vBytes, as: V.self), cv)
+                a2.addProduct(dRaw.loadUnaligned(fromByteOffset: 2 * rowBytes + b * vBytes, as: V.self), cv)
+                a3.addProduct(dRaw.loadUnaligned(fromByteOffset: 3 * rowBytes + b * vBytes, as: V.self), cv)
             }
         } else {
             for b in 0..<blocks {
                 let cv = cRaw.loadUnaligned(fromByteOffset: b * vBytes, as: V.self)
-                a0 += dRaw.loadUnaligned(fromByteOffset: b * vBytes, as: V.self) * cv
-                if rows > 1 { a1 += dRaw.loadUnaligned(fromByteOffset: rowBytes + b * vBytes, as: V.self) * cv }
-                if rows > 2 { a2 += dRaw.loadUnaligned(fromByteOffset: 2 * rowBytes + b * vBytes, as: V.self) * cv }
+                a0.addProduct(dRaw.loadUnaligned(fromByteOffset: b * vBytes, as: V.self), cv)
+                if rows > 1 { a1.addProduct(dRaw.loadUnaligned(fromByteOffset: rowBytes + b * vBytes, as: V.self), cv) }
+                if rows > 2 { a2.addProduct(dRaw.loadUnaligned(fromByteOffset: 2 * rowBytes + b * vBytes, as: V.self), cv) }
             }
         }
         lanes[0] = a0
         if rows > 1 { lanes[laneStride] = a1 }
         if rows > 2 { lanes[2 * laneStride] = a2 }
         if rows > 3 { lanes[3 * laneStride] = a3 }
+    }
+}
+
+extension PortableConvolution where T == Float {
+    /// Output rows of at least 16 positions and whole 16-lane blocks per image: a block of the column index
+    /// then spans at most two output rows.
+    @inlinable
+    static func handlesWithoutColumns(_ s: ConvolutionShape) -> Bool { s.outWidth >= 16 && s.outPlane % 16 == 0 }
+
+    /// The weight gradient of `weightGradient` without a column matrix (conv1: its im2col was 40% of the
+    /// gradient's time). Lane l of block b needs the input at column index 16b + l, which lies in output row
+    /// r0 or r0 + 1; both runs are one unaligned load each from the image, and a fixed per-block mask picks
+    /// each lane from the right one. The lanes hold exactly the values the column matrix would, and are
+    /// summed in the same order, so the bits are those of the dot form.
+    @inlinable
+    static func weightGradientWithoutColumns(_ s: ConvolutionShape, input x: UnsafePointer<Float>,
+                                             outputGradient dy: UnsafePointer<Float>,
+                                             weightGradient dw: UnsafeMutablePointer<Float>, threads: Int) {
+        typealias Bits = SIMD16<UInt32>
+        let w = s.width, hw = s.height * w, k = s.kernelSize, rows = s.rows, outs = s.outChannels
+        let ow = s.outWidth, plane = s.outPlane, cols = s.columns, blocks = plane / 16, shift = w - ow
+        var starts = [Int](repeating: 0, count: blocks), masks = [Bits](repeating: Bits(), count: blocks)
+        for b in 0..<blocks {
+            let r0 = 16 * b / ow, q0 = 16 * b % ow
+            starts[b] = r0 * w + q0
+            for lane in 0..<16 where q0 + lane < ow { masks[b][lane] = ~0 }
+        }
+        let taps = (0..<rows).map { p in (p / (k * k)) * hw + ((p / k) % k) * w + p % k }
+        let parts = max(1, min(threads, rows))
+        nonisolated(unsafe) let x = x, dy = dy, dw = dw
+        let blockStarts = starts, blockMasks = masks
+        split(parts) { part in
+            let p0 = rows * part / parts, p1 = rows * (part + 1) / parts, count = p1 - p0
+            // Loads of the second run may reach `shift` + 15 values past the last image row: pad.
+            var image = [Float](repeating: 0, count: s.inChannels * hw + w + 16)
+            var lanes = [V](repeating: V(), count: outs * count)
+            image.withUnsafeMutableBufferPointer { ip in lanes.withUnsafeMutableBufferPointer { lp in
+                blockStarts.withUnsafeBufferPointer { bs in blockMasks.withUnsafeBufferPointer { bm in
+                    for n in 0..<s.batch {
+                        for c in 0..<s.inChannels { (ip.baseAddress! + c * hw).update(from: x + (c * s.batch + n) * hw, count: hw) }
+                        for p in p0..<p1 {
+                            var o = 0
+                            while o < outs {
+                                let block = outs - o == 6 ? 6 : min(4, outs - o)
+                                accumulateRuns(rows: block, lanes: lp.baseAddress! + o * count + (p - p0), laneStride: count,
+                                               dy: dy + o * cols + n * plane, dyStride: cols,
+                                               image: UnsafeRawPointer(ip.baseAddress! + taps[p]), starts: bs.baseAddress!,
+                                               masks: bm.baseAddress!, shift: shift, blocks: blocks)
+                                o += block
+                            }
+                        }
+                    }
+                } }
+                for o in 0..<outs { for p in 0..<count {
+                    dw[o * rows + p0 + p] = FixedOrderReductions.combine(lp[o * count + p])
+                } }
+            } }
+        }
+    }
+
+    /// `accumulate` with the column vector assembled from two runs of the image.
+    @inlinable
+    static func accumulateRuns(rows: Int, lanes: UnsafeMutablePointer<V>, laneStride: Int, dy: UnsafePointer<Float>,
+                               dyStride: Int, image: UnsafeRawPointer, starts: UnsafePointer<Int>,
+                               masks: UnsafePointer<SIMD16<UInt32>>, shift: Int, blocks: Int) {
+        let size = MemoryLayout<Float>.stride, shiftBytes = shift &* size
+        var a0 = lanes[0], a1 = rows > 1 ? lanes[laneStride] : V(), a2 = rows > 2 ? lanes[2 &* laneStride] : V()
+        var a3 = rows > 3 ? lanes[3 &* laneStride] : V(), a4 = rows > 4 ? lanes[4 &* laneStride] : V()
+        var a5 = rows > 5 ? lanes[5 &* laneStride] : V()
+        let d1 = dy + dyStride, d2 = dy + 2 &* dyStride, d3 = dy + 3 &* dyStride, d4 = dy + 4 &* dyStride
+        let d5 = dy + 5 &* dyStride
+        @inline(__always) func load(_ p: UnsafePointer<Float>, _ b: Int) -> V {
+            UnsafeRawPointer(p).loadUnaligned(fromByteOffset: b &* 64, as: V.self)
+        }
+        for b in 0..<blocks {
+            let at = starts[b] &* size, mask = masks[b]
+            let first = unsafeBitCast(image.loadUnaligned(fromByteOffset: at, as: V.self), to: SIMD16<UInt32>.self)
+            let second = unsafeBitCast(image.loadUnaligned(fromByteOffset: at &+ shiftBytes, as: V.self), to: SIMD16<UInt32>.self)
+            let cv = unsafeBitCast((first & mask) | (second & ~mask), to: V.self)
+            a0.addProduct(load(dy, b), cv)
+            if rows > 1 { a1.addProduct(load(d1, b), cv) }
+            if rows > 2 { a2.addProduct(load(d2, b), cv) }
+            if rows > 3 { a3.addProduct(load(d3, b), cv) }
+            if rows > 4 { a4.addProduct(load(d4, b), cv) }
+            if rows > 5 { a5.addProduct(load(d5, b), cv) }
+        }
+        lanes[0] = a0
+        if rows > 1 { lanes[laneStride] = a1 }
+        if rows > 2 { lanes[2 &* laneStride] = a2 }
+        if rows > 3 { lanes[3 &* laneStride] = a3 }
+        if rows > 4 { lanes[4 &* laneStride] = a4 }
+        if rows > 5 { lanes[5 &* laneStride] = a5 }
     }
 }

@@ -104,27 +104,22 @@ struct BenchCommand: ParsableCommand {
         stage("conv2 forward") { a = net.conv2.forward(a) }
         if let bn = net.bn2 { stage("bn2 forward") { a = try bn.forward(a, training: true) } }
         stage("relu+pool2 forward") { relus[1].forward(&a); a = pools[1].forward(a) }
-        stage("flatten+fc3..fc5 forward (with bn3, bn4)") {
-            a = net.fc3.forward(LeNet5<Float>.flatten(a))
-            if let bn = net.bn3 { a = try bn.forward(a, training: true) }
-            relus[2].forward(&a)
-            a = net.fc4.forward(a)
-            if let bn = net.bn4 { a = try bn.forward(a, training: true) }
-            relus[3].forward(&a)
-            a = net.fc5.forward(a)
-        }
+        stage("P flatten") { a = LeNet5<Float>.flatten(a) }
+        stage("P fc3 fwd") { a = net.fc3.forward(a) }
+        stage("P bn3 relu fwd") { if let bn = net.bn3 { a = try bn.forward(a, training: true) }; relus[2].forward(&a) }
+        stage("P fc4 fwd") { a = net.fc4.forward(a) }
+        stage("P bn4 relu fwd") { if let bn = net.bn4 { a = try bn.forward(a, training: true) }; relus[3].forward(&a) }
+        stage("P fc5 fwd") { a = net.fc5.forward(a) }
         stage("loss") { g = CrossEntropy.evaluate(logits: a, targets: targets, kernels: net.kernels).gradient! }
-        stage("fc5..fc3 backward (with bn4, bn3)") {
-            g = net.fc5.backward(g)
-            relus[3].backward(&g)
-            if let bn = net.bn4 { g = bn.backward(g) }
-            g = net.fc4.backward(g)
-            relus[2].backward(&g)
-            if let bn = net.bn3 { g = bn.backward(g) }
-            g = LeNet5<Float>.unflatten(net.fc3.backward(g), channels: 16, height: 5, width: 5)
-        }
+        stage("P fc5 bwd") { g = net.fc5.backward(g) }
+        stage("P relu bn4 bwd") { relus[3].backward(&g); if let bn = net.bn4 { g = bn.backward(g) } }
+        stage("P fc4 bwd") { g = net.fc4.backward(g) }
+        stage("P relu bn3 bwd") { relus[2].backward(&g); if let bn = net.bn3 { g = bn.backward(g) } }
+        stage("P fc3 bwd") { g = net.fc3.backward(g) }
+        stage("P unflatten") { g = LeNet5<Float>.unflatten(g, channels: 16, height: 5, width: 5) }
         stage("pool2+relu backward") { g = pools[1].backward(g); relus[1].backward(&g) }
         if let bn = net.bn2 { stage("bn2 backward") { g = bn.backward(g) } }
+        stage("conv2 backward (weights only, probe)") { _ = net.conv2.backward(g, inputGradient: false) }
         stage("conv2 backward") { g = net.conv2.backward(g)! }
         stage("pool1 backward") { g = pools[0].backward(g) }
         stage("relu1 backward") { relus[0].backward(&g) }

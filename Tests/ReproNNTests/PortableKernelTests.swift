@@ -5,8 +5,8 @@ import ReproNN
 
 /// The portable kernels against plain scalar code written here with the documented order of operations.
 @Suite struct PortableKernelTests {
-    /// Axpy form (op(B) = B): acc += a·b for p = 0..<k. Dot form (op(B) = Bᵀ): 16 lanes over p mod 16,
-    /// pairwise tree, then the tail in order.
+    /// Axpy form (op(B) = B): acc = fma(a, b, acc) for p = 0..<k. Dot form (op(B) = Bᵀ): 16 fused lanes over
+    /// p mod 16, pairwise tree, then the tail in order, fused.
     static func reference(_ tA: Transpose, _ tB: Transpose, m: Int, n: Int, k: Int, alpha: Float, a: [Float], lda: Int,
                           b: [Float], ldb: Int, beta: Float, c: [Float], ldc: Int) -> [Float] {
         var c = c
@@ -14,18 +14,18 @@ import ReproNN
         for i in 0..<m { for j in 0..<n {
             var acc: Float = 0
             if tB == .none {
-                for p in 0..<k { acc = acc + av(i, p) * b[p * ldb + j] }
+                for p in 0..<k { acc = acc.addingProduct(av(i, p), b[p * ldb + j]) }
             } else {
                 var lanes = [Float](repeating: 0, count: 16)
                 let blocks = k / 16
-                for q in 0..<blocks { for l in 0..<16 { lanes[l] = lanes[l] + av(i, q * 16 + l) * b[j * ldb + q * 16 + l] } }
+                for q in 0..<blocks { for l in 0..<16 { lanes[l] = lanes[l].addingProduct(av(i, q * 16 + l), b[j * ldb + q * 16 + l]) } }
                 var width = 16
                 while width > 1 {  // (lane l) + (lane l + width/2): low half plus high half, as SIMD lowHalf + highHalf
                     width /= 2
                     for l in 0..<width { lanes[l] = lanes[l] + lanes[l + width] }
                 }
                 acc = lanes[0]
-                for p in (blocks * 16)..<k { acc = acc + av(i, p) * b[j * ldb + p] }
+                for p in (blocks * 16)..<k { acc = acc.addingProduct(av(i, p), b[j * ldb + p]) }
             }
             let r = alpha == 1 ? acc : alpha * acc
             let o = i * ldc + j
@@ -68,8 +68,8 @@ import ReproNN
     }
 
     @Test func negativeControlAnotherOrderIsDetected() {
-        // Summing the same products in reverse order must change some bits on these inputs; otherwise the
-        // bit-for-bit test above could not tell orders apart.
+        // Summing the same products in reverse order, or in the same order without fusing, must change some
+        // bits on these inputs; otherwise the bit-for-bit test above could not tell the orders apart.
         let (m, n, k) = (6, 40, 75)
         let a = Self.values(m * k, seed: 5), b = Self.values(k * n, seed: 6)
         var c = [Float](repeating: 0, count: m * n)
@@ -77,9 +77,18 @@ import ReproNN
             PortableKernels().gemm(.none, .none, m: m, n: n, k: k, alpha: 1, a: ap.baseAddress!, lda: k, b: bp.baseAddress!, ldb: n,
                                    beta: 0, c: cp.baseAddress!, ldc: n)
         } } }
-        var reversed = [Float](repeating: 0, count: m * n)
-        for i in 0..<m { for j in 0..<n { var acc: Float = 0; for p in (0..<k).reversed() { acc += a[i * k + p] * b[p * n + j] }; reversed[i * n + j] = acc } }
+        var reversed = [Float](repeating: 0, count: m * n), unfused = reversed, fused = reversed
+        for i in 0..<m { for j in 0..<n {
+            for p in (0..<k).reversed() { reversed[i * n + j] = reversed[i * n + j].addingProduct(a[i * k + p], b[p * n + j]) }
+            for p in 0..<k {
+                let product = a[i * k + p] * b[p * n + j]  // rounded on its own: not fused
+                unfused[i * n + j] = unfused[i * n + j] + product
+                fused[i * n + j] = fused[i * n + j].addingProduct(a[i * k + p], b[p * n + j])
+            }
+        } }
+        #expect(c.map(\.bitPattern) == fused.map(\.bitPattern))
         #expect(c.map(\.bitPattern) != reversed.map(\.bitPattern))
+        #expect(c.map(\.bitPattern) != unfused.map(\.bitPattern))
     }
 
     static func ulps(_ a: Double, _ b: Double) -> Int64 {

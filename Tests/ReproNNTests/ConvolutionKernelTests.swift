@@ -1,0 +1,131 @@
+import Testing
+import ReproKernels
+import ReproNN
+
+/// The portable convolution (chunked by images, without a column matrix where it can) against the reference
+/// order: im2col of the whole batch + the portable GEMM, which `PortableKernelTests` checks against scalar code.
+@Suite struct ConvolutionKernelTests {
+    /// (input channels, batch, height, width, kernel, output channels): conv1 and conv2 of LeNet-5 at small
+    /// batches (5 images of 10×10 outputs leave a partial chunk of 4), a 16-wide output row, odd sizes.
+    static let shapes: [ConvolutionShape] = [
+        ConvolutionShape(inChannels: 3, batch: 3, height: 32, width: 32, kernelSize: 5, outChannels: 6),
+        ConvolutionShape(inChannels: 6, batch: 5, height: 14, width: 14, kernelSize: 5, outChannels: 16),
+        ConvolutionShape(inChannels: 2, batch: 2, height: 20, width: 20, kernelSize: 5, outChannels: 7),
+        ConvolutionShape(inChannels: 2, batch: 3, height: 9, width: 11, kernelSize: 3, outChannels: 5),
+        ConvolutionShape(inChannels: 1, batch: 1, height: 5, width: 5, kernelSize: 5, outChannels: 1),
+    ]
+
+    struct Results<T: KernelScalar> { var forward: [T]; var weightGradient: [T]; var inputGradient: [T] }
+
+    static func run<T: KernelScalar>(_ s: ConvolutionShape, _ kernels: any Kernels, chunked: Bool, as _: T.Type) -> Results<T> {
+        let x: [T] = PortableKernelTests.values(s.inChannels * s.batch * s.height * s.width, seed: 1).map { T($0) }
+        let w: [T] = PortableKernelTests.values(s.outChannels * s.rows, seed: 2).map { T($0) }
+        let bias: [T] = PortableKernelTests.values(s.outChannels, seed: 3).map { T($0) }
+        let dy: [T] = PortableKernelTests.values(s.outChannels * s.columns, seed: 4).map { T($0) }
+        var y = [T](repeating: 0, count: s.outChannels * s.columns), dw = [T](repeating: 0, count: w.count)
+        var dx = [T](repeating: .nan, count: x.count), columns = [T]()
+        x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { wp in bias.withUnsafeBufferPointer { bp in
+            dy.withUnsafeBufferPointer { gp in y.withUnsafeMutableBufferPointer { yp in dw.withUnsafeMutableBufferPointer { dwp in
+                dx.withUnsafeMutableBufferPointer { dxp in
+                    if chunked {
+                        kernels.convolutionForward(s, input: xp.baseAddress!, weight: wp.baseAddress!, bias: bp.baseAddress!,
+                                                   output: yp.baseAddress!, columns: &columns)
+                        kernels.convolutionWeightGradient(s, input: xp.baseAddress!, outputGradient: gp.baseAddress!,
+                                                          weightGradient: dwp.baseAddress!, columns: &columns)
+                        kernels.convolutionInputGradient(s, weight: wp.baseAddress!, outputGradient: gp.baseAddress!,
+                                                         inputGradient: dxp.baseAddress!)
+                    } else {
+                        ConvolutionByColumns.forward(s, kernels: kernels, input: xp.baseAddress!, weight: wp.baseAddress!,
+                                                     bias: bp.baseAddress!, output: yp.baseAddress!, columns: &columns)
+                        ConvolutionByColumns.weightGradient(s, kernels: kernels, input: xp.baseAddress!,
+                                                            outputGradient: gp.baseAddress!, weightGradient: dwp.baseAddress!,
+                                                            columns: &columns)
+                        ConvolutionByColumns.inputGradient(s, kernels: kernels, weight: wp.baseAddress!,
+                                                           outputGradient: gp.baseAddress!, inputGradient: dxp.baseAddress!)
+                    }
+                }
+            } } }
+        } } }
+        return Results(forward: y, weightGradient: dw, inputGradient: dx)
+    }
+
+    static func bits<T: KernelScalar>(_ v: [T]) -> [UInt64] {
+        v.map { value in withUnsafeBytes(of: value) { raw in raw.count == 4 ? UInt64(raw.load(as: UInt32.self)) : raw.load(as: UInt64.self) } }
+    }
+
+    @Test(arguments: shapes)
+    func portableConvolutionMatchesTheColumnMatrixPathBitForBit(shape: ConvolutionShape) {
+        let reference = Self.run(shape, PortableKernels(threads: 1), chunked: false, as: Float.self)
+        let referenceDouble = Self.run(shape, PortableKernels(threads: 1), chunked: false, as: Double.self)
+        for threads in [1, 2, 3] {
+            let k = PortableKernels(threads: threads)
+            let r = Self.run(shape, k, chunked: true, as: Float.self)
+            #expect(Self.bits(r.forward) == Self.bits(reference.forward), "forward \(shape) threads \(threads)")
+            #expect(Self.bits(r.weightGradient) == Self.bits(reference.weightGradient), "dW \(shape) threads \(threads)")
+            #expect(Self.bits(r.inputGradient) == Self.bits(reference.inputGradient), "dX \(shape) threads \(threads)")
+            let d = Self.run(shape, k, chunked: true, as: Double.self)
+            #expect(Self.bits(d.forward) == Self.bits(referenceDouble.forward), "Double forward \(shape) threads \(threads)")
+            #expect(Self.bits(d.weightGradient) == Self.bits(referenceDouble.weightGradient), "Double dW \(shape)")
+            #expect(Self.bits(d.inputGradient) == Self.bits(referenceDouble.inputGradient), "Double dX \(shape)")
+        }
+    }
+
+    /// Independent check of the values: the definition summed in Float64, against the Float kernels within
+    /// a bound for Float rounding (|Δ| ≤ 1e-5·Σ|terms|: 75–150 terms of unit roundoff 6e-8 each).
+    @Test(arguments: shapes)
+    func portableConvolutionMatchesTheDefinitionInFloat64(shape s: ConvolutionShape) {
+        let r = Self.run(s, PortableKernels(threads: 2), chunked: true, as: Float.self)
+        let x = PortableKernelTests.values(s.inChannels * s.batch * s.height * s.width, seed: 1).map(Double.init)
+        let w = PortableKernelTests.values(s.outChannels * s.rows, seed: 2).map(Double.init)
+        let bias = PortableKernelTests.values(s.outChannels, seed: 3).map(Double.init)
+        let dy = PortableKernelTests.values(s.outChannels * s.columns, seed: 4).map(Double.init)
+        let k = s.kernelSize, oh = s.outHeight, ow = s.outWidth, h = s.height, wd = s.width
+        func xAt(_ c: Int, _ n: Int, _ i: Int, _ j: Int) -> Double { x[((c * s.batch + n) * h + i) * wd + j] }
+        var worst = 0.0
+        func check(_ got: Float, _ terms: [Double]) {
+            let scale = terms.reduce(0) { $0 + abs($1) }
+            worst = max(worst, abs(Double(got) - terms.reduce(0, +)) / max(scale, 1e-30))
+        }
+        for o in 0..<s.outChannels { for n in 0..<s.batch { for i in 0..<oh { for j in 0..<ow {
+            var terms = [bias[o]]
+            for c in 0..<s.inChannels { for ki in 0..<k { for kj in 0..<k {
+                terms.append(w[((o * s.inChannels + c) * k + ki) * k + kj] * xAt(c, n, i + ki, j + kj))
+            } } }
+            check(r.forward[((o * s.batch + n) * oh + i) * ow + j], terms)
+        } } } }
+        for o in 0..<s.outChannels { for c in 0..<s.inChannels { for ki in 0..<k { for kj in 0..<k {
+            var terms = [Double]()
+            for n in 0..<s.batch { for i in 0..<oh { for j in 0..<ow {
+                terms.append(dy[((o * s.batch + n) * oh + i) * ow + j] * xAt(c, n, i + ki, j + kj))
+            } } }
+            check(r.weightGradient[((o * s.inChannels + c) * k + ki) * k + kj], terms)
+        } } } }
+        for c in 0..<s.inChannels { for n in 0..<s.batch { for yy in 0..<h { for xx in 0..<wd {
+            var terms = [Double]()
+            for o in 0..<s.outChannels { for ki in 0..<k { for kj in 0..<k {
+                let i = yy - ki, j = xx - kj
+                if i >= 0, i < oh, j >= 0, j < ow {
+                    terms.append(dy[((o * s.batch + n) * oh + i) * ow + j] * w[((o * s.inChannels + c) * k + ki) * k + kj])
+                }
+            } } }
+            check(r.inputGradient[((c * s.batch + n) * h + yy) * wd + xx], terms)
+        } } } }
+        #expect(worst < 1e-5, "worst relative error \(worst) for \(s)")
+    }
+
+    /// Negative control: the bit-for-bit comparison above does see a different order. OpenBLAS sums conv1's
+    /// shapes in another order, so its bits differ from the portable reference on these inputs.
+    @Test func negativeControlAnotherOrderIsDetected() {
+        let s = Self.shapes[0]
+        let portable = Self.run(s, PortableKernels(threads: 1), chunked: true, as: Float.self)
+        let blas = Self.run(s, BLASKernels(), chunked: false, as: Float.self)
+        #expect(Self.bits(portable.forward) != Self.bits(blas.forward))
+        #expect(Self.bits(portable.weightGradient) != Self.bits(blas.weightGradient))
+    }
+}
+
+extension ConvolutionShape: CustomTestStringConvertible {
+    public var testDescription: String {
+        "\(inChannels)×\(height)×\(width) k\(kernelSize) → \(outChannels), batch \(batch)"
+    }
+}
