@@ -83,7 +83,8 @@ enum PortableGEMM<T: KernelScalar> {
         // a(i, p) = a[i·rowStride + p·columnStride]
         let aRow = transA == .none ? lda : 1, aColumn = transA == .none ? 1 : lda
         // Column chunks, multiples of 16, one per thread; the split never changes an output's arithmetic.
-        let chunks = threads > 1 && n >= 64 ? threads : 1
+        // Small products (fc4, fc5: ~1 M multiply-adds, 30 µs) are not worth waking a thread for (~8 µs).
+        let chunks = threads > 1 && n >= 64 && m * n * k >= 1 << 21 ? threads : 1
         let width = ((n + chunks - 1) / chunks + 15) / 16 * 16
         // Each chunk writes a disjoint set of columns of C: sharing the pointers is safe.
         nonisolated(unsafe) let a = a, b = b, c = c

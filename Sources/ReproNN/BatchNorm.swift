@@ -88,23 +88,42 @@ public final class BatchNorm<T: KernelScalar> {
         let m = x.perChannel
         let useBatch = training || !options.trackRunningStats
         usedBatchStatistics = useBatch
-        var mean = [T](repeating: 0, count: channels), std = [T](repeating: 0, count: channels)
-        if useBatch {
-            let divisor = T(options.unbiased ? m - 1 : m), epsilon = T(options.epsilon), kernels = kernels
-            // Threads take whole channels; each channel's statistics are computed as on one thread.
-            x.data.withUnsafeBufferPointer { xp in mean.withUnsafeMutableBufferPointer { mp in std.withUnsafeMutableBufferPointer { sp in
-                nonisolated(unsafe) let xs = xp.baseAddress!, means = mp.baseAddress!, stds = sp.baseAddress!
+        var mean = useBatch ? [T](repeating: 0, count: channels) : runningMean!.value
+        var std = useBatch ? [T](repeating: 0, count: channels) : runningStd!.value
+        let divisor = T(options.unbiased ? m - 1 : m), epsilon = T(options.epsilon), kernels = kernels
+        if normalized.count != x.data.count { normalized = [T](repeating: 0, count: x.data.count) }
+        let scale = gamma?.value ?? [T](repeating: 1, count: channels), shift = beta?.value ?? [T](repeating: 0, count: channels)
+        let affine = options.affine
+        // Every element is written below.
+        var y = [T](unsafeUninitializedCapacity: x.data.count) { _, count in count = x.data.count }
+        // Threads take whole channels: a channel's statistics, then its normalization while it is in cache.
+        x.data.withUnsafeBufferPointer { xp in normalized.withUnsafeMutableBufferPointer { np in y.withUnsafeMutableBufferPointer { yp in
+            mean.withUnsafeMutableBufferPointer { mp in std.withUnsafeMutableBufferPointer { sp in
+                nonisolated(unsafe) let xs = xp.baseAddress!, ns = np.baseAddress!, ys = yp.baseAddress!
+                nonisolated(unsafe) let means = mp.baseAddress!, stds = sp.baseAddress!
                 Parallel.forEach(channels, threads: kernels.threads, minimumPerPart: Self.channelsPerThread(m)) { range in
                     for c in range {
-                        let seg = UnsafeBufferPointer(start: xs + c * m, count: m)
-                        let mu = kernels.sum(seg) / T(m)
-                        let variance = kernels.sumOfSquaredDeviations(seg, from: mu) / divisor + epsilon
-                        means[c] = mu
-                        stds[c] = variance.squareRoot()
+                        if useBatch {
+                            let seg = UnsafeBufferPointer(start: xs + c * m, count: m)
+                            let mu = kernels.sum(seg) / T(m)
+                            let variance = kernels.sumOfSquaredDeviations(seg, from: mu) / divisor + epsilon
+                            means[c] = mu
+                            stds[c] = variance.squareRoot()
+                        }
+                        let mu = means[c], s = stds[c], g = scale[c], b = shift[c]
+                        let base = c * m
+                        if affine {
+                            for i in base..<(base + m) { let h = (xs[i] - mu) / s; ns[i] = h; ys[i] = h * g + b }
+                        } else {
+                            for i in base..<(base + m) { let h = (xs[i] - mu) / s; ns[i] = h; ys[i] = h }
+                        }
                     }
                 }
-            } } }
-            // NaN inputs propagate as in PyTorch; only the division by a zero std is refused (first such channel).
+            } }
+        } } }
+        if useBatch {
+            // NaN inputs propagate as in PyTorch; only the division by a zero std is refused (first such channel),
+            // before any state changes: the output computed with it is dropped.
             if let c = std.firstIndex(where: { $0 == 0 }) ?? (divisor == 0 ? 0 : nil) {
                 throw BatchNormError.zeroStandardDeviation(layer: name, channel: c, elements: m)
             }
@@ -117,30 +136,9 @@ public final class BatchNorm<T: KernelScalar> {
                     rs.value[c] = keep * rs.value[c] + take * std[c]
                 }
             }
-        } else {
-            mean = runningMean!.value
-            std = runningStd!.value
         }
         lastMean = mean
         lastStd = std
-        if normalized.count != x.data.count { normalized = [T](repeating: 0, count: x.data.count) }
-        var y = [T](repeating: 0, count: x.data.count)
-        let scale = gamma?.value ?? [T](repeating: 1, count: channels), shift = beta?.value ?? [T](repeating: 0, count: channels)
-        let affine = options.affine, means = mean, stds = std
-        x.data.withUnsafeBufferPointer { xp in normalized.withUnsafeMutableBufferPointer { np in y.withUnsafeMutableBufferPointer { yp in
-            nonisolated(unsafe) let xs = xp.baseAddress!, ns = np.baseAddress!, ys = yp.baseAddress!
-            Parallel.forEach(channels, threads: kernels.threads, minimumPerPart: Self.channelsPerThread(m)) { range in
-                for c in range {
-                    let mu = means[c], s = stds[c], g = scale[c], b = shift[c]
-                    let base = c * m
-                    if affine {
-                        for i in base..<(base + m) { let h = (xs[i] - mu) / s; ns[i] = h; ys[i] = h * g + b }
-                    } else {
-                        for i in base..<(base + m) { let h = (xs[i] - mu) / s; ns[i] = h; ys[i] = h }
-                    }
-                }
-            }
-        } } }
         return FeatureMap(channels: x.channels, batch: x.batch, height: x.height, width: x.width, data: y)
     }
 
