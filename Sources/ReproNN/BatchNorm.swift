@@ -61,6 +61,8 @@ public final class BatchNorm<T: KernelScalar> {
     public var lastStd: [T]
     @usableFromInline var normalized: [T] = []        // x̂ of the last forward
     @usableFromInline var usedBatchStatistics = true  // whether the last forward normalized with batch stats
+    /// The output of the last forward when it applied the following ReLU itself (see `forward`), else empty.
+    @usableFromInline var reluOutput: [T] = []
 
     public init(_ name: String, channels: Int, options: BatchNormOptions = .notebook, kernels: any Kernels) {
         self.name = name
@@ -83,7 +85,11 @@ public final class BatchNorm<T: KernelScalar> {
     public var parameters: [NamedTensor<T>] { [gamma, beta].compactMap { $0 } }
 
     @inlinable
-    public func forward(_ x: FeatureMap<T>, training: Bool) throws(BatchNormError) -> FeatureMap<T> {
+    ///
+    /// `fusedReLU` applies the ReLU that follows the layer in LeNet-5 to each channel right after normalizing
+    /// it, while the channel is in cache, and `backward` then takes the ReLU's gradient too: the same
+    /// operations as BatchNorm then `ReLU` (so the same bits), one pass over the activations fewer each way.
+    public func forward(_ x: FeatureMap<T>, training: Bool, fusedReLU: Bool = false) throws(BatchNormError) -> FeatureMap<T> {
         precondition(x.channels == channels, "\(name) expects \(channels) channels, got \(x.channels)")
         let m = x.perChannel
         let useBatch = training || !options.trackRunningStats
@@ -112,10 +118,15 @@ public final class BatchNorm<T: KernelScalar> {
                         }
                         let mu = means[c], s = stds[c], g = scale[c], b = shift[c]
                         let base = c * m
-                        if affine {
+                        switch (affine, fusedReLU) {
+                        case (true, false):
                             for i in base..<(base + m) { let h = (xs[i] - mu) / s; ns[i] = h; ys[i] = h * g + b }
-                        } else {
+                        case (false, false):
                             for i in base..<(base + m) { let h = (xs[i] - mu) / s; ns[i] = h; ys[i] = h }
+                        case (true, true):  // Swift.max(v, 0) as ReLU: NaN stays NaN
+                            for i in base..<(base + m) { let h = (xs[i] - mu) / s; ns[i] = h; ys[i] = Swift.max(h * g + b, T.zero) }
+                        case (false, true):
+                            for i in base..<(base + m) { let h = (xs[i] - mu) / s; ns[i] = h; ys[i] = Swift.max(h, T.zero) }
                         }
                     }
                 }
@@ -139,6 +150,7 @@ public final class BatchNorm<T: KernelScalar> {
         }
         lastMean = mean
         lastStd = std
+        reluOutput = fusedReLU ? y : []
         return FeatureMap(channels: x.channels, batch: x.batch, height: x.height, width: x.width, data: y)
     }
 
@@ -155,19 +167,27 @@ public final class BatchNorm<T: KernelScalar> {
     public func backward(_ dy: FeatureMap<T>) -> FeatureMap<T> {
         let m = dy.perChannel
         precondition(dy.data.count == normalized.count, "\(name).backward does not match the last forward")
-        var dx = [T](repeating: 0, count: dy.data.count)
+        var dx = [T](unsafeUninitializedCapacity: dy.data.count) { _, count in count = dy.data.count }  // all written
         let divisor = T(options.unbiased ? m - 1 : m)
         var sumsDy = [T](repeating: 0, count: channels), sumsDyXhat = [T](repeating: 0, count: channels)
         let scale = gamma?.value ?? [T](repeating: 1, count: channels), stds = lastStd
-        let batchStatistics = usedBatchStatistics, kernels = kernels
+        let batchStatistics = usedBatchStatistics, kernels = kernels, fusedReLU = !reluOutput.isEmpty
         dy.data.withUnsafeBufferPointer { g in normalized.withUnsafeBufferPointer { np in dx.withUnsafeMutableBufferPointer { dp in
+          reluOutput.withUnsafeBufferPointer { rp in
             sumsDy.withUnsafeMutableBufferPointer { sd in sumsDyXhat.withUnsafeMutableBufferPointer { sx in
-                nonisolated(unsafe) let gs = g.baseAddress!, ns = np.baseAddress!, ds = dp.baseAddress!
+                nonisolated(unsafe) let ns = np.baseAddress!, ds = dp.baseAddress!, outputs = rp.baseAddress
+                // With the ReLU fused, its gradient (threshold_backward: `o <= 0 ? 0 : dy`) is written into dx
+                // first and the layer's gradient computed from there, in place.
+                nonisolated(unsafe) let incoming = g.baseAddress!
+                nonisolated(unsafe) let gs = fusedReLU ? UnsafePointer(dp.baseAddress!) : incoming
                 nonisolated(unsafe) let sumDyOut = sd.baseAddress!, sumDyXhatOut = sx.baseAddress!
                 // Threads take whole channels.
                 Parallel.forEach(channels, threads: kernels.threads, minimumPerPart: Self.channelsPerThread(m)) { channelRange in
                     for c in channelRange {
                         let range = (c * m)..<((c + 1) * m)
+                        if let outputs {
+                            for i in range { ds[i] = outputs[i] <= T.zero ? T.zero : incoming[i] }
+                        }
                         let gSeg = UnsafeBufferPointer(start: gs + c * m, count: m)
                         let nSeg = UnsafeBufferPointer(start: ns + c * m, count: m)
                         let sumDy = kernels.sum(gSeg)
@@ -188,6 +208,7 @@ public final class BatchNorm<T: KernelScalar> {
                     }
                 }
             } }
+          }
         } } }
         if let gamma, let beta {
             gamma.grad = sumsDyXhat

@@ -64,18 +64,15 @@ public final class LeNet5<T: KernelScalar> {
     /// Logits in feature-major layout [10][N]. `x` is channel-major [3][N][32][32].
     @inlinable
     public func forward(_ x: FeatureMap<T>, training: Bool) throws(BatchNormError) -> FeatureMap<T> {
+        // Each BN applies the ReLU after it (`fusedReLU`); without BN the ReLU layers run on their own.
         var a = conv1.forward(x)
-        if let bn1 { a = try bn1.forward(a, training: training) }
-        relu1.forward(&a)
+        if let bn1 { a = try bn1.forward(a, training: training, fusedReLU: true) } else { relu1.forward(&a) }
         a = conv2.forward(pool1.forward(a))
-        if let bn2 { a = try bn2.forward(a, training: training) }
-        relu2.forward(&a)
+        if let bn2 { a = try bn2.forward(a, training: training, fusedReLU: true) } else { relu2.forward(&a) }
         a = fc3.forward(Self.flatten(pool2.forward(a)))
-        if let bn3 { a = try bn3.forward(a, training: training) }
-        relu3.forward(&a)
+        if let bn3 { a = try bn3.forward(a, training: training, fusedReLU: true) } else { relu3.forward(&a) }
         a = fc4.forward(a)
-        if let bn4 { a = try bn4.forward(a, training: training) }
-        relu4.forward(&a)
+        if let bn4 { a = try bn4.forward(a, training: training, fusedReLU: true) } else { relu4.forward(&a) }
         return fc5.forward(a)
     }
 
@@ -85,17 +82,13 @@ public final class LeNet5<T: KernelScalar> {
     @discardableResult
     public func backward(_ dLogits: FeatureMap<T>, inputGradient: Bool = false) -> FeatureMap<T>? {
         var g = fc5.backward(dLogits)
-        relu4.backward(&g)
-        if let bn4 { g = bn4.backward(g) }
+        if let bn4 { g = bn4.backward(g) } else { relu4.backward(&g) }
         g = fc4.backward(g)
-        relu3.backward(&g)
-        if let bn3 { g = bn3.backward(g) }
+        if let bn3 { g = bn3.backward(g) } else { relu3.backward(&g) }
         g = pool2.backward(Self.unflatten(fc3.backward(g), channels: 16, height: 5, width: 5))
-        relu2.backward(&g)
-        if let bn2 { g = bn2.backward(g) }
+        if let bn2 { g = bn2.backward(g) } else { relu2.backward(&g) }
         g = pool1.backward(conv2.backward(g)!)
-        relu1.backward(&g)
-        if let bn1 { g = bn1.backward(g) }
+        if let bn1 { g = bn1.backward(g) } else { relu1.backward(&g) }
         return conv1.backward(g, inputGradient: inputGradient)
     }
 
