@@ -12,6 +12,9 @@ public final class LeNet5<T: KernelScalar> {
     @usableFromInline let relu1 = ReLU<T>(), relu2 = ReLU<T>(), relu3 = ReLU<T>(), relu4 = ReLU<T>()
     @usableFromInline let pool1: MaxPool2x2<T>, pool2: MaxPool2x2<T>
 
+    /// Called after each stage of a step with its name, for `repro bench --breakdown`; nil (free) otherwise.
+    public var stageDone: ((StaticString) -> Void)?
+
     public init(normalized: Bool, batchNorm: BatchNormOptions = .notebook, kernels: any Kernels) {
         self.normalized = normalized
         self.kernels = kernels
@@ -66,14 +69,24 @@ public final class LeNet5<T: KernelScalar> {
     public func forward(_ x: FeatureMap<T>, training: Bool) throws(BatchNormError) -> FeatureMap<T> {
         // Each BN applies the ReLU after it (`fusedReLU`); without BN the ReLU layers run on their own.
         var a = conv1.forward(x)
+        stageDone?("conv1 forward")
         if let bn1 { a = try bn1.forward(a, training: training, fusedReLU: true) } else { relu1.forward(&a) }
-        a = conv2.forward(pool1.forward(a))
+        stageDone?("bn1 + relu1 forward")
+        a = pool1.forward(a)
+        stageDone?("pool1 forward")
+        a = conv2.forward(a)
+        stageDone?("conv2 forward")
         if let bn2 { a = try bn2.forward(a, training: training, fusedReLU: true) } else { relu2.forward(&a) }
-        a = fc3.forward(Self.flatten(pool2.forward(a)))
+        stageDone?("bn2 + relu2 forward")
+        a = pool2.forward(a)
+        stageDone?("pool2 forward")
+        a = fc3.forward(Self.flatten(a))
         if let bn3 { a = try bn3.forward(a, training: training, fusedReLU: true) } else { relu3.forward(&a) }
         a = fc4.forward(a)
         if let bn4 { a = try bn4.forward(a, training: training, fusedReLU: true) } else { relu4.forward(&a) }
-        return fc5.forward(a)
+        a = fc5.forward(a)
+        stageDone?("flatten, fc3..fc5 forward (bn3, bn4)")
+        return a
     }
 
     /// Back-propagates ∂L/∂logits, filling every parameter's grad. Returns ∂L/∂input only when asked
@@ -85,11 +98,21 @@ public final class LeNet5<T: KernelScalar> {
         if let bn4 { g = bn4.backward(g) } else { relu4.backward(&g) }
         g = fc4.backward(g)
         if let bn3 { g = bn3.backward(g) } else { relu3.backward(&g) }
-        g = pool2.backward(Self.unflatten(fc3.backward(g), channels: 16, height: 5, width: 5))
+        g = Self.unflatten(fc3.backward(g), channels: 16, height: 5, width: 5)
+        stageDone?("fc5..fc3 backward (bn4, bn3), unflatten")
+        g = pool2.backward(g)
+        stageDone?("pool2 backward")
         if let bn2 { g = bn2.backward(g) } else { relu2.backward(&g) }
-        g = pool1.backward(conv2.backward(g)!)
+        stageDone?("bn2 + relu2 backward")
+        g = conv2.backward(g)!
+        stageDone?("conv2 backward")
+        g = pool1.backward(g)
+        stageDone?("pool1 backward")
         if let bn1 { g = bn1.backward(g) } else { relu1.backward(&g) }
-        return conv1.backward(g, inputGradient: inputGradient)
+        stageDone?("bn1 + relu1 backward")
+        let dx = conv1.backward(g, inputGradient: inputGradient)
+        stageDone?(inputGradient ? "conv1 backward" : "conv1 backward (weights only)")
+        return dx
     }
 
     /// [C][N][H][W] → [C·H·W][N], feature index c·H·W + h·W + w: PyTorch's x.view(N, −1) on NCHW.
@@ -129,8 +152,10 @@ extension LeNet5 {
     public func trainStep(_ x: FeatureMap<T>, targets: [Int], optimizer: SGD<T>) throws(BatchNormError) -> StepResult<T> {
         let logits = try forward(x, training: true)
         let ce = CrossEntropy.evaluate(logits: logits, targets: targets, kernels: kernels)
+        stageDone?("loss")
         backward(ce.gradient!)
         optimizer.step()
+        stageDone?("SGD step")
         return StepResult(loss: ce.loss, correct: ce.correct)
     }
 

@@ -40,7 +40,7 @@ public final class MaxPool2x2<T: KernelScalar> {
     @inlinable
     public func forward(_ x: FeatureMap<T>) -> FeatureMap<T> {
         let h = x.height, w = x.width, oh = h / 2, ow = w / 2
-        let planes = x.channels * x.batch
+        let planes = x.channels * x.batch, total = x.data.count
         inputShape = (x.channels, x.batch, h, w)
         var y = [T](repeating: 0, count: planes * oh * ow)
         if argmax.count != y.count { argmax = [UInt8](repeating: 0, count: y.count) }
@@ -61,6 +61,12 @@ public final class MaxPool2x2<T: KernelScalar> {
                                 if q == ow - 8 { break }
                                 q = Swift.min(q + 8, ow - 8)
                             }
+                        } else if ow >= 4 && T.self == Float.self && (p * h + 2 * r + 1) * w + 16 <= total {
+                            // Short rows (pool2: 5 outputs): eight lanes computed, the first `ow` kept; the lanes
+                            // past the row read the next row (or plane) and are dropped.
+                            let (values, indices) = maxPool8Lanes(UnsafeRawPointer(top).assumingMemoryBound(to: Float.self), rowLength: w)
+                            let target = UnsafeMutableRawPointer(out).assumingMemoryBound(to: Float.self)
+                            for q in 0..<ow { target[q] = values[q]; outArg[q] = indices[q] }
                         } else {
                             for q in 0..<ow { Self.pool1(top + 2 * q, rowLength: w, into: out + q, argmax: outArg + q) }
                         }
@@ -122,6 +128,14 @@ public final class MaxPool2x2<T: KernelScalar> {
 @inlinable @inline(__always)
 func maxPool8(_ top: UnsafePointer<Float>, rowLength w: Int, into out: UnsafeMutablePointer<Float>,
               argmax: UnsafeMutablePointer<UInt8>) {
+    let (values, indices) = maxPool8Lanes(top, rowLength: w)
+    UnsafeMutableRawPointer(out).storeBytes(of: values, as: SIMD8<Float>.self)
+    UnsafeMutableRawPointer(argmax).storeBytes(of: indices, as: SIMD8<UInt8>.self)
+}
+
+/// The maxima and window indices of eight neighbouring windows (reads 16 values of two rows).
+@inlinable @inline(__always)
+func maxPool8Lanes(_ top: UnsafePointer<Float>, rowLength w: Int) -> (SIMD8<Float>, SIMD8<UInt8>) {
     typealias Bits = SIMD8<Int32>
     let raw = UnsafeRawPointer(top)
     let upper = raw.loadUnaligned(as: SIMD16<Float>.self)
@@ -136,6 +150,5 @@ func maxPool8(_ top: UnsafePointer<Float>, rowLength w: Int, into out: UnsafeMut
     consider(upper.oddHalf, 1)
     consider(lower.evenHalf, 2)
     consider(lower.oddHalf, 3)
-    UnsafeMutableRawPointer(out).storeBytes(of: best, as: SIMD8<Float>.self)
-    UnsafeMutableRawPointer(argmax).storeBytes(of: SIMD8<UInt8>(truncatingIfNeeded: at), as: SIMD8<UInt8>.self)
+    return (best, SIMD8<UInt8>(truncatingIfNeeded: at))
 }

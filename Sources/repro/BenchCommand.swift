@@ -61,7 +61,7 @@ struct BenchCommand: ParsableCommand {
             timings.append(Timing(kernels: name, median: times[times.count / 2], best: times[0]))
             if breakdown && !json {
                 print("\(name) kernels:")
-                try Self.printBreakdown(net, x: x, targets: targets, steps: steps)
+                try Self.printBreakdown(net, x: x, targets: targets, optimizer: sgd, steps: steps)
             }
         }
         let primary = timings[0]
@@ -91,54 +91,31 @@ struct BenchCommand: ParsableCommand {
         }
     }
 
-    /// Median milliseconds of each stage, run in the order a training step runs them.
-    static func printBreakdown(_ net: LeNet5<Float>, x: FeatureMap<Float>, targets: [Int], steps: Int) throws {
-        var stages: [(String, () throws -> Void)] = []
-        var a = x, g = x
-        func stage(_ name: String, _ body: @escaping () throws -> Void) { stages.append((name, body)) }
-        let relus = (0..<4).map { _ in ReLU<Float>() }, pools = (0..<2).map { _ in MaxPool2x2<Float>(threads: net.kernels.threads) }
-        stage("conv1 forward") { a = net.conv1.forward(x) }
-        if let bn = net.bn1 { stage("bn1 forward") { a = try bn.forward(a, training: true) } }
-        stage("relu1 forward") { relus[0].forward(&a) }
-        stage("pool1 forward") { a = pools[0].forward(a) }
-        stage("conv2 forward") { a = net.conv2.forward(a) }
-        if let bn = net.bn2 { stage("bn2 forward") { a = try bn.forward(a, training: true) } }
-        stage("relu+pool2 forward") { relus[1].forward(&a); a = pools[1].forward(a) }
-        stage("P flatten") { a = LeNet5<Float>.flatten(a) }
-        stage("P fc3 fwd") { a = net.fc3.forward(a) }
-        stage("P bn3 relu fwd") { if let bn = net.bn3 { a = try bn.forward(a, training: true) }; relus[2].forward(&a) }
-        stage("P fc4 fwd") { a = net.fc4.forward(a) }
-        stage("P bn4 relu fwd") { if let bn = net.bn4 { a = try bn.forward(a, training: true) }; relus[3].forward(&a) }
-        stage("P fc5 fwd") { a = net.fc5.forward(a) }
-        stage("loss") { g = CrossEntropy.evaluate(logits: a, targets: targets, kernels: net.kernels).gradient! }
-        stage("P fc5 bwd") { g = net.fc5.backward(g) }
-        stage("P relu bn4 bwd") { relus[3].backward(&g); if let bn = net.bn4 { g = bn.backward(g) } }
-        stage("P fc4 bwd") { g = net.fc4.backward(g) }
-        stage("P relu bn3 bwd") { relus[2].backward(&g); if let bn = net.bn3 { g = bn.backward(g) } }
-        stage("P fc3 bwd") { g = net.fc3.backward(g) }
-        stage("P unflatten") { g = LeNet5<Float>.unflatten(g, channels: 16, height: 5, width: 5) }
-        stage("pool2+relu backward") { g = pools[1].backward(g); relus[1].backward(&g) }
-        if let bn = net.bn2 { stage("bn2 backward") { g = bn.backward(g) } }
-        stage("conv2 backward (weights only, probe)") { _ = net.conv2.backward(g, inputGradient: false) }
-        stage("conv2 backward") { g = net.conv2.backward(g)! }
-        stage("pool1 backward") { g = pools[0].backward(g) }
-        stage("relu1 backward") { relus[0].backward(&g) }
-        if let bn = net.bn1 { stage("bn1 backward") { g = bn.backward(g) } }
-        stage("conv1 backward (weights only)") { _ = net.conv1.backward(g, inputGradient: false) }
-        var times = [[Double]](repeating: [], count: stages.count)
-        for _ in 0..<max(steps, 5) {
-            for (i, s) in stages.enumerated() {
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                try s.1()
-                times[i].append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
-            }
+    /// Median milliseconds of each stage of real training steps, timed by the model's own stage hook (so the
+    /// stages are exactly what a step runs, fusions included, and they add up to the step).
+    static func printBreakdown(_ net: LeNet5<Float>, x: FeatureMap<Float>, targets: [Int], optimizer: SGD<Float>,
+                               steps: Int) throws {
+        final class Clock: @unchecked Sendable {
+            var names: [String] = [], times: [String: [Double]] = [:], last: UInt64 = 0
         }
-        let medians = times.map { $0.sorted()[$0.count / 2] }
+        let clock = Clock()
+        net.stageDone = { name in
+            let now = DispatchTime.now().uptimeNanoseconds
+            let key = "\(name)"
+            if clock.times[key] == nil { clock.names.append(key); clock.times[key] = [] }
+            clock.times[key]!.append(Double(now - clock.last) / 1e6)
+            clock.last = now
+        }
+        defer { net.stageDone = nil }
+        for _ in 0..<max(steps, 5) {
+            clock.last = DispatchTime.now().uptimeNanoseconds
+            _ = try net.trainStep(x, targets: targets, optimizer: optimizer)
+        }
+        let medians = clock.names.map { name in clock.times[name]!.sorted()[clock.times[name]!.count / 2] }
         let total = medians.reduce(0, +)
-        print("  breakdown (median ms; the optimizer step is the remainder):")
-        for (i, s) in stages.enumerated() {
-            let name = s.0.padding(toLength: 42, withPad: " ", startingAt: 0)
-            print("    " + name + String(format: " %7.2f  %5.1f%%", medians[i], 100 * medians[i] / total))
+        print("  breakdown (median ms of each stage over \(max(steps, 5)) steps):")
+        for (name, median) in zip(clock.names, medians) {
+            print("    " + name.padding(toLength: 42, withPad: " ", startingAt: 0) + String(format: " %7.2f  %5.1f%%", median, 100 * median / total))
         }
     }
 
