@@ -74,7 +74,7 @@ public enum Im2col {
 
     /// to[q] += from[q] for q in 0..<count, 16/8/4 lanes at a time (each sum is one IEEE addition, as in a
     /// plain loop; the loop vectorizer gave up on col2im's short rows: 1.9 M scalar additions per step).
-    @inlinable
+    @inlinable @inline(__always)
     public static func add<E: KernelScalar>(_ count: Int, from: UnsafePointer<E>, to: UnsafeMutablePointer<E>) {
         let src = UnsafeRawPointer(from), dst = UnsafeMutableRawPointer(to), size = MemoryLayout<E>.stride
         var q = 0

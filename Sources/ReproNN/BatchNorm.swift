@@ -175,7 +175,9 @@ public final class BatchNorm<T: KernelScalar> {
         dy.data.withUnsafeBufferPointer { g in normalized.withUnsafeBufferPointer { np in dx.withUnsafeMutableBufferPointer { dp in
           reluOutput.withUnsafeBufferPointer { rp in
             sumsDy.withUnsafeMutableBufferPointer { sd in sumsDyXhat.withUnsafeMutableBufferPointer { sx in
-                nonisolated(unsafe) let ns = np.baseAddress!, ds = dp.baseAddress!, outputs = rp.baseAddress
+                nonisolated(unsafe) let ns = np.baseAddress!, ds = dp.baseAddress!
+                // (An empty array may still hand out a non-nil base address: test the flag, not the pointer.)
+                nonisolated(unsafe) let outputs = fusedReLU ? rp.baseAddress : nil
                 // With the ReLU fused, its gradient (threshold_backward: `o <= 0 ? 0 : dy`) is written into dx
                 // first and the layer's gradient computed from there, in place.
                 nonisolated(unsafe) let incoming = g.baseAddress!

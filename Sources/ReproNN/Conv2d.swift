@@ -36,7 +36,7 @@ public final class Conv2d<T: KernelScalar> {
         precondition(x.height >= kernelSize && x.width >= kernelSize, "Conv2d input \(x.height)×\(x.width) is smaller than the kernel")
         let s = shape(x)
         input = x
-        var y = [T](repeating: 0, count: outChannels * s.columns)
+        var y = [T](overwrittenCount: outChannels * s.columns)  // the kernels write every output
         x.data.withUnsafeBufferPointer { xp in weight.value.withUnsafeBufferPointer { wp in bias.value.withUnsafeBufferPointer { bp in
             y.withUnsafeMutableBufferPointer { yp in
                 kernels.convolutionForward(s, input: xp.baseAddress!, weight: wp.baseAddress!, bias: bp.baseAddress!,
@@ -69,7 +69,7 @@ public final class Conv2d<T: KernelScalar> {
             } }
         }
         guard inputGradient else { return nil }
-        var dx = [T](repeating: 0, count: inChannels * n * h * w)
+        var dx = [T](overwrittenCount: inChannels * n * h * w)  // the kernels zero it before summing into it
         weight.value.withUnsafeBufferPointer { wp in dy.data.withUnsafeBufferPointer { g in dx.withUnsafeMutableBufferPointer { d in
             kernels.convolutionInputGradient(s, weight: wp.baseAddress!, outputGradient: g.baseAddress!, inputGradient: d.baseAddress!)
         } } }

@@ -119,7 +119,7 @@ public final class LeNet5<T: KernelScalar> {
     @inlinable
     public static func flatten(_ a: FeatureMap<T>) -> FeatureMap<T> {
         let n = a.batch, hw = a.spatial
-        var out = [T](repeating: 0, count: a.data.count)
+        var out = [T](overwrittenCount: a.data.count)
         for c in 0..<a.channels { for j in 0..<n { for s in 0..<hw {
             out[(c * hw + s) * n + j] = a.data[(c * n + j) * hw + s]
         } } }
@@ -129,7 +129,7 @@ public final class LeNet5<T: KernelScalar> {
     @inlinable
     public static func unflatten(_ g: FeatureMap<T>, channels: Int, height: Int, width: Int) -> FeatureMap<T> {
         let n = g.batch, hw = height * width
-        var out = [T](repeating: 0, count: g.data.count)
+        var out = [T](overwrittenCount: g.data.count)
         for c in 0..<channels { for j in 0..<n { for s in 0..<hw {
             out[(c * n + j) * hw + s] = g.data[(c * hw + s) * n + j]
         } } }

@@ -26,7 +26,7 @@ public final class Linear<T: KernelScalar> {
         precondition(x.channels * x.spatial == inFeatures, "Linear expects \(inFeatures) features")
         let n = x.batch
         input = x
-        var y = [T](repeating: 0, count: outFeatures * n)
+        var y = [T](overwrittenCount: outFeatures * n)
         // Bias first, then accumulate W·X on top (beta = 1).
         for o in 0..<outFeatures { let b = bias.value[o]; for j in 0..<n { y[o * n + j] = b } }
         weight.value.withUnsafeBufferPointer { w in x.data.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
@@ -50,7 +50,7 @@ public final class Linear<T: KernelScalar> {
                              b: xp.baseAddress!, ldb: n, beta: 0, c: dw.baseAddress!, ldc: inFeatures)
             } }
         }
-        var dx = [T](repeating: 0, count: inFeatures * n)
+        var dx = [T](overwrittenCount: inFeatures * n)  // beta = 0: the GEMM writes every element
         weight.value.withUnsafeBufferPointer { w in dy.data.withUnsafeBufferPointer { g in dx.withUnsafeMutableBufferPointer { d in
             kernels.gemm(.transposed, .none, m: inFeatures, n: n, k: outFeatures, alpha: 1, a: w.baseAddress!, lda: inFeatures,
                          b: g.baseAddress!, ldb: n, beta: 0, c: d.baseAddress!, ldc: n)

@@ -42,7 +42,7 @@ public final class MaxPool2x2<T: KernelScalar> {
         let h = x.height, w = x.width, oh = h / 2, ow = w / 2
         let planes = x.channels * x.batch, total = x.data.count
         inputShape = (x.channels, x.batch, h, w)
-        var y = [T](repeating: 0, count: planes * oh * ow)
+        var y = [T](overwrittenCount: planes * oh * ow)
         if argmax.count != y.count { argmax = [UInt8](repeating: 0, count: y.count) }
         x.data.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in argmax.withUnsafeMutableBufferPointer { ap in
             // Parts write disjoint planes of y and argmax.
@@ -107,15 +107,18 @@ public final class MaxPool2x2<T: KernelScalar> {
     public func backward(_ dy: FeatureMap<T>) -> FeatureMap<T> {
         let (c, n, h, w) = inputShape
         let oh = h / 2, ow = w / 2
-        var dx = [T](repeating: 0, count: c * n * h * w)
+        var dx = [T](overwrittenCount: c * n * h * w)  // zeroed plane by plane below
         dy.data.withUnsafeBufferPointer { g in argmax.withUnsafeBufferPointer { ap in dx.withUnsafeMutableBufferPointer { dp in
             nonisolated(unsafe) let gs = g.baseAddress!, As = ap.baseAddress!, ds = dp.baseAddress!
             Parallel.forEach(c * n, threads: threads, minimumPerPart: 16) { range in
-                for p in range { for r in 0..<oh { for q in 0..<ow {
-                    let o = (p * oh + r) * ow + q
-                    let a = Int(As[o])
-                    ds[p * h * w + (2 * r + a / 2) * w + 2 * q + a % 2] = gs[o]
-                } } }
+                for p in range {
+                    (ds + p * h * w).update(repeating: 0, count: h * w)
+                    for r in 0..<oh { for q in 0..<ow {
+                        let o = (p * oh + r) * ow + q
+                        let a = Int(As[o])
+                        ds[p * h * w + (2 * r + a / 2) * w + 2 * q + a % 2] = gs[o]
+                    } }
+                }
             }
         } } }
         return FeatureMap(channels: c, batch: n, height: h, width: w, data: dx)
