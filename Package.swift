@@ -7,21 +7,27 @@ import Foundation
 /// Instruction set of the numeric code. Building from source, repro targets the build machine as
 /// `-march=native` would: on x86-64 with the Haswell feature set (AVX2, FMA, BMI1/2, F16C, MOVBE, LZCNT)
 /// it compiles for `-target-cpu haswell`, which makes the SIMD loops 8 lanes wide and turns the
-/// selects of ReLU/max-pool into blends (measured: portable step 33 → 25 ms on 2 threads).
-/// This changes speed, never bits: Swift does not contract a·b + c into an FMA, and the portable
-/// kernels' order of operations is written out in the source, so the goldens verify exactly under
-/// both builds. REPRO_TARGET_CPU=baseline (or any LLVM CPU name) overrides the choice; the binary then
-/// runs only on CPUs with that feature set, so build where you run.
+/// selects of ReLU/max-pool into blends (measured: portable step 33 → 25 ms on 2 threads), and runs the
+/// portable kernels' explicit fused multiply-adds as instructions: without FMA hardware they are libm
+/// calls, the same bits about 30× slower (measured: 9.2 vs 292 ms per step).
+/// This changes speed, never bits: Swift does not contract a·b + c into an FMA on its own, and the
+/// portable kernels' order of operations is written out in the source, so the goldens verify exactly
+/// under both builds. REPRO_TARGET_CPU=baseline (or any LLVM CPU name) overrides the choice; the binary
+/// then runs only on CPUs with that feature set, so build where you run. `repro bench` prints the choice.
 let numericCodeSettings: [SwiftSetting] = {
     #if os(Linux) && arch(x86_64)
+    // The define tells `repro bench` what it was built for.
+    func target(_ cpu: String) -> [SwiftSetting] {
+        [.unsafeFlags(["-target-cpu", cpu]), .define(cpu == "haswell" ? "REPRO_TARGET_HASWELL" : "REPRO_TARGET_OTHER")]
+    }
     if let chosen = ProcessInfo.processInfo.environment["REPRO_TARGET_CPU"] {
-        return chosen == "baseline" ? [] : [.unsafeFlags(["-target-cpu", chosen])]
+        return chosen == "baseline" ? [] : target(chosen)
     }
     guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
           let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return [] }
     let flags = Set(flagsLine.split(separator: " ").map(String.init))
     let haswell = ["avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm", "popcnt"]
-    return haswell.allSatisfy(flags.contains) ? [.unsafeFlags(["-target-cpu", "haswell"])] : []
+    return haswell.allSatisfy(flags.contains) ? target("haswell") : []
     #else
     return []
     #endif
