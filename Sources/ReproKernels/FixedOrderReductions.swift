@@ -1,7 +1,8 @@
 /// Reductions whose summation order is fixed by the code, not by the compiler, the CPU or a thread count:
 /// element i goes to lane i mod 16 of one SIMD accumulator, the lanes are combined by a fixed pairwise tree,
-/// and the tail (count mod 16) is added last, in index order. No FMA is used, so every IEEE-754 machine
-/// gives the same bits. Both kernel implementations share these.
+/// and the tail (count mod 16) is added last, in index order. No FMA is used here (the portable GEMM's
+/// explicit FMA is its own), so every IEEE-754 machine gives the same bits. Both kernel implementations
+/// share these.
 public enum FixedOrderReductions {
     @inlinable
     static func combine<T: KernelScalar>(_ v: SIMD16<T>) -> T {

@@ -1,6 +1,6 @@
 /// The kernel seam: every hot primitive whose bits depend on an implementation choice.
 ///
-/// Layers call only these for GEMM, reductions and exp/log. A second implementation (for example one whose
+/// Layers call only these for GEMM, convolution, reductions and exp/log. A second implementation (for example one whose
 /// results are identical on every machine) is a new type conforming to this protocol, in a new file.
 /// Implementations must give identical bits for identical inputs run after run (no dependence on thread
 /// scheduling); whether they also agree across machines is each implementation's documented property.

@@ -11,6 +11,8 @@
 /// - Input gradient: each chunk's column gradient is computed and scattered (col2im) into its own images;
 ///   threads take whole chunks.
 /// Measured (2 threads, batch 128, conv1): see the README's performance table.
+// Each entry point re-enters concrete Float or Double code: reached through `any Kernels`, a generic body
+// would run unspecialized.
 extension PortableKernels {
     @inlinable
     public func convolutionForward<T: KernelScalar>(
@@ -48,10 +50,7 @@ extension PortableKernels {
                                                        weightGradient: cast(weightGradient), threads: threads)
         }
     }
-}
 
-
-extension PortableKernels {
     @inlinable
     public func convolutionInputGradient<T: KernelScalar>(
         _ shape: ConvolutionShape, weight: UnsafePointer<T>, outputGradient: UnsafePointer<T>,
