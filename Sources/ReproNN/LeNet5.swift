@@ -120,9 +120,14 @@ public final class LeNet5<T: KernelScalar> {
     public static func flatten(_ a: FeatureMap<T>) -> FeatureMap<T> {
         let n = a.batch, hw = a.spatial
         var out = [T](overwrittenCount: a.data.count)
-        for c in 0..<a.channels { for j in 0..<n { for s in 0..<hw {
-            out[(c * hw + s) * n + j] = a.data[(c * n + j) * hw + s]
-        } } }
+        // Writes in order, reads within one channel (12.8 KB for pool2's output); pointers, no bounds checks.
+        a.data.withUnsafeBufferPointer { src in out.withUnsafeMutableBufferPointer { dst in
+            var o = 0
+            for c in 0..<a.channels { for s in 0..<hw {
+                let column = src.baseAddress! + c * n * hw + s
+                for j in 0..<n { dst[o] = column[j * hw]; o += 1 }
+            } }
+        } }
         return FeatureMap(channels: a.channels * hw, batch: n, data: out)
     }
 
@@ -130,9 +135,12 @@ public final class LeNet5<T: KernelScalar> {
     public static func unflatten(_ g: FeatureMap<T>, channels: Int, height: Int, width: Int) -> FeatureMap<T> {
         let n = g.batch, hw = height * width
         var out = [T](overwrittenCount: g.data.count)
-        for c in 0..<channels { for j in 0..<n { for s in 0..<hw {
-            out[(c * n + j) * hw + s] = g.data[(c * hw + s) * n + j]
-        } } }
+        g.data.withUnsafeBufferPointer { src in out.withUnsafeMutableBufferPointer { dst in
+            var o = 0
+            for c in 0..<channels { for j in 0..<n { for s in 0..<hw {
+                dst[o] = src[(c * hw + s) * n + j]; o += 1
+            } } }
+        } }
         return FeatureMap(channels: channels, batch: n, height: height, width: width, data: out)
     }
 }
