@@ -95,3 +95,57 @@ import ReproNN
         #expect(!zip(torchStyle.runningMean!.value, mean).allSatisfy { abs($0 - $1) < 1e-13 })
     }
 }
+
+/// The Float layer's 16-lane loops against the same formulas written as plain scalar Float code, bit for bit,
+/// with the fused ReLU on and off, on a channel length that leaves a tail (m = 3·7·5 = 105) and on inputs
+/// with exact zeros after normalization's ReLU, so both sides of every select are taken.
+@Suite struct BatchNormFloatPathTests {
+    static func scalarReference(_ x: [Float], channels: Int, m: Int, gamma: [Float], beta: [Float], relu: Bool,
+                                upstream: [Float], reciprocal: Bool = false) -> (y: [Float], dx: [Float]) {
+        var y = [Float](repeating: 0, count: x.count), xhat = y, dx = y
+        for c in 0..<channels {
+            let seg = Array(x[(c * m)..<((c + 1) * m)])
+            let mu = seg.withUnsafeBufferPointer { FixedOrderReductions.sum($0) } / Float(m)
+            let s = (seg.withUnsafeBufferPointer { FixedOrderReductions.sumOfSquaredDeviations($0, from: mu) } / Float(m - 1)).squareRoot()
+            for i in (c * m)..<((c + 1) * m) {
+                let h = (x[i] - mu) / s
+                xhat[i] = h
+                y[i] = relu ? Swift.max(h * gamma[c] + beta[c], 0) : h * gamma[c] + beta[c]
+            }
+            var g = Array(upstream[(c * m)..<((c + 1) * m)])
+            if relu { for i in 0..<m where y[c * m + i] <= 0 { g[i] = 0 } }
+            let n = Array(xhat[(c * m)..<((c + 1) * m)])
+            let sumDy = g.withUnsafeBufferPointer { FixedOrderReductions.sum($0) }
+            let sumDyXhat = g.withUnsafeBufferPointer { gp in n.withUnsafeBufferPointer { FixedOrderReductions.dot(gp, $0) } }
+            let meanDxhat = gamma[c] * sumDy / Float(m), projection = gamma[c] * sumDyXhat / Float(m - 1)
+            for i in 0..<m {
+                let numerator = gamma[c] * g[i] - meanDxhat - n[i] * projection
+                dx[c * m + i] = reciprocal ? numerator * (1 / s) : numerator / s
+            }
+        }
+        return (y, dx)
+    }
+
+    @Test(arguments: [false, true])
+    func floatLoopsMatchScalarCodeBitForBit(relu: Bool) throws {
+        let channels = 4, batch = 3, h = 7, w = 5, m = batch * h * w
+        var rng = Philox(seed: 21, .testData)
+        let x = (0..<(channels * m)).map { _ in Float(rng.nextUnitDouble() * 4 - 2) }
+        let upstream = (0..<(channels * m)).map { _ in Float(rng.nextUnitDouble() - 0.5) }
+        let bn = BatchNorm<Float>("bn", channels: channels, kernels: PortableKernels(threads: 2))
+        bn.gamma!.value = [1.5, -0.5, 2, 0.25]
+        bn.beta!.value = [0.1, -0.2, 0.3, 0]
+        let y = try bn.forward(FeatureMap(channels: channels, batch: batch, height: h, width: w, data: x),
+                               training: true, fusedReLU: relu)
+        let dx = bn.backward(FeatureMap(channels: channels, batch: batch, height: h, width: w, data: upstream))
+        let expected = Self.scalarReference(x, channels: channels, m: m, gamma: bn.gamma!.value, beta: bn.beta!.value,
+                                            relu: relu, upstream: upstream)
+        #expect(y.data.map(\.bitPattern) == expected.y.map(\.bitPattern))
+        #expect(dx.data.map(\.bitPattern) == expected.dx.map(\.bitPattern))
+        if relu { #expect(y.data.contains(0) && y.data.contains { $0 > 0 }) }
+        // Negative control: the same reference multiplying by 1/s instead of dividing by s differs in some bits.
+        let reciprocal = Self.scalarReference(x, channels: channels, m: m, gamma: bn.gamma!.value, beta: bn.beta!.value,
+                                              relu: relu, upstream: upstream, reciprocal: true)
+        #expect(reciprocal.dx.map(\.bitPattern) != dx.data.map(\.bitPattern))
+    }
+}
