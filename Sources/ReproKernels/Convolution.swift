@@ -34,8 +34,8 @@ public enum Im2col {
         }
     }
 
-    // Concrete entry points: compiled here once, whatever generic context calls `fill` (an unspecialized
-    // generic copy loop measured 5 ns per 28-value row).
+    // Concrete entry points, compiled here once for 4- and 8-byte scalars: `fill` is reached from generic
+    // code, where a copy loop over T would move every value through value witnesses.
     @usableFromInline
     static func fill32(_ s: ConvolutionShape, image: Int, rows: Range<Int>, from x: UnsafeRawPointer,
                        into dst: UnsafeMutableRawPointer, rowStride: Int) {
@@ -61,61 +61,20 @@ public enum Im2col {
     }
 
     @inline(__always)
-    static func copyRows<E: SIMDScalar>(_ s: ConvolutionShape, image: Int, rows: Range<Int>, from x: UnsafePointer<E>,
-                                        into dst: UnsafeMutablePointer<E>, rowStride: Int) {
+    static func copyRows<E>(_ s: ConvolutionShape, image: Int, rows: Range<Int>, from x: UnsafePointer<E>,
+                            into dst: UnsafeMutablePointer<E>, rowStride: Int) {
         let k = s.kernelSize, oh = s.outHeight, ow = s.outWidth, hw = s.height * s.width
         for p in rows {
             let c = p / (k * k), ki = (p / k) % k, kj = p % k
             let plane = x + (c * s.batch + image) * hw + ki * s.width + kj
             let row = dst + (p - rows.lowerBound) * rowStride
-            for r in 0..<oh { copy(ow, from: plane + r * s.width, to: row + r * ow) }
+            for r in 0..<oh {
+                let from = plane + r * s.width, to = row + r * ow
+                for q in 0..<ow { to[q] = from[q] }
+            }
         }
     }
 
-    /// to[q] += from[q] for q in 0..<count, 16/8/4 lanes at a time (each sum is one IEEE addition, as in a
-    /// plain loop; the loop vectorizer gave up on col2im's short rows: 1.9 M scalar additions per step).
-    @inlinable @inline(__always)
-    public static func add<E: KernelScalar>(_ count: Int, from: UnsafePointer<E>, to: UnsafeMutablePointer<E>) {
-        let src = UnsafeRawPointer(from), dst = UnsafeMutableRawPointer(to), size = MemoryLayout<E>.stride
-        var q = 0
-        while q + 16 <= count {
-            let sum = dst.loadUnaligned(fromByteOffset: q * size, as: SIMD16<E>.self) + src.loadUnaligned(fromByteOffset: q * size, as: SIMD16<E>.self)
-            dst.storeBytes(of: sum, toByteOffset: q * size, as: SIMD16<E>.self)
-            q += 16
-        }
-        if q + 8 <= count {
-            let sum = dst.loadUnaligned(fromByteOffset: q * size, as: SIMD8<E>.self) + src.loadUnaligned(fromByteOffset: q * size, as: SIMD8<E>.self)
-            dst.storeBytes(of: sum, toByteOffset: q * size, as: SIMD8<E>.self)
-            q += 8
-        }
-        if q + 4 <= count {
-            let sum = dst.loadUnaligned(fromByteOffset: q * size, as: SIMD4<E>.self) + src.loadUnaligned(fromByteOffset: q * size, as: SIMD4<E>.self)
-            dst.storeBytes(of: sum, toByteOffset: q * size, as: SIMD4<E>.self)
-            q += 4
-        }
-        while q < count { to[q] += from[q]; q += 1 }
-    }
-
-    /// Rows are short (28 or 10 values): explicit 16/8/4-wide moves beat both memmove and the loop
-    /// vectorizer's runtime overlap checks (measured: im2col was 20% of a step with a plain loop).
-    @inline(__always)
-    static func copy<E: SIMDScalar>(_ count: Int, from: UnsafePointer<E>, to: UnsafeMutablePointer<E>) {
-        let src = UnsafeRawPointer(from), dst = UnsafeMutableRawPointer(to), size = MemoryLayout<E>.stride
-        var q = 0
-        while q + 16 <= count {
-            dst.storeBytes(of: src.loadUnaligned(fromByteOffset: q * size, as: SIMD16<E>.self), toByteOffset: q * size, as: SIMD16<E>.self)
-            q += 16
-        }
-        if q + 8 <= count {
-            dst.storeBytes(of: src.loadUnaligned(fromByteOffset: q * size, as: SIMD8<E>.self), toByteOffset: q * size, as: SIMD8<E>.self)
-            q += 8
-        }
-        if q + 4 <= count {
-            dst.storeBytes(of: src.loadUnaligned(fromByteOffset: q * size, as: SIMD4<E>.self), toByteOffset: q * size, as: SIMD4<E>.self)
-            q += 4
-        }
-        while q < count { to[q] = from[q]; q += 1 }
-    }
 }
 
 /// The convolution entry points of `Kernels`, as im2col of the whole batch + one GEMM: the reference
@@ -183,7 +142,10 @@ public enum ConvolutionByColumns {
             let row = source + ((c * k + ki) * k + kj) * cols
             for img in 0..<s.batch {
                 let plane = dx + (c * s.batch + img) * h * w
-                for r in 0..<oh { Im2col.add(ow, from: row + (img * oh + r) * ow, to: plane + (r + ki) * w + kj) }
+                for r in 0..<oh {
+                    let out = plane + (r + ki) * w + kj, inp = row + (img * oh + r) * ow
+                    for q in 0..<ow { out[q] += inp[q] }
+                }
             }
         } } }
     }

@@ -87,12 +87,6 @@ enum PortableConvolution<T: KernelScalar> {
         return 16 / a
     }
 
-    /// Runs `body(part)` for parts 0..<parts, on up to `parts` threads. Callers give each part disjoint outputs.
-    @inlinable
-    static func split(_ parts: Int, _ body: @Sendable (Int) -> Void) {
-        Parallel.forEach(parts, threads: parts) { range in for part in range { body(part) } }
-    }
-
     @inlinable
     static func forward(_ s: ConvolutionShape, input x: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>,
                         output y: UnsafeMutablePointer<T>, threads: Int) {
@@ -100,13 +94,13 @@ enum PortableConvolution<T: KernelScalar> {
             return forwardDirect(s, input: x, weight: weight, bias: bias, output: y, threads: threads)
         }
         let plane = s.outPlane, rows = s.rows, cols = s.columns, group = imagesPerChunk(s)
-        let chunks = (s.batch + group - 1) / group, parts = max(1, min(threads, chunks))
-        // Parts write disjoint images of Y.
+        let chunks = (s.batch + group - 1) / group
+        // Threads write disjoint images of Y.
         nonisolated(unsafe) let x = x, weight = weight, bias = bias, y = y
-        split(parts) { part in
+        Parallel.forEach(chunks, threads: threads) { chunkRange in
             var chunk = [T](repeating: 0, count: rows * group * plane)
             chunk.withUnsafeMutableBufferPointer { cp in
-                for g in (chunks * part / parts)..<(chunks * (part + 1) / parts) {
+                for g in chunkRange {
                     let n0 = g * group, n1 = min(s.batch, n0 + group), width = (n1 - n0) * plane
                     for n in n0..<n1 {
                         Im2col.fill(s, image: n, rows: 0..<rows, from: x, into: cp.baseAddress! + (n - n0) * plane,
@@ -187,15 +181,21 @@ enum PortableConvolution<T: KernelScalar> {
                 if rows > 4 { a4.addProduct(V(repeating: weight[4 * count + p]), xv) }
             }
         }
-        let sums = [a0, a1, a2, a3, a4, a5]
-        for r in 0..<rows {
-            let out = V(repeating: bias[r]) + sums[r], target = output + r * outputStride
-            if lanes == 16 {
+        let lanesValid = lanes
+        @inline(__always) func store(_ acc: V, _ r: Int) {
+            let out = V(repeating: bias[r]) + acc, target = output + r * outputStride
+            if lanesValid == 16 {
                 UnsafeMutableRawPointer(target).storeBytes(of: out, as: V.self)
             } else {
-                for lane in 0..<lanes { target[lane] = out[lane] }
+                for lane in 0..<lanesValid { target[lane] = out[lane] }
             }
         }
+        store(a0, 0)
+        if rows > 1 { store(a1, 1) }
+        if rows > 2 { store(a2, 2) }
+        if rows > 3 { store(a3, 3) }
+        if rows > 4 { store(a4, 4) }
+        if rows > 5 { store(a5, 5) }
     }
 
     @inlinable
@@ -206,11 +206,10 @@ enum PortableConvolution<T: KernelScalar> {
                 s, input: cast(x), outputGradient: cast(dy), weightGradient: cast(dw), threads: threads)
         }
         let plane = s.outPlane, rows = s.rows, cols = s.columns, outs = s.outChannels, group = imagesPerChunk(s)
-        let parts = max(1, min(threads, rows))
-        // Parts write disjoint columns p of dW.
+        // Threads write disjoint columns p of dW.
         nonisolated(unsafe) let x = x, dy = dy, dw = dw
-        split(parts) { part in
-            let p0 = rows * part / parts, p1 = rows * (part + 1) / parts, count = p1 - p0
+        Parallel.forEach(rows, threads: threads) { rowRange in
+            let p0 = rowRange.lowerBound, count = rowRange.count
             var chunk = [T](repeating: 0, count: count * group * plane)
             var lanes = [V](repeating: V(), count: outs * count)  // lanes[o·count + (p − p0)]
             chunk.withUnsafeMutableBufferPointer { cp in lanes.withUnsafeMutableBufferPointer { lp in
@@ -220,18 +219,14 @@ enum PortableConvolution<T: KernelScalar> {
                     width = (n1 - n0) * plane
                     start = n0 * plane
                     for n in n0..<n1 {
-                        Im2col.fill(s, image: n, rows: p0..<p1, from: x, into: cp.baseAddress! + (n - n0) * plane,
+                        Im2col.fill(s, image: n, rows: rowRange, from: x, into: cp.baseAddress! + (n - n0) * plane,
                                     rowStride: width)
                     }
+                    let columnBytes = width * MemoryLayout<T>.stride
                     for p in 0..<count {
-                        var o = 0
-                        while o < outs {
-                            let block = outs - o == 6 ? 6 : min(4, outs - o)
-                            accumulate(rows: block, lanes: lp.baseAddress! + o * count + p, laneStride: count,
-                                       dy: dy + o * cols + start, dyStride: cols, column: cp.baseAddress! + p * width,
-                                       blocks: width / 16)
-                            o += block
-                        }
+                        accumulateAllOutputs(outs, lanes: lp.baseAddress! + p, laneStride: count, dy: dy + start,
+                                             dyStride: cols, blocks: width / 16,
+                                             column: StoredColumn<T>(start: UnsafeRawPointer(cp.baseAddress!) + p * columnBytes))
                     }
                 }
                 // Lanes combined as the dot form combines them, then the batch's last (cols mod 16) columns in
@@ -253,13 +248,14 @@ enum PortableConvolution<T: KernelScalar> {
     static func inputGradient(_ s: ConvolutionShape, weight: UnsafePointer<T>, outputGradient dy: UnsafePointer<T>,
                               inputGradient dx: UnsafeMutablePointer<T>, threads: Int) {
         let plane = s.outPlane, rows = s.rows, cols = s.columns, group = imagesPerChunk(s)
-        let chunks = (s.batch + group - 1) / group, parts = max(1, min(threads, chunks))
+        let chunks = (s.batch + group - 1) / group
         let k = s.kernelSize, h = s.height, w = s.width, oh = s.outHeight, ow = s.outWidth
+        // Threads write disjoint images of dX.
         nonisolated(unsafe) let weight = weight, dy = dy, dx = dx
-        split(parts) { part in
+        Parallel.forEach(chunks, threads: threads) { chunkRange in
             var chunk = [T](repeating: 0, count: rows * group * plane)
             chunk.withUnsafeMutableBufferPointer { cp in
-                for g in (chunks * part / parts)..<(chunks * (part + 1) / parts) {
+                for g in chunkRange {
                     let n0 = g * group, n1 = min(s.batch, n0 + group), width = (n1 - n0) * plane
                     PortableGEMM<T>.axpyForm(m: rows, columns: 0..<width, k: s.outChannels, alpha: 1, a: weight, aRow: 1,
                                              aColumn: rows, b: dy + n0 * plane, ldb: cols, beta: 0, c: cp.baseAddress!,
@@ -270,7 +266,10 @@ enum PortableConvolution<T: KernelScalar> {
                             let row = cp.baseAddress! + ((c * k + ki) * k + kj) * width
                             for n in n0..<n1 {
                                 let target = dx + (c * s.batch + n) * h * w + ki * w + kj, source = row + (n - n0) * plane
-                                for r in 0..<oh { Im2col.add(ow, from: source + r * ow, to: target + r * w) }
+                                for r in 0..<oh {
+                                    let out = target + r * w, inp = source + r * ow
+                                    for q in 0..<ow { out[q] += inp[q] }
+                                }
                             }
                         } }
                     }
@@ -279,51 +278,63 @@ enum PortableConvolution<T: KernelScalar> {
         }
     }
 
-    /// lanes[r] += Σ_b dy_r[16b..<16b+16] · column[16b..<16b+16] for up to 6 output channels r, b increasing:
-    /// the dot form's lane sums continued over one more chunk.
-    @inlinable
-    static func accumulate(rows: Int, lanes: UnsafeMutablePointer<V>, laneStride: Int, dy: UnsafePointer<T>, dyStride: Int,
-                           column: UnsafePointer<T>, blocks: Int) {
-        let cRaw = UnsafeRawPointer(column), dRaw = UnsafeRawPointer(dy)
-        let vBytes = 16 * MemoryLayout<T>.stride, rowBytes = dyStride * MemoryLayout<T>.stride
-        if rows == 6 {
-            var a0 = lanes[0], a1 = lanes[laneStride], a2 = lanes[2 * laneStride]
-            var a3 = lanes[3 * laneStride], a4 = lanes[4 * laneStride], a5 = lanes[5 * laneStride]
-            for b in 0..<blocks {
-                let cv = cRaw.loadUnaligned(fromByteOffset: b * vBytes, as: V.self)
-                a0.addProduct(dRaw.loadUnaligned(fromByteOffset: b * vBytes, as: V.self), cv)
-                a1.addProduct(dRaw.loadUnaligned(fromByteOffset: rowBytes + b * vBytes, as: V.self), cv)
-                a2.addProduct(dRaw.loadUnaligned(fromByteOffset: 2 * rowBytes + b * vBytes, as: V.self), cv)
-                a3.addProduct(dRaw.loadUnaligned(fromByteOffset: 3 * rowBytes + b * vBytes, as: V.self), cv)
-                a4.addProduct(dRaw.loadUnaligned(fromByteOffset: 4 * rowBytes + b * vBytes, as: V.self), cv)
-                a5.addProduct(dRaw.loadUnaligned(fromByteOffset: 5 * rowBytes + b * vBytes, as: V.self), cv)
-            }
-            lanes[0] = a0; lanes[laneStride] = a1; lanes[2 * laneStride] = a2
-            lanes[3 * laneStride] = a3; lanes[4 * laneStride] = a4; lanes[5 * laneStride] = a5
-            return
+    /// Every output channel's lane sums continued over one more chunk, in blocks of up to 6 channels (the
+    /// column vector of block b is built once per block of channels).
+    @inlinable @inline(__always)
+    static func accumulateAllOutputs<C: ColumnVectors>(_ outs: Int, lanes: UnsafeMutablePointer<V>, laneStride: Int,
+                                                       dy: UnsafePointer<T>, dyStride: Int, blocks: Int, column: C)
+    where C.Scalar == T {
+        var o = 0
+        while o < outs {
+            let block = outs - o == 6 ? 6 : min(4, outs - o)
+            accumulate(rows: block, lanes: lanes + o * laneStride, laneStride: laneStride,
+                       dy: dy + o * dyStride, dyStride: dyStride, blocks: blocks, column: column)
+            o += block
         }
-        var a0 = lanes[0], a1 = rows > 1 ? lanes[laneStride] : V(), a2 = rows > 2 ? lanes[2 * laneStride] : V()
-        var a3 = rows > 3 ? lanes[3 * laneStride] : V()
-        if rows == 4 {
+    }
+
+    /// lanes[r] += Σ_b dy_r[16b..<16b+16] · column.vector(b) for up to 6 output channels r, b increasing (fused):
+    /// the dot form's lane sums continued over one more chunk.
+    @inlinable @inline(__always)
+    static func accumulate<C: ColumnVectors>(rows: Int, lanes: UnsafeMutablePointer<V>, laneStride: Int, dy: UnsafePointer<T>,
+                                             dyStride: Int, blocks: Int, column: C) where C.Scalar == T {
+        let dRaw = UnsafeRawPointer(dy), vBytes = 16 &* MemoryLayout<T>.stride, rowBytes = dyStride &* MemoryLayout<T>.stride
+        @inline(__always) func load(_ r: Int, _ b: Int) -> V {
+            dRaw.loadUnaligned(fromByteOffset: r &* rowBytes &+ b &* vBytes, as: V.self)
+        }
+        var a0 = lanes[0], a1 = rows > 1 ? lanes[laneStride] : V(), a2 = rows > 2 ? lanes[2 &* laneStride] : V()
+        var a3 = rows > 3 ? lanes[3 &* laneStride] : V(), a4 = rows > 4 ? lanes[4 &* laneStride] : V()
+        var a5 = rows > 5 ? lanes[5 &* laneStride] : V()
+        // Specialized loops for the common channel counts keep the accumulators in registers.
+        switch rows {
+        case 6:
             for b in 0..<blocks {
-                let cv = cRaw.loadUnaligned(fromByteOffset: b * vBytes, as: V.self)
-                a0.addProduct(dRaw.loadUnaligned(fromByteOffset: b * vBytes, as: V.self), cv)
-                a1.addProduct(dRaw.loadUnaligned(fromByteOffset: rowBytes + b * vBytes, as: V.self), cv)
-                a2.addProduct(dRaw.loadUnaligned(fromByteOffset: 2 * rowBytes + b * vBytes, as: V.self), cv)
-                a3.addProduct(dRaw.loadUnaligned(fromByteOffset: 3 * rowBytes + b * vBytes, as: V.self), cv)
+                let cv = column.vector(b)
+                a0.addProduct(load(0, b), cv); a1.addProduct(load(1, b), cv); a2.addProduct(load(2, b), cv)
+                a3.addProduct(load(3, b), cv); a4.addProduct(load(4, b), cv); a5.addProduct(load(5, b), cv)
             }
-        } else {
+        case 4:
             for b in 0..<blocks {
-                let cv = cRaw.loadUnaligned(fromByteOffset: b * vBytes, as: V.self)
-                a0.addProduct(dRaw.loadUnaligned(fromByteOffset: b * vBytes, as: V.self), cv)
-                if rows > 1 { a1.addProduct(dRaw.loadUnaligned(fromByteOffset: rowBytes + b * vBytes, as: V.self), cv) }
-                if rows > 2 { a2.addProduct(dRaw.loadUnaligned(fromByteOffset: 2 * rowBytes + b * vBytes, as: V.self), cv) }
+                let cv = column.vector(b)
+                a0.addProduct(load(0, b), cv); a1.addProduct(load(1, b), cv)
+                a2.addProduct(load(2, b), cv); a3.addProduct(load(3, b), cv)
+            }
+        default:
+            for b in 0..<blocks {
+                let cv = column.vector(b)
+                a0.addProduct(load(0, b), cv)
+                if rows > 1 { a1.addProduct(load(1, b), cv) }
+                if rows > 2 { a2.addProduct(load(2, b), cv) }
+                if rows > 3 { a3.addProduct(load(3, b), cv) }
+                if rows > 4 { a4.addProduct(load(4, b), cv) }
             }
         }
         lanes[0] = a0
         if rows > 1 { lanes[laneStride] = a1 }
-        if rows > 2 { lanes[2 * laneStride] = a2 }
-        if rows > 3 { lanes[3 * laneStride] = a3 }
+        if rows > 2 { lanes[2 &* laneStride] = a2 }
+        if rows > 3 { lanes[3 &* laneStride] = a3 }
+        if rows > 4 { lanes[4 &* laneStride] = a4 }
+        if rows > 5 { lanes[5 &* laneStride] = a5 }
     }
 }
 
@@ -352,11 +363,11 @@ extension PortableConvolution where T == Float {
             for lane in 0..<16 where q0 + lane < ow { masks[b][lane] = ~0 }
         }
         let taps = (0..<rows).map { p in (p / (k * k)) * hw + ((p / k) % k) * w + p % k }
-        let parts = max(1, min(threads, rows))
         nonisolated(unsafe) let x = x, dy = dy, dw = dw
-        let blockStarts = starts, blockMasks = masks
-        split(parts) { part in
-            let p0 = rows * part / parts, p1 = rows * (part + 1) / parts, count = p1 - p0
+        let blockStarts = starts, blockMasks = masks, shiftBytes = shift * MemoryLayout<Float>.stride
+        // Threads write disjoint columns p of dW.
+        Parallel.forEach(rows, threads: threads) { rowRange in
+            let p0 = rowRange.lowerBound, count = rowRange.count
             // Loads of the second run may reach `shift` + 15 values past the last image row: pad.
             var image = [Float](repeating: 0, count: s.inChannels * hw + w + 16)
             var lanes = [V](repeating: V(), count: outs * count)
@@ -364,16 +375,11 @@ extension PortableConvolution where T == Float {
                 blockStarts.withUnsafeBufferPointer { bs in blockMasks.withUnsafeBufferPointer { bm in
                     for n in 0..<s.batch {
                         for c in 0..<s.inChannels { (ip.baseAddress! + c * hw).update(from: x + (c * s.batch + n) * hw, count: hw) }
-                        for p in p0..<p1 {
-                            var o = 0
-                            while o < outs {
-                                let block = outs - o == 6 ? 6 : min(4, outs - o)
-                                accumulateRuns(rows: block, lanes: lp.baseAddress! + o * count + (p - p0), laneStride: count,
-                                               dy: dy + o * cols + n * plane, dyStride: cols,
-                                               image: UnsafeRawPointer(ip.baseAddress! + taps[p]), starts: bs.baseAddress!,
-                                               masks: bm.baseAddress!, shift: shift, blocks: blocks)
-                                o += block
-                            }
+                        for p in rowRange {
+                            let column = ColumnFromRuns(tap: UnsafeRawPointer(ip.baseAddress! + taps[p]), starts: bs.baseAddress!,
+                                                        masks: bm.baseAddress!, shiftBytes: shiftBytes)
+                            accumulateAllOutputs(outs, lanes: lp.baseAddress! + (p - p0), laneStride: count,
+                                                 dy: dy + n * plane, dyStride: cols, blocks: blocks, column: column)
                         }
                     }
                 } }
@@ -383,38 +389,45 @@ extension PortableConvolution where T == Float {
             } }
         }
     }
+}
 
-    /// `accumulate` with the column vector assembled from two runs of the image.
+/// Where `PortableConvolution.accumulate` gets block b's 16 column-matrix values from. A generic parameter
+/// rather than a closure, so that each source is specialized and inlined into the loop.
+@usableFromInline
+protocol ColumnVectors {
+    associatedtype Scalar: KernelScalar
+    func vector(_ block: Int) -> SIMD16<Scalar>
+}
+
+/// A row of a column matrix in memory.
+@usableFromInline
+struct StoredColumn<Scalar: KernelScalar>: ColumnVectors {
+    @usableFromInline let start: UnsafeRawPointer
+    @inlinable init(start: UnsafeRawPointer) { self.start = start }
+    @inlinable @inline(__always)
+    func vector(_ block: Int) -> SIMD16<Scalar> {
+        start.loadUnaligned(fromByteOffset: block &* 16 &* MemoryLayout<Scalar>.stride, as: SIMD16<Scalar>.self)
+    }
+}
+
+/// A row of conv1's column matrix assembled from the image: lanes from the run at starts[b] where the
+/// block's mask is set, from the run `shiftBytes` further on elsewhere (the next output row).
+@usableFromInline
+struct ColumnFromRuns: ColumnVectors {
+    @usableFromInline let tap: UnsafeRawPointer
+    @usableFromInline let starts: UnsafePointer<Int>
+    @usableFromInline let masks: UnsafePointer<SIMD16<UInt32>>
+    @usableFromInline let shiftBytes: Int
     @inlinable
-    static func accumulateRuns(rows: Int, lanes: UnsafeMutablePointer<V>, laneStride: Int, dy: UnsafePointer<Float>,
-                               dyStride: Int, image: UnsafeRawPointer, starts: UnsafePointer<Int>,
-                               masks: UnsafePointer<SIMD16<UInt32>>, shift: Int, blocks: Int) {
-        let size = MemoryLayout<Float>.stride, shiftBytes = shift &* size
-        var a0 = lanes[0], a1 = rows > 1 ? lanes[laneStride] : V(), a2 = rows > 2 ? lanes[2 &* laneStride] : V()
-        var a3 = rows > 3 ? lanes[3 &* laneStride] : V(), a4 = rows > 4 ? lanes[4 &* laneStride] : V()
-        var a5 = rows > 5 ? lanes[5 &* laneStride] : V()
-        let d1 = dy + dyStride, d2 = dy + 2 &* dyStride, d3 = dy + 3 &* dyStride, d4 = dy + 4 &* dyStride
-        let d5 = dy + 5 &* dyStride
-        @inline(__always) func load(_ p: UnsafePointer<Float>, _ b: Int) -> V {
-            UnsafeRawPointer(p).loadUnaligned(fromByteOffset: b &* 64, as: V.self)
-        }
-        for b in 0..<blocks {
-            let at = starts[b] &* size, mask = masks[b]
-            let first = unsafeBitCast(image.loadUnaligned(fromByteOffset: at, as: V.self), to: SIMD16<UInt32>.self)
-            let second = unsafeBitCast(image.loadUnaligned(fromByteOffset: at &+ shiftBytes, as: V.self), to: SIMD16<UInt32>.self)
-            let cv = unsafeBitCast((first & mask) | (second & ~mask), to: V.self)
-            a0.addProduct(load(dy, b), cv)
-            if rows > 1 { a1.addProduct(load(d1, b), cv) }
-            if rows > 2 { a2.addProduct(load(d2, b), cv) }
-            if rows > 3 { a3.addProduct(load(d3, b), cv) }
-            if rows > 4 { a4.addProduct(load(d4, b), cv) }
-            if rows > 5 { a5.addProduct(load(d5, b), cv) }
-        }
-        lanes[0] = a0
-        if rows > 1 { lanes[laneStride] = a1 }
-        if rows > 2 { lanes[2 &* laneStride] = a2 }
-        if rows > 3 { lanes[3 &* laneStride] = a3 }
-        if rows > 4 { lanes[4 &* laneStride] = a4 }
-        if rows > 5 { lanes[5 &* laneStride] = a5 }
+    init(tap: UnsafeRawPointer, starts: UnsafePointer<Int>, masks: UnsafePointer<SIMD16<UInt32>>, shiftBytes: Int) {
+        self.tap = tap; self.starts = starts; self.masks = masks; self.shiftBytes = shiftBytes
+    }
+    @inlinable @inline(__always)
+    func vector(_ block: Int) -> SIMD16<Float> {
+        let at = starts[block] &* MemoryLayout<Float>.stride, mask = masks[block]
+        let first = unsafeBitCast(tap.loadUnaligned(fromByteOffset: at, as: SIMD16<Float>.self), to: SIMD16<UInt32>.self)
+        let second = unsafeBitCast(tap.loadUnaligned(fromByteOffset: at &+ shiftBytes, as: SIMD16<Float>.self),
+                                   to: SIMD16<UInt32>.self)
+        return unsafeBitCast((first & mask) | (second & ~mask), to: SIMD16<Float>.self)
     }
 }

@@ -179,7 +179,8 @@ enum PortableGEMM<T: KernelScalar> {
         if rows > 5 { finish(acc5, alpha: alpha, beta: beta, into: out + 5 * ldc) }
     }
 
-    /// C[i, j] = FixedOrderReductions.dot(row i of op(A), row j of B) for B stored n × k (op(B) = Bᵀ).
+    /// C[i, j] = the fused dot product of row i of op(A) and row j of B (B stored n × k, op(B) = Bᵀ), in the
+    /// lane order and pairwise tree of `FixedOrderReductions`.
     @inlinable
     static func dotForm(m: Int, columns: Range<Int>, k: Int, alpha: T, a: UnsafePointer<T>, aRow: Int, aColumn: Int,
                         b: UnsafePointer<T>, ldb: Int, beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {

@@ -84,11 +84,10 @@ public final class BatchNorm<T: KernelScalar> {
     public var stateTensors: [NamedTensor<T>] { [gamma, beta, runningMean, runningStd].compactMap { $0 } }
     public var parameters: [NamedTensor<T>] { [gamma, beta].compactMap { $0 } }
 
-    @inlinable
-    ///
     /// `fusedReLU` applies the ReLU that follows the layer in LeNet-5 to each channel right after normalizing
     /// it, while the channel is in cache, and `backward` then takes the ReLU's gradient too: the same
     /// operations as BatchNorm then `ReLU` (so the same bits), one pass over the activations fewer each way.
+    @inlinable
     public func forward(_ x: FeatureMap<T>, training: Bool, fusedReLU: Bool = false) throws(BatchNormError) -> FeatureMap<T> {
         precondition(x.channels == channels, "\(name) expects \(channels) channels, got \(x.channels)")
         let m = x.perChannel
@@ -100,8 +99,7 @@ public final class BatchNorm<T: KernelScalar> {
         if normalized.count != x.data.count { normalized = [T](repeating: 0, count: x.data.count) }
         let scale = gamma?.value ?? [T](repeating: 1, count: channels), shift = beta?.value ?? [T](repeating: 0, count: channels)
         let affine = options.affine
-        // Every element is written below.
-        var y = [T](unsafeUninitializedCapacity: x.data.count) { _, count in count = x.data.count }
+        var y = [T](overwrittenCount: x.data.count)  // every element is written below
         // Threads take whole channels: a channel's statistics, then its normalization while it is in cache.
         x.data.withUnsafeBufferPointer { xp in normalized.withUnsafeMutableBufferPointer { np in y.withUnsafeMutableBufferPointer { yp in
             mean.withUnsafeMutableBufferPointer { mp in std.withUnsafeMutableBufferPointer { sp in
@@ -182,7 +180,7 @@ public final class BatchNorm<T: KernelScalar> {
     public func backward(_ dy: FeatureMap<T>) -> FeatureMap<T> {
         let m = dy.perChannel
         precondition(dy.data.count == normalized.count, "\(name).backward does not match the last forward")
-        var dx = [T](unsafeUninitializedCapacity: dy.data.count) { _, count in count = dy.data.count }  // all written
+        var dx = [T](overwrittenCount: dy.data.count)  // every element is written below
         let divisor = T(options.unbiased ? m - 1 : m)
         var sumsDy = [T](repeating: 0, count: channels), sumsDyXhat = [T](repeating: 0, count: channels)
         let scale = gamma?.value ?? [T](repeating: 1, count: channels), stds = lastStd

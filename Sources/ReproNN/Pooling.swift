@@ -97,12 +97,14 @@ public final class MaxPool2x2<T: KernelScalar> {
     @inlinable @inline(__always)
     static func pool8(_ top: UnsafePointer<T>, rowLength w: Int, into out: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<UInt8>) {
         if T.self == Float.self {
-            maxPool8(UnsafeRawPointer(top).assumingMemoryBound(to: Float.self), rowLength: w,
-                     into: UnsafeMutableRawPointer(out).assumingMemoryBound(to: Float.self), argmax: argmax)
+            let (values, indices) = maxPool8Lanes(UnsafeRawPointer(top).assumingMemoryBound(to: Float.self), rowLength: w)
+            UnsafeMutableRawPointer(out).storeBytes(of: values, as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(argmax).storeBytes(of: indices, as: SIMD8<UInt8>.self)
         } else {
             for q in 0..<8 { pool1(top + 2 * q, rowLength: w, into: out + q, argmax: argmax + q) }
         }
     }
+
     @inlinable
     public func backward(_ dy: FeatureMap<T>) -> FeatureMap<T> {
         let (c, n, h, w) = inputShape
@@ -125,18 +127,9 @@ public final class MaxPool2x2<T: KernelScalar> {
     }
 }
 
-/// Eight neighbouring 2×2 windows as SIMD lanes, with the comparisons of `MaxPool2x2.pool1` in the same
-/// order; the selects work on bit patterns (each mask lane is all ones or all zeros), because SIMD's
-/// replace(with:where:) compiles to a per-lane loop.
-@inlinable @inline(__always)
-func maxPool8(_ top: UnsafePointer<Float>, rowLength w: Int, into out: UnsafeMutablePointer<Float>,
-              argmax: UnsafeMutablePointer<UInt8>) {
-    let (values, indices) = maxPool8Lanes(top, rowLength: w)
-    UnsafeMutableRawPointer(out).storeBytes(of: values, as: SIMD8<Float>.self)
-    UnsafeMutableRawPointer(argmax).storeBytes(of: indices, as: SIMD8<UInt8>.self)
-}
-
-/// The maxima and window indices of eight neighbouring windows (reads 16 values of two rows).
+/// The maxima and window indices of eight neighbouring 2×2 windows (reads 16 values of two rows), with the
+/// comparisons of `MaxPool2x2.pool1` in the same order; the selects work on bit patterns (each mask lane is
+/// all ones or all zeros), because SIMD's replace(with:where:) compiles to a per-lane loop.
 @inlinable @inline(__always)
 func maxPool8Lanes(_ top: UnsafePointer<Float>, rowLength w: Int) -> (SIMD8<Float>, SIMD8<UInt8>) {
     typealias Bits = SIMD8<Int32>
