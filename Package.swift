@@ -34,9 +34,12 @@ let numericCodeSettings: [SwiftSetting] = {
 }()
 
 
-// Module graph (one direction only):
-//   repro (CLI) → ReproVerify (compare, verify, BN checks) → ReproTraining (trainer, recorder) → ReproNN (layers, BN, SGD, RNG) → ReproKernels (GEMM, reductions, exp/log)
-//   ReproData (MNIST) and ReproStorage (HDF5 schema) sit beside ReproTraining; neither knows about training.
+// Module graph (one direction only; every target names every module it imports):
+//   repro (CLI) → ReproVerify (compare, verify, BN checks) → ReproRecording (record schema codecs, writer, strict reader)
+//     → ReproTraining (trainer) → ReproNN (layers, BN, SGD, RNG) → ReproKernels (GEMM, reductions, exp/log)
+//   ReproData (MNIST) sits beside ReproTraining, ReproStorage (HDF5, checksummed files) beside ReproRecording;
+//   ReproBytes (SHA-256 through libcrypto, gzip through zlib) under both.
+// System libraries only: zlib and libcrypto come with libhdf5-dev (which depends on zlib1g-dev and libssl-dev).
 let package = Package(
     name: "repro",
     products: [
@@ -46,36 +49,41 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-numerics", from: "1.0.0"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.0.0"),
-        .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.0.0"),
     ],
     targets: [
-        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
-                       providers: [.apt(["libopenblas-dev"])]),
-        .systemLibrary(name: "CHDF5", pkgConfig: "hdf5",
-                       providers: [.apt(["libhdf5-dev"])]),
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CHDF5", pkgConfig: "hdf5", providers: [.apt(["libhdf5-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CLibCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .target(name: "ReproBytes", dependencies: ["CZlib", "CLibCrypto"]),
         .target(name: "ReproKernels", dependencies: [
             "CBLAS",
             .product(name: "RealModule", package: "swift-numerics"),
         ], swiftSettings: numericCodeSettings),
         .target(name: "ReproNN", dependencies: ["ReproKernels"], swiftSettings: numericCodeSettings),
-        .target(name: "ReproData", dependencies: [
-            "ReproNN",
-            .product(name: "CompressNIO", package: "compress-nio"),
-            .product(name: "Crypto", package: "swift-crypto"),
-        ], swiftSettings: numericCodeSettings),
-        .target(name: "ReproStorage", dependencies: ["CHDF5",
-            .product(name: "Crypto", package: "swift-crypto")],
-                swiftSettings: [.swiftLanguageMode(.v5)] + numericCodeSettings),  // libhdf5's type ids are C globals
-        .target(name: "ReproTraining", dependencies: ["ReproNN", "ReproData", "ReproStorage"],
+        .target(name: "ReproData", dependencies: ["ReproKernels", "ReproNN", "ReproBytes"], swiftSettings: numericCodeSettings),
+        .target(name: "ReproStorage", dependencies: ["CHDF5", "ReproBytes"],
+                swiftSettings: [.swiftLanguageMode(.v5)]),  // libhdf5's type ids are C globals
+        .target(name: "ReproTraining", dependencies: ["ReproKernels", "ReproNN", "ReproData"],
                 swiftSettings: numericCodeSettings),
-        .target(name: "ReproVerify", dependencies: ["ReproTraining"], swiftSettings: numericCodeSettings),
+        .target(name: "ReproRecording", dependencies: ["ReproBytes", "ReproKernels", "ReproNN", "ReproData", "ReproStorage", "ReproTraining"],
+                swiftSettings: numericCodeSettings),
+        .target(name: "ReproVerify", dependencies: ["ReproKernels", "ReproNN", "ReproData", "ReproStorage", "ReproTraining",
+                                                    "ReproRecording"],
+                swiftSettings: numericCodeSettings),
         .executableTarget(name: "repro", dependencies: [
-            "ReproVerify",
+            "ReproKernels", "ReproNN", "ReproData", "ReproTraining", "ReproRecording", "ReproVerify",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: numericCodeSettings),
-        .testTarget(name: "ReproNNTests", dependencies: ["ReproNN"], swiftSettings: numericCodeSettings),
-        .testTarget(name: "ReproTrainingTests", dependencies: ["ReproTraining"], swiftSettings: numericCodeSettings),
-        .testTarget(name: "ReproVerifyTests", dependencies: ["ReproVerify"], swiftSettings: numericCodeSettings),
+        // Helpers only tests use: IDX writing, synthetic data, editing records into hostile ones.
+        .target(name: "ReproTestSupport", dependencies: ["CHDF5", "CZlib", "ReproBytes", "ReproNN", "ReproData", "ReproStorage"],
+                path: "Tests/ReproTestSupport", swiftSettings: [.swiftLanguageMode(.v5)]),
+        .testTarget(name: "ReproNNTests", dependencies: ["ReproKernels", "ReproNN"], swiftSettings: numericCodeSettings),
+        .testTarget(name: "ReproTrainingTests", dependencies: ["ReproKernels", "ReproNN", "ReproData", "ReproStorage",
+                                                               "ReproTraining", "ReproRecording", "ReproTestSupport"],
+                    swiftSettings: numericCodeSettings),
+        .testTarget(name: "ReproVerifyTests", dependencies: ["ReproKernels", "ReproNN", "ReproData", "ReproStorage", "ReproTraining",
+                                                             "ReproRecording", "ReproVerify", "ReproTestSupport"],
+                    swiftSettings: numericCodeSettings),
     ]
 )

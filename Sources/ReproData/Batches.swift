@@ -6,11 +6,14 @@ public enum DataOrder {
     /// torch.utils.data.random_split with lengths [int(0.8·n + 1), rest]: a seeded permutation of 0..<n,
     /// the first part training, the rest validation.
     public static func trainValidationSplit(count n: Int, seed: UInt64) -> (train: [Int32], validation: [Int32]) {
-        let trainCount = Int(Double(n) * 0.8 + 1)
+        let trainCount = trainCount(of: n)
         var rng = Philox(seed: seed, .split)
         let permutation = rng.permutation(n)
         return (Array(permutation[..<trainCount]), Array(permutation[trainCount...]))
     }
+
+    /// The notebook's training share of n samples, int(0.8·n + 1) (Python's int() truncates).
+    public static func trainCount(of n: Int) -> Int { Int(Double(n) * 0.8 + 1) }
 
     /// One epoch's order of the training set: a fresh permutation per epoch from the shuffle stream
     /// (substream = epoch), mapped to dataset indices. Batches are consecutive runs of it, last partial

@@ -1,7 +1,5 @@
-import CompressNIO
-import Crypto
 import Foundation
-import NIOCore
+import ReproBytes
 
 /// Bad or missing input data: always names the file and what is wrong with it.
 public struct DataError: Error, CustomStringConvertible {
@@ -10,7 +8,7 @@ public struct DataError: Error, CustomStringConvertible {
 }
 
 /// One MNIST split as uint8 images (row-major 28×28 each) and labels, kept in memory as stored; the
-/// notebook's transform is applied per batch (`MNISTBatcher`).
+/// notebook's transform is applied per batch (`MNISTTransform.batch`).
 public struct MNISTSplit: Sendable {
     public let images: [UInt8]
     public let labels: [UInt8]
@@ -25,13 +23,24 @@ public struct MNISTSplit: Sendable {
     public static var pixels: Int { rows * columns }
 }
 
+/// The datasets repro trains on.
+public enum DatasetName: String, CaseIterable, Sendable {
+    case mnist
+
+    /// The files a dataset is loaded from, in load order (their SHA-256 go into every record).
+    public var files: [String] {
+        switch self {
+        case .mnist: return [MNIST.files.trainImages, MNIST.files.trainLabels, MNIST.files.testImages, MNIST.files.testLabels]
+        }
+    }
+}
+
 /// The four IDX files of MNIST, validated, with the SHA-256 of each file's decompressed bytes.
 public struct MNIST: Sendable {
     public let train: MNISTSplit
     public let test: MNISTSplit
     /// (file base name, hex SHA-256 of its decompressed bytes), in load order.
     public let fingerprints: [(file: String, sha256: String)]
-    public let directory: String
 
     public static let files = (trainImages: "train-images-idx3-ubyte", trainLabels: "train-labels-idx1-ubyte",
                         testImages: "t10k-images-idx3-ubyte", testLabels: "t10k-labels-idx1-ubyte")
@@ -42,14 +51,14 @@ public struct MNIST: Sendable {
         var fingerprints = [(String, String)]()
         func load(_ base: String) throws(DataError) -> [UInt8] {
             let bytes = try readIDX(base: base, directory: directory)
-            fingerprints.append((base, SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()))
+            fingerprints.append((base, SHA256.hex(bytes)))
             return bytes
         }
         let train = try split(images: load(files.trainImages), labels: load(files.trainLabels),
                               imageFile: files.trainImages, labelFile: files.trainLabels)
         let test = try split(images: load(files.testImages), labels: load(files.testLabels),
                              imageFile: files.testImages, labelFile: files.testLabels)
-        return MNIST(train: train, test: test, fingerprints: fingerprints, directory: directory)
+        return MNIST(train: train, test: test, fingerprints: fingerprints)
     }
 
     /// Finds and reads one file, decompressing gzip; returns the raw IDX bytes.
@@ -78,17 +87,8 @@ public struct MNIST: Sendable {
         let n = compressed.count
         let size = Int(compressed[n - 4]) | Int(compressed[n - 3]) << 8 | Int(compressed[n - 2]) << 16 | Int(compressed[n - 1]) << 24
         guard size > 0, size <= 256 << 20 else { throw DataError("\(path): gzip trailer gives an implausible size (\(size) bytes)") }
-        var input = ByteBuffer(bytes: compressed)
-        var output = ByteBufferAllocator().buffer(capacity: size)
-        do {
-            try input.decompress(to: &output, with: .gzip())
-        } catch {
-            throw DataError("\(path): damaged or truncated gzip data (\(error))")
-        }
-        guard output.readableBytes == size else {
-            throw DataError("\(path): decompressed to \(output.readableBytes) bytes, but the gzip trailer says \(size)")
-        }
-        return output.readBytes(length: output.readableBytes) ?? []
+        do { return try Gzip.decompress(compressed, expectedSize: size) }
+        catch { throw DataError("\(path): \(error.description)") }
     }
 
     static func bigEndian32(_ b: [UInt8], _ offset: Int) -> Int {

@@ -40,11 +40,6 @@ public final class LeNet5<T: KernelScalar> {
             + fc3.parameters + (bn3?.stateTensors ?? []) + fc4.parameters + (bn4?.stateTensors ?? []) + fc5.parameters
     }
 
-    /// (name, shape) of every state_dict entry, without building a model.
-    public static func stateShapes(normalized: Bool) -> [(name: String, shape: [Int])] {
-        LeNet5<T>(normalized: normalized, kernels: BLASKernels()).stateDict.map { ($0.name, $0.shape) }
-    }
-
     /// net.parameters() order: the state_dict without buffers.
     public var parameters: [NamedTensor<T>] { stateDict.filter(\.isParameter) }
 

@@ -41,7 +41,8 @@ public enum HDF5 {
         H5Eset_auto2(0, nil, nil)  // errors are reported through StorageError, not printed by libhdf5
         return true
     }()
-    static func ready() { _ = initialized }
+    /// Initializes libhdf5 once (its type ids are globals set by H5open) and silences its own error printing.
+    public static func ready() { _ = initialized }
 
     /// "1.10.8", the library this binary runs against.
     public static var libraryVersion: String {
@@ -72,25 +73,6 @@ public final class HDF5Writer {
         guard file >= 0 else { throw StorageError(path: path, problem: "cannot create the HDF5 file") }
         objectProperties = H5Pcreate(H5P_CLS_GROUP_CREATE_ID_g)
         H5Pset_obj_track_times(objectProperties, false)
-    }
-
-    /// Opens an existing file for changes (tests that build damaged or foreign records use this).
-    public init(modifying path: String) throws {
-        HDF5.ready()
-        self.path = path
-        file = H5Fopen(path, 0x0001 /* H5F_ACC_RDWR */, 0)
-        guard file >= 0 else { throw StorageError(path: path, problem: "cannot open the HDF5 file for writing") }
-        objectProperties = H5Pcreate(H5P_CLS_GROUP_CREATE_ID_g)
-        H5Pset_obj_track_times(objectProperties, false)
-    }
-
-    /// Replaces the values of an existing dataset (same element count).
-    public func overwrite<T: HDF5Element>(_ values: [T], at objectPath: String) throws {
-        let dataset = H5Dopen2(file, objectPath, 0)
-        guard dataset >= 0 else { throw StorageError(path: path, problem: "missing dataset \(objectPath)") }
-        defer { H5Dclose(dataset) }
-        let status = values.withUnsafeBytes { H5Dwrite(dataset, T.memoryType, 0, 0, 0, $0.baseAddress) }
-        guard status >= 0 else { throw StorageError(path: path, problem: "cannot write dataset \(objectPath)") }
     }
 
     /// Closes the file; call once, before the caller renames or checksums it.
@@ -193,6 +175,16 @@ public final class HDF5Writer {
         try setAttribute(name, Int32(value ? 1 : 0), on: objectPath)
     }
 
+    public func setAttribute(_ name: String, _ value: AttributeValue, on objectPath: String = "/") throws {
+        switch value {
+        case .int32(let v): try setAttribute(name, v, on: objectPath)
+        case .int64(let v): try setAttribute(name, v, on: objectPath)
+        case .float64(let v): try setAttribute(name, v, on: objectPath)
+        case .string(let v): try setAttribute(name, v, on: objectPath)
+        case .other(let what): throw StorageError(path: path, problem: "cannot write \(what) as \(objectPath)@\(name)")
+        }
+    }
+
     private func writeAttribute(_ name: String, type: hid_t, memoryType: hid_t, on objectPath: String, bytes: [UInt8]) throws {
         let space = H5Screate(H5S_SCALAR)
         defer { H5Sclose(space) }
@@ -220,86 +212,100 @@ public final class HDF5Reader {
 
     deinit { H5Fclose(file) }
 
-    public func exists(_ objectPath: String) -> Bool {
-        var current = ""
-        for part in objectPath.split(separator: "/") {
-            current += "/" + part
-            if H5Lexists(file, current, 0) <= 0 { return false }
+    /// The element types records use, each exactly one HDF5 file type (little-endian, signed integers).
+    public enum ElementKind: String, Sendable, CaseIterable {
+        case float32, float64, int32, int64, uint8
+        var fileType: hid_t {
+            switch self {
+            case .float32: return Float.fileType
+            case .float64: return Double.fileType
+            case .int32: return Int32.fileType
+            case .int64: return Int64.fileType
+            case .uint8: return UInt8.fileType
+            }
         }
-        return true
+        public var isInteger: Bool { self != .float32 && self != .float64 }
     }
 
-    /// Names of the members of a group, in name order (HDF5's default index).
-    public func members(of groupPath: String) throws -> [String] {
+    /// What a link in a group points to.
+    public enum ObjectKind: Equatable, Sendable, CustomStringConvertible {
+        case group, dataset
+        /// A soft or external link, a named datatype or anything else records never contain.
+        case other(String)
+        public var description: String {
+            switch self {
+            case .group: return "a group"
+            case .dataset: return "a dataset"
+            case .other(let what): return what
+            }
+        }
+    }
+
+    /// The members of a group in name order with their kinds. A group with more than `expected` + 64 members
+    /// is refused before any name is read (a hostile file cannot make this loop long); a few extra members
+    /// are listed, so the caller can name the first unexpected one.
+    public func children(of groupPath: String, expected: Int) throws -> [(name: String, kind: ObjectKind)] {
+        let limit = expected + 64
         let group = H5Gopen2(file, groupPath, 0)
-        guard group >= 0 else { throw StorageError(path: path, problem: "missing group \(groupPath)") }
+        guard group >= 0 else { throw StorageError(path: path, problem: "\(groupPath): cannot open the group") }
         defer { H5Gclose(group) }
         var info = H5G_info_t()
-        H5Gget_info(group, &info)
-        var names = [String]()
+        guard H5Gget_info(group, &info) >= 0 else { throw StorageError(path: path, problem: "\(groupPath): cannot read the group") }
+        guard info.nlinks <= UInt64(limit) else {
+            throw StorageError(path: path, problem: "\(groupPath) has \(info.nlinks) members, the schema expects \(expected)")
+        }
+        var out = [(String, ObjectKind)]()
         for i in 0..<info.nlinks {
             let size = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nil, 0, 0)
-            guard size >= 0 else { continue }
+            guard size > 0, size < 4096 else { throw StorageError(path: path, problem: "\(groupPath): unreadable member name") }
             var buffer = [CChar](repeating: 0, count: Int(size) + 1)
             H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, &buffer, Int(size) + 1, 0)
-            names.append(String(cString: buffer))
-        }
-        return names
-    }
-
-    public enum ElementKind: String, Sendable { case float32, float64, int32, int64, uint8 }
-
-    /// The stored element type of a dataset, for the types records use.
-    public func elementKind(of objectPath: String) throws -> ElementKind {
-        let dataset = H5Dopen2(file, objectPath, 0)
-        guard dataset >= 0 else { throw StorageError(path: path, problem: "missing dataset \(objectPath)") }
-        defer { H5Dclose(dataset) }
-        let type = H5Dget_type(dataset)
-        defer { H5Tclose(type) }
-        let size = H5Tget_size(type)
-        switch (H5Tget_class(type), size) {
-        case (H5T_FLOAT, 4): return .float32
-        case (H5T_FLOAT, 8): return .float64
-        case (H5T_INTEGER, 4): return .int32
-        case (H5T_INTEGER, 8): return .int64
-        case (H5T_INTEGER, 1): return .uint8
-        default: throw StorageError(path: path, problem: "\(objectPath) has an element type records do not use")
-        }
-    }
-
-    /// Every dataset below `groupPath`, depth first, members in name order.
-    public func datasets(under groupPath: String = "/") throws -> [String] {
-        var out = [String]()
-        for name in try members(of: groupPath) {
-            let child = (groupPath == "/" ? "" : groupPath) + "/" + name
-            var info = H5O_info_t()
-            guard H5Oget_info_by_name2(file, child, &info, UInt32(H5O_INFO_BASIC), 0) >= 0 else {
-                throw StorageError(path: path, problem: "cannot inspect \(child)")
+            let name = String(cString: buffer)
+            var link = H5L_info_t()
+            guard H5Lget_info(group, name, &link, 0) >= 0 else { throw StorageError(path: path, problem: "\(groupPath)/\(name): unreadable link") }
+            guard link.type == H5L_TYPE_HARD else { out.append((name, .other("a soft or external link"))); continue }
+            var object = H5O_info_t()
+            guard H5Oget_info_by_name2(group, name, &object, UInt32(H5O_INFO_BASIC), 0) >= 0 else {
+                throw StorageError(path: path, problem: "\(groupPath)/\(name): cannot inspect the object")
             }
-            switch info.type {
-            case H5O_TYPE_GROUP: out += try datasets(under: child)
-            case H5O_TYPE_DATASET: out.append(child)
-            default: throw StorageError(path: path, problem: "\(child) is neither a group nor a dataset")
+            switch object.type {
+            case H5O_TYPE_GROUP: out.append((name, .group))
+            case H5O_TYPE_DATASET: out.append((name, .dataset))
+            default: out.append((name, .other("a named datatype")))
             }
         }
         return out
     }
 
-    /// Names of the attributes of an object, in name order.
-    public func attributeNames(on objectPath: String) throws -> [String] {
+    /// The stored element type of a dataset: one of the kinds records use, or nil with a description.
+    public func elementType(of objectPath: String) throws -> (kind: ElementKind?, description: String) {
+        let dataset = H5Dopen2(file, objectPath, 0)
+        guard dataset >= 0 else { throw StorageError(path: path, problem: "missing dataset \(objectPath)") }
+        defer { H5Dclose(dataset) }
+        let type = H5Dget_type(dataset)
+        defer { H5Tclose(type) }
+        return Self.describe(type)
+    }
+
+    static func describe(_ type: hid_t) -> (kind: ElementKind?, description: String) {
+        if let kind = ElementKind.allCases.first(where: { H5Tequal(type, $0.fileType) > 0 }) { return (kind, kind.rawValue) }
+        let size = H5Tget_size(type)
+        let order = H5Tget_order(type) == H5T_ORDER_BE ? " big-endian" : ""
+        switch H5Tget_class(type) {
+        case H5T_INTEGER: return (nil, "\(H5Tget_sign(type) == H5T_SGN_NONE ? "uint" : "int")\(8 * size)\(order)")
+        case H5T_FLOAT: return (nil, "float\(8 * size)\(order)")
+        case H5T_STRING: return (nil, H5Tis_variable_str(type) > 0 ? "a variable-length string" : "a string")
+        default: return (nil, "a compound or other non-numeric type")
+        }
+    }
+
+    /// The number of attributes on an object (records put none on datasets).
+    public func attributeCount(on objectPath: String) throws -> Int {
         var info = H5O_info_t()
         guard H5Oget_info_by_name2(file, objectPath, &info, UInt32(H5O_INFO_NUM_ATTRS), 0) >= 0 else {
             throw StorageError(path: path, problem: "missing object \(objectPath)")
         }
-        var names = [String]()
-        for i in 0..<info.num_attrs {
-            let size = H5Aget_name_by_idx(file, objectPath, H5_INDEX_NAME, H5_ITER_INC, i, nil, 0, 0)
-            guard size >= 0 else { continue }
-            var buffer = [CChar](repeating: 0, count: Int(size) + 1)
-            H5Aget_name_by_idx(file, objectPath, H5_INDEX_NAME, H5_ITER_INC, i, &buffer, Int(size) + 1, 0)
-            names.append(String(cString: buffer))
-        }
-        return names
+        return Int(info.num_attrs)
     }
 
     public func shape(of objectPath: String) throws -> [Int] {
@@ -308,52 +314,100 @@ public final class HDF5Reader {
         defer { H5Dclose(dataset) }
         let space = H5Dget_space(dataset)
         defer { H5Sclose(space) }
+        guard H5Sget_simple_extent_type(space) == H5S_SIMPLE else { throw StorageError(path: path, problem: "\(objectPath) is a scalar or empty dataspace") }
         let rank = Int(H5Sget_simple_extent_ndims(space))
-        guard rank >= 0, rank <= 8 else { throw StorageError(path: path, problem: "\(objectPath) has an invalid rank") }
+        guard rank >= 1, rank <= 8 else { throw StorageError(path: path, problem: "\(objectPath) has rank \(rank)") }
         var dims = [hsize_t](repeating: 0, count: rank)
         H5Sget_simple_extent_dims(space, &dims, nil)
+        guard dims.allSatisfy({ $0 < 1 << 40 }) else { throw StorageError(path: path, problem: "\(objectPath) has an implausible shape") }
         return dims.map { Int($0) }
     }
 
-    /// Reads a dataset, which must have exactly `expectedShape` when given (checked before allocating).
-    public func read<T: HDF5Element & Numeric>(_ objectPath: String, as _: T.Type = T.self, expectedShape: [Int]? = nil) throws -> (values: [T], shape: [Int]) {
-        let shape = try shape(of: objectPath)
-        if let expectedShape, expectedShape != shape {
-            throw StorageError(path: path, problem: "\(objectPath) has shape \(shape), expected \(expectedShape)")
-        }
-        let count = shape.reduce(1, *)
-        guard count <= 1 << 31 else { throw StorageError(path: path, problem: "\(objectPath) is implausibly large (\(shape))") }
+    /// Reads a whole dataset whose element type and shape the caller has already checked against the schema.
+    public func read<T: HDF5Element & Numeric>(_ objectPath: String, as _: T.Type = T.self) throws -> [T] {
+        let count = try shape(of: objectPath).reduce(1, *)
+        guard count <= 1 << 31 else { throw StorageError(path: path, problem: "\(objectPath) is implausibly large") }
         var values = [T](repeating: 0, count: count)
-        if count == 0 { return (values, shape) }
+        if count == 0 { return values }
         let dataset = H5Dopen2(file, objectPath, 0)
+        guard dataset >= 0 else { throw StorageError(path: path, problem: "missing dataset \(objectPath)") }
         defer { H5Dclose(dataset) }
         let status = values.withUnsafeMutableBytes { H5Dread(dataset, T.memoryType, 0, 0, 0, $0.baseAddress) }
         guard status >= 0 else { throw StorageError(path: path, problem: "cannot read \(objectPath) (damaged data or checksum mismatch)") }
-        return (values, shape)
+        return values
     }
 
-    public func stringAttribute(_ name: String, on objectPath: String = "/") throws -> String {
+    /// Every attribute of an object, in name order, as the values records use (anything else is `.other`).
+    /// Strings longer than `maximumStringBytes` are refused before they are read.
+    public func attributes(on objectPath: String, limit: Int, maximumStringBytes: Int) throws -> [(name: String, value: AttributeValue)] {
+        let count = try attributeCount(on: objectPath)
+        guard count <= limit else {
+            throw StorageError(path: path, problem: "\(objectPath) has \(count) attributes, the schema allows at most \(limit)")
+        }
+        var out = [(String, AttributeValue)]()
+        for i in 0..<count {
+            let size = H5Aget_name_by_idx(file, objectPath, H5_INDEX_NAME, H5_ITER_INC, hsize_t(i), nil, 0, 0)
+            guard size > 0, size < 4096 else { throw StorageError(path: path, problem: "\(objectPath): unreadable attribute name") }
+            var buffer = [CChar](repeating: 0, count: Int(size) + 1)
+            H5Aget_name_by_idx(file, objectPath, H5_INDEX_NAME, H5_ITER_INC, hsize_t(i), &buffer, Int(size) + 1, 0)
+            let name = String(cString: buffer)
+            out.append((name, try attribute(name, on: objectPath, maximumStringBytes: maximumStringBytes)))
+        }
+        return out
+    }
+
+    func attribute(_ name: String, on objectPath: String, maximumStringBytes: Int) throws -> AttributeValue {
         let attribute = H5Aopen_by_name(file, objectPath, name, 0, 0)
         guard attribute >= 0 else { throw StorageError(path: path, problem: "missing attribute \(objectPath)@\(name)") }
         defer { H5Aclose(attribute) }
+        let space = H5Aget_space(attribute)
+        defer { H5Sclose(space) }
         let type = H5Aget_type(attribute)
         defer { H5Tclose(type) }
-        guard H5Tget_class(type) == H5T_STRING, H5Tis_variable_str(type) == 0 else {
-            throw StorageError(path: path, problem: "\(objectPath)@\(name) is not a fixed-length string")
+        let (kind, description) = Self.describe(type)
+        guard H5Sget_simple_extent_type(space) == H5S_SCALAR else {
+            return .other("an array of \(kind?.rawValue ?? description)")
         }
-        let size = H5Tget_size(type)
-        guard size > 0, size < 1 << 20 else { throw StorageError(path: path, problem: "\(objectPath)@\(name) has an invalid size") }
-        var bytes = [UInt8](repeating: 0, count: size)
-        guard H5Aread(attribute, type, &bytes) >= 0 else { throw StorageError(path: path, problem: "cannot read \(objectPath)@\(name)") }
-        return String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+        func scalar<T: HDF5Element & Numeric>(_: T.Type) throws -> T {
+            var value: T = 0
+            guard withUnsafeMutableBytes(of: &value, { H5Aread(attribute, T.memoryType, $0.baseAddress) }) >= 0 else {
+                throw StorageError(path: path, problem: "cannot read \(objectPath)@\(name)")
+            }
+            return value
+        }
+        switch kind {
+        case .int32: return .int32(try scalar(Int32.self))
+        case .int64: return .int64(try scalar(Int64.self))
+        case .float64: return .float64(try scalar(Double.self))
+        case .float32, .uint8: return .other(description)
+        case nil:
+            guard H5Tget_class(type) == H5T_STRING, H5Tis_variable_str(type) == 0 else { return .other(description) }
+            let size = H5Tget_size(type)
+            guard size >= 1, size <= maximumStringBytes else { return .other("a string of \(size) bytes") }
+            var bytes = [UInt8](repeating: 0, count: size)
+            guard H5Aread(attribute, type, &bytes) >= 0 else { throw StorageError(path: path, problem: "cannot read \(objectPath)@\(name)") }
+            let text = bytes.prefix { $0 != 0 }
+            guard bytes.dropFirst(text.count).allSatisfy({ $0 == 0 }), let string = String(validating: text, as: UTF8.self) else {
+                return .other("a string that is not NUL-padded UTF-8")
+            }
+            return .string(string)
+        }
     }
+}
 
-    public func numberAttribute<T: HDF5Element & Numeric>(_ name: String, as _: T.Type = T.self, on objectPath: String = "/") throws -> T {
-        let attribute = H5Aopen_by_name(file, objectPath, name, 0, 0)
-        guard attribute >= 0 else { throw StorageError(path: path, problem: "missing attribute \(objectPath)@\(name)") }
-        defer { H5Aclose(attribute) }
-        var value: T = 0
-        guard H5Aread(attribute, T.memoryType, &value) >= 0 else { throw StorageError(path: path, problem: "cannot read \(objectPath)@\(name)") }
-        return value
+/// An attribute as records store it: scalar int32 (booleans too), int64, float64 or a fixed-length string.
+public enum AttributeValue: Equatable, Sendable, CustomStringConvertible {
+    case int32(Int32), int64(Int64), float64(Double), string(String)
+    /// Anything else that was found, described ("float32", "an array of int64", …).
+    case other(String)
+
+    public var description: String {
+        switch self {
+        case .int32(let v): return "int32 \(v)"
+        case .int64(let v): return "int64 \(v)"
+        case .float64(let v): return "float64 \(v)"
+        case .string(let v): return "string '\(v.count > 40 ? String(v.prefix(40)) + "…" : v)'"
+        case .other(let what): return what
+        }
     }
 }

@@ -1,14 +1,23 @@
+import ReproData
 import ReproNN
 
-/// Everything that determines a run's numbers (and its output path). The defaults are the notebook's
-/// main() with norm=True: the "mnist_bn" experiment.
-public struct RunConfig: Sendable {
+/// The kernel implementations a run can use (see ReproKernels).
+public enum KernelChoice: String, CaseIterable, Sendable {
+    /// Fixed-order Swift kernels: the same bits on every machine and thread count.
+    case portable
+    /// im2col + OpenBLAS: bits depend on OpenBLAS's CPU kernel and thread count.
+    case blas
+}
+
+/// Everything that determines a run's numbers. The defaults are the notebook's main() with norm=True:
+/// the "mnist_bn" experiment.
+public struct RunConfig: Sendable, Equatable {
     public var batchSize = 128
     public var learningRate = 0.01
     public var weightDecay = 1e-6
     public var momentum = 0.9
     public var epochs = 50
-    public var dataset = "mnist"
+    public var dataset = DatasetName.mnist
     public var norm = true
     public var name = "mnist_bn"
     public var seed: UInt64 = 0
@@ -19,17 +28,43 @@ public struct RunConfig: Sendable {
     /// Evaluate only the first this-many samples of each set (train, validation, test); nil evaluates all,
     /// as the notebook does. Short goldens use it to keep `repro verify` fast.
     public var evaluationLimit: Int?
+    /// Threads of the kernels (and OpenBLAS). Portable kernels give the same bits for every count.
     public var threads = 1
-    public var kernels = "portable"
+    public var kernels = KernelChoice.portable
     public var batchNorm = BatchNormOptions.notebook
-    public var dataDirectory = "Data/mnist"
-    public var output = "runs/mnist_bn.h5"
 
     public init() {}
+
+    /// The accepted range of every number, shared by the command line (which refuses anything else with
+    /// exit 2) and the record reader (which refuses a record that states anything else). The bounds are
+    /// sanity bounds, not tuning advice: wide enough for any real run, narrow enough that a damaged or
+    /// hostile value cannot make a run or a reader allocate or loop without end.
+    public enum Limits {
+        /// BatchNorm needs two samples; 65,536 is far above any batch LeNet-5 is trained with.
+        public static let batchSize = 2...65_536
+        public static let epochs = 1...10_000
+        /// max_steps, checkpoint_every and evaluation_limit (each also "none").
+        public static let count = 1...100_000_000
+        public static let threads = 1...256
+        /// Strictly positive and finite; 10 is two orders of magnitude above the notebook's 0.01.
+        public static let learningRate = Double.leastNonzeroMagnitude...10
+        public static let weightDecay = 0.0...1
+        /// PyTorch's SGD allows momentum in [0, 1]; 1 never decays, so it is refused.
+        public static let momentum = 0.0...Double(1).nextDown
+        public static let batchNormMomentum = 0.0...1
+        public static let batchNormEpsilon = 0.0...1
+        public static let nameBytes = 1...64
+        /// Run names become file names (runs/<name>.h5): letters, digits, '.', '_' and '-'.
+        public static func isValidName(_ name: String) -> Bool {
+            nameBytes.contains(name.utf8.count) && name.first != "." && name.utf8.allSatisfy {
+                (48...57).contains($0) || (65...90).contains($0) || (97...122).contains($0) || $0 == 46 || $0 == 95 || $0 == 45
+            }
+        }
+    }
 }
 
 /// A run's derived sizes.
-public struct RunPlan: Sendable {
+public struct RunPlan: Sendable, Equatable {
     public let trainCount: Int
     public let stepsPerEpoch: Int
     public let totalSteps: Int
@@ -48,5 +83,15 @@ public struct RunPlan: Sendable {
     /// Step 0, every `checkpointEvery` steps, and the last step.
     public func isCheckpoint(_ step: Int) -> Bool {
         step == 0 || step % checkpointEvery == 0 || step == totalSteps
+    }
+
+    /// Every checkpoint step, in order.
+    public var checkpointSteps: [Int] {
+        Array(stride(from: 0, through: totalSteps, by: checkpointEvery)) + (totalSteps % checkpointEvery == 0 ? [] : [totalSteps])
+    }
+
+    /// Where the data cursor stands after `step` steps: the epoch and the batch within it that come next.
+    public func cursor(afterStep step: Int) -> (epoch: Int, batchInEpoch: Int) {
+        stepsPerEpoch == 0 ? (0, 0) : (step / stepsPerEpoch, step % stepsPerEpoch)
     }
 }

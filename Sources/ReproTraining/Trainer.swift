@@ -11,26 +11,80 @@ public struct Metrics: Sendable {
     public var samples: Int
 }
 
-/// What the trainer reports as it goes; the recorder and the console printer are observers.
-public protocol TrainingObserver: AnyObject {
-    func runStarted(plan: RunPlan, split: (train: [Int32], validation: [Int32]), model: LeNet5<Float>) throws
-    func evaluated(_ phase: EvaluationPhase, train: Metrics, validation: Metrics, test: Metrics) throws
-    func epochStarted(_ epoch: Int, order: [Int32]) throws
-    func stepFinished(_ step: Int, loss: Float, correct: Int, batch: Int, model: LeNet5<Float>) throws
-    func epochFinished(_ epoch: Int, train: Metrics, validation: Metrics) throws
-    func checkpoint(step: Int, epoch: Int, batchInEpoch: Int, model: LeNet5<Float>, optimizer: SGD<Float>) throws
+/// One optimizer step's outcome, as observers see it.
+public struct StepOutcome: Sendable {
+    public let step: Int
+    public let loss: Float
+    public let correct: Int
+    public let batchSize: Int
+    /// Every BatchNorm layer's statistics of the step, in forward order.
+    public let batchNorm: [BatchNormStatistics<Float>]
+    /// The batch's accuracy in percent, as recorded.
+    public var accuracy: Float { Float(100 * Double(correct) / Double(batchSize)) }
 }
 
-public enum EvaluationPhase: String, Sendable { case before, after }
+/// A copy of one state tensor's values.
+public struct TensorValues: Sendable {
+    public let name: String
+    public let shape: [Int]
+    public let values: [Float]
+}
 
+/// Everything needed to resume after `step`: the model's state_dict, the SGD momentum buffers (empty before
+/// the first step, as PyTorch's) and the data cursor.
+public struct CheckpointState: Sendable {
+    public let step: Int
+    public let epoch: Int
+    public let batchInEpoch: Int
+    public let model: [TensorValues]
+    public let momentumBuffers: [TensorValues]
+}
+
+/// The seeded split of the training file.
+public struct DataSplit: Sendable {
+    public let train: [Int32]
+    public let validation: [Int32]
+}
+
+/// What the trainer reports as it goes; the recorder and the console printer are observers. They receive
+/// values, never the model.
+public protocol TrainingObserver: AnyObject {
+    func runStarted(plan: RunPlan, split: DataSplit, layout: ModelLayout) throws
+    func evaluated(_ phase: EvaluationPhase, train: Metrics, validation: Metrics, test: Metrics) throws
+    func epochStarted(_ epoch: Int, order: [Int32]) throws
+    func stepFinished(_ outcome: StepOutcome) throws
+    func epochFinished(_ epoch: Int, train: Metrics, validation: Metrics) throws
+    func checkpoint(_ state: CheckpointState) throws
+}
+
+extension TrainingObserver {
+    public func runStarted(plan: RunPlan, split: DataSplit, layout: ModelLayout) throws {}
+    public func evaluated(_ phase: EvaluationPhase, train: Metrics, validation: Metrics, test: Metrics) throws {}
+    public func epochStarted(_ epoch: Int, order: [Int32]) throws {}
+    public func stepFinished(_ outcome: StepOutcome) throws {}
+    public func epochFinished(_ epoch: Int, train: Metrics, validation: Metrics) throws {}
+    public func checkpoint(_ state: CheckpointState) throws {}
+}
+
+public enum EvaluationPhase: String, Sendable, CaseIterable { case before, after }
+
+/// Training itself failed: the numbers became unusable at a step. When verify re-runs a golden, this is
+/// drift at that step, not bad input.
 public enum TrainingError: Error, CustomStringConvertible {
-    case unknownKernels(String)
     case batchNorm(BatchNormError, step: Int)
+    case nonFiniteLoss(Float, step: Int)
+
+    /// The step at which training failed (0: the evaluation before training).
+    public var step: Int {
+        switch self {
+        case .batchNorm(_, let step), .nonFiniteLoss(_, let step): return step
+        }
+    }
 
     public var description: String {
         switch self {
-        case .unknownKernels(let name): return "unknown kernels '\(name)' (available: \(Trainer.kernelNames.joined(separator: ", ")))"
         case let .batchNorm(error, step): return "training step \(step): \(error)"
+        case let .nonFiniteLoss(loss, step): return "training step \(step): the loss is \(loss)"
         }
     }
 }
@@ -46,30 +100,28 @@ public struct Trainer {
         self.data = data
     }
 
-    public static let kernelNames = ["portable", "blas"]
-
-    public static func kernels(named name: String, threads: Int = 1) throws(TrainingError) -> any Kernels {
-        switch name {
-        case "blas": return BLASKernels(threads: threads)
-        case "portable": return PortableKernels(threads: threads)
-        default: throw TrainingError.unknownKernels(name)
+    public static func kernels(_ choice: KernelChoice, threads: Int = 1) -> any Kernels {
+        switch choice {
+        case .blas: return BLASKernels(threads: threads)
+        case .portable: return PortableKernels(threads: threads)
         }
     }
 
     public func run(observers: [TrainingObserver]) throws {
         OpenBLAS.setThreadCount(config.threads)
-        let kernels = try Self.kernels(named: config.kernels, threads: config.threads)
-        let split = DataOrder.trainValidationSplit(count: data.train.count, seed: config.seed)
+        let kernels = Self.kernels(config.kernels, threads: config.threads)
+        let (train, validation) = DataOrder.trainValidationSplit(count: data.train.count, seed: config.seed)
+        let split = DataSplit(train: train, validation: validation)
         let plan = RunPlan(config: config, trainCount: split.train.count)
 
         let model = LeNet5<Float>(normalized: config.norm, batchNorm: config.batchNorm, kernels: kernels)
         model.initialize(seed: config.seed)
         let optimizer = SGD(parameters: model.parameters, options: SGDOptions(
             learningRate: config.learningRate, momentum: config.momentum, weightDecay: config.weightDecay))
-        try observers.forEach { try $0.runStarted(plan: plan, split: split, model: model) }
+        try observers.forEach { try $0.runStarted(plan: plan, split: split, layout: model.layout) }
 
-        try evaluateAll(.before, model: model, split: split, observers: observers)
-        for o in observers { try o.checkpoint(step: 0, epoch: 0, batchInEpoch: 0, model: model, optimizer: optimizer) }
+        try evaluateAll(.before, model: model, split: split, step: 0, observers: observers)
+        try checkpoint(after: 0, plan: plan, model: model, optimizer: optimizer, observers: observers)
 
         var step = 0
         for epoch in 0..<plan.epochsStarted {
@@ -83,35 +135,52 @@ public struct Trainer {
                 do { result = try model.trainStep(batch.x, targets: batch.labels, optimizer: optimizer) }
                 catch { throw TrainingError.batchNorm(error, step: step + 1) }
                 step += 1
+                guard result.loss.isFinite else { throw TrainingError.nonFiniteLoss(result.loss, step: step) }
                 lossSum += Double(result.loss) * Double(indices.count)
                 correct += result.correct
                 samples += indices.count
-                try observers.forEach { try $0.stepFinished(step, loss: result.loss, correct: result.correct, batch: indices.count, model: model) }
+                let outcome = StepOutcome(step: step, loss: result.loss, correct: result.correct, batchSize: indices.count,
+                                          batchNorm: model.batchNormStatistics)
+                try observers.forEach { try $0.stepFinished(outcome) }
                 if plan.isCheckpoint(step) {
-                    for o in observers {
-                        try o.checkpoint(step: step, epoch: epoch + (b + 1) / plan.stepsPerEpoch,
-                                         batchInEpoch: (b + 1) % plan.stepsPerEpoch, model: model, optimizer: optimizer)
-                    }
+                    try checkpoint(after: step, plan: plan, model: model, optimizer: optimizer, observers: observers)
                 }
             }
             let train = Metrics(loss: lossSum / Double(samples), accuracy: 100 * Double(correct) / Double(samples), samples: samples)
-            let validation = try evaluate(model, data.train, indices: split.validation, dropLast: false)
+            let validation = try evaluate(model, data.train, indices: split.validation, dropLast: false, step: step)
             try observers.forEach { try $0.epochFinished(epoch, train: train, validation: validation) }
         }
-        try evaluateAll(.after, model: model, split: split, observers: observers)
+        try evaluateAll(.after, model: model, split: split, step: step, observers: observers)
+    }
+
+    func checkpoint(after step: Int, plan: RunPlan, model: LeNet5<Float>, optimizer: SGD<Float>, observers: [TrainingObserver]) throws {
+        let (epoch, batchInEpoch) = plan.cursor(afterStep: step)
+        let state = CheckpointState(
+            step: step, epoch: epoch, batchInEpoch: batchInEpoch,
+            model: model.stateDict.map { TensorValues(name: $0.name, shape: $0.shape, values: $0.value) },
+            momentumBuffers: zip(optimizer.parameters, optimizer.momentumBuffers).map { TensorValues(name: $0.name, shape: $0.shape, values: $1) })
+        try observers.forEach { try $0.checkpoint(state) }
+    }
+
+    /// How many samples each evaluation sees (train, validation, test): the evaluation limit, and for the
+    /// training set full batches only.
+    public static func evaluationSizes(config: RunConfig, train: Int, validation: Int, test: Int) -> [Int] {
+        let limit = { (n: Int) in min(n, config.evaluationLimit ?? n) }
+        return [limit(train) / config.batchSize * config.batchSize, limit(validation), limit(test)]
     }
 
     /// Train (in split order, drop_last as the notebook's train loader), validation and test in eval mode.
-    func evaluateAll(_ phase: EvaluationPhase, model: LeNet5<Float>, split: (train: [Int32], validation: [Int32]),
+    /// `step`: the steps run so far, named if evaluation fails.
+    func evaluateAll(_ phase: EvaluationPhase, model: LeNet5<Float>, split: DataSplit, step: Int,
                      observers: [TrainingObserver]) throws {
-        let train = try evaluate(model, data.train, indices: split.train, dropLast: true)
-        let validation = try evaluate(model, data.train, indices: split.validation, dropLast: false)
-        let test = try evaluate(model, data.test, indices: (0..<Int32(data.test.count)).map { $0 }, dropLast: false)
+        let train = try evaluate(model, data.train, indices: split.train, dropLast: true, step: step)
+        let validation = try evaluate(model, data.train, indices: split.validation, dropLast: false, step: step)
+        let test = try evaluate(model, data.test, indices: (0..<Int32(data.test.count)).map { $0 }, dropLast: false, step: step)
         try observers.forEach { try $0.evaluated(phase, train: train, validation: validation, test: test) }
     }
 
     /// Batches of the batch size in the given order; the last partial batch is kept unless dropLast.
-    func evaluate(_ model: LeNet5<Float>, _ split: MNISTSplit, indices allIndices: [Int32], dropLast: Bool) throws -> Metrics {
+    func evaluate(_ model: LeNet5<Float>, _ split: MNISTSplit, indices allIndices: [Int32], dropLast: Bool, step: Int) throws -> Metrics {
         let indices = config.evaluationLimit.map { Array(allIndices.prefix($0)) } ?? allIndices
         var lossSum = 0.0, correct = 0, samples = 0
         var start = 0
@@ -121,7 +190,7 @@ public struct Trainer {
             let batch = MNISTTransform.batch(split, indices: indices[start..<end])
             let result: StepResult<Float>
             do { result = try model.evaluate(batch.x, targets: batch.labels) }
-            catch { throw TrainingError.batchNorm(error, step: 0) }
+            catch { throw TrainingError.batchNorm(error, step: step) }
             lossSum += Double(result.loss) * Double(end - start)
             correct += result.correct
             samples += end - start

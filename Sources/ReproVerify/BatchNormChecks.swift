@@ -1,7 +1,7 @@
 import Foundation
 import ReproKernels
 import ReproNN
-import ReproStorage
+import ReproRecording
 
 /// The BatchNorm verifier: the layer against the reference formula (float32 vs Float64), its gradients
 /// against central differences (Float64), its running buffers against the momentum recurrence, and the
@@ -15,14 +15,7 @@ public enum BatchNormChecks {
         case missingOneMinusMomentum = "missing-one-minus-momentum"
     }
 
-    public struct Row: Sendable {
-        public var caseName: String
-        public var check: String
-        public var worstError: Double
-        public var bound: Double
-        public var passed: Bool
-        public var note: String = ""
-    }
+    public typealias Row = CheckRow
 
     public struct Input: Sendable {
         public var name: String
@@ -303,15 +296,6 @@ public enum BatchNormChecks {
                          + (r.note.isEmpty ? "" : "  (\(r.note))"))
         }
         return lines.joined(separator: "\n")
-    }
-
-    /// Writes the table into a record (`RecordSchema.batchNormChecks`).
-    public static func store(_ rows: [Row], in writer: HDF5Writer) throws {
-        let g = RecordSchema.batchNormChecks
-        try writer.write(rows.map(\.worstError), shape: [rows.count], at: g + "/worst_error")
-        try writer.write(rows.map { $0.bound.isFinite ? $0.bound : -1 }, shape: [rows.count], at: g + "/bound")
-        try writer.write(rows.map { Int32($0.passed ? 1 : 0) }, shape: [rows.count], at: g + "/passed")
-        try writer.setAttribute("rows", rows.map { "\($0.caseName) | \($0.check)" }.joined(separator: "\n"), on: g)
     }
 
     public static func json(_ rows: [Row]) -> [[String: Any]] {

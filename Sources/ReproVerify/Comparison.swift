@@ -1,37 +1,62 @@
 import Foundation
+import ReproNN
+import ReproRecording
 import ReproStorage
+import ReproTraining
 
 /// One recorded series compared between a golden and a candidate.
 public struct SeriesResult: Sendable {
     public var path: String
     public var group: String
-    public var elements: Int
-    public var mismatches: Int
-    public var worstAbsolute: Double
-    public var worstRelative: Double
-    public var worstULP: UInt64
+    public var elements: Int = 0
+    public var mismatches: Int = 0
+    public var isInteger = false
+    public var worstAbsolute: Double = 0
+    public var worstRelative: Double = 0
+    /// Distance in units in the last place of the stored float type; nil for integer series.
+    public var worstULP: UInt64?
     /// Flat index and human-readable place (step, tensor, index) of the worst difference.
-    public var worstIndex: Int
-    public var worstPlace: String
+    public var worstIndex: Int = -1
+    public var worstPlace: String = ""
     /// Under a tolerance: the largest |a − b| / (atol + rtol·|b|); a pass leaves 1 − this as margin.
-    public var worstRatio: Double
-    /// The first mismatch in (step, forward order) terms.
+    public var worstRatio: Double = 0
+    /// The first mismatch in (step, pass order) terms.
     public var firstDivergence: Divergence?
     public var structural: String?
     public var passed: Bool { mismatches == 0 && structural == nil }
+
+    init(path: String) {
+        self.path = path
+        group = String(path.split(separator: "/").first ?? "")
+    }
 }
 
-/// Where a difference first acts: the step, then the position in forward order within that step.
+/// Where a value sits in the order a step produces values: the localization order of a first divergence.
+/// Within a step: the data order, then each BatchNorm layer's statistics and buffers in forward order,
+/// the loss and accuracy, then the state after the step (checkpoint tensors in state_dict order, then the
+/// momentum buffers), then the per-epoch metrics and the evaluations.
+public enum Stage: Comparable, Sendable {
+    case data
+    case batchNorm(layer: Int, series: Int)
+    case loss
+    case accuracy
+    case checkpointTensor(Int)
+    case checkpointMomentum(Int)
+    case epochMetrics
+    case evaluation
+    /// The training of the re-run itself failed (a BatchNorm division by zero, a non-finite loss).
+    case trainingFailure
+}
+
+/// Where a difference first acts: the step, then the stage within that step, then the index.
 public struct Divergence: Sendable, Comparable {
     public var step: Int
-    public var rank: Int
+    public var stage: Stage
     public var index: Int
     public var description: String
 
-    public static func < (a: Divergence, b: Divergence) -> Bool {
-        (a.step, a.rank, a.index) < (b.step, b.rank, b.index)
-    }
-    public static func == (a: Divergence, b: Divergence) -> Bool { (a.step, a.rank, a.index) == (b.step, b.rank, b.index) }
+    public static func < (a: Divergence, b: Divergence) -> Bool { (a.step, a.stage, a.index) < (b.step, b.stage, b.index) }
+    public static func == (a: Divergence, b: Divergence) -> Bool { (a.step, a.stage, a.index) == (b.step, b.stage, b.index) }
 }
 
 public struct ComparisonReport: Sendable {
@@ -39,78 +64,91 @@ public struct ComparisonReport: Sendable {
     public var candidate: String
     public var mode: ComparisonMode
     public var modeReason: String
+    /// Configuration values that differ ("learning_rate: 0.01 vs 0.02"): reported first, as the likely
+    /// cause of what follows; the verdict rests on the series.
+    public var configurationDifferences: [String] = []
     public var series: [SeriesResult]
-    public var passed: Bool { series.allSatisfy(\.passed) }
-    public var firstDivergence: Divergence? { series.compactMap(\.firstDivergence).min() }
+    /// Set when the re-run could not finish: the step and what happened. Drift, not bad input.
+    public var trainingFailure: Divergence?
+    public var passed: Bool { series.allSatisfy(\.passed) && trainingFailure == nil }
+    public var firstDivergence: Divergence? { (series.compactMap(\.firstDivergence) + [trainingFailure].compactMap { $0 }).min() }
 }
 
-/// Compares every dataset of a golden with the candidate's, series by series.
+/// Compares a golden's datasets with a candidate's, series by series, and places every difference.
 public enum Comparison {
-    public static func compare(golden: OpenRecord, candidate: OpenRecord, mode: ComparisonMode, reason: String) throws -> ComparisonReport {
+    public static func compare(golden: Record, candidate: Record, mode: ComparisonMode, reason: String) throws(RecordError) -> ComparisonReport {
         var results = [SeriesResult]()
-        let candidateSet = Set(candidate.comparedDatasets)
+        let candidateSet = Set(candidate.comparedDatasets), goldenSet = Set(golden.comparedDatasets)
+        let locator = Locator(record: golden)
         for path in golden.comparedDatasets {
-            var result = SeriesResult(path: path, group: String(path.split(separator: "/").first ?? ""), elements: 0, mismatches: 0,
-                                      worstAbsolute: 0, worstRelative: 0, worstULP: 0, worstIndex: -1, worstPlace: "",
-                                      worstRatio: 0, firstDivergence: nil, structural: nil)
             guard candidateSet.contains(path) else {
+                var result = SeriesResult(path: path)
                 result.structural = "missing from \(candidate.path)"
-                result.firstDivergence = locate(path, index: 0, in: golden, detail: "missing in the candidate")
+                result.firstDivergence = locator.divergence(path, index: 0, detail: "missing in the candidate")
+                results.append(result)
+                continue
+            }
+            let shapeA = golden.shape(of: path), shapeB = candidate.shape(of: path)
+            guard shapeA == shapeB else {
+                var result = SeriesResult(path: path)
+                result.structural = "shape \(shapeB) instead of \(shapeA)"
+                result.firstDivergence = locator.divergence(path, index: 0, detail: "shape \(shapeB) instead of \(shapeA)")
                 results.append(result)
                 continue
             }
             let (a, kind) = try golden.values(path)
             let (b, _) = try candidate.values(path)
-            let shapeA = try golden.reader.shape(of: path), shapeB = try candidate.reader.shape(of: path)
-            guard shapeA == shapeB else {
-                result.structural = "shape \(shapeB) instead of \(shapeA)"
-                result.firstDivergence = locate(path, index: 0, in: golden, detail: "shape \(shapeB) instead of \(shapeA)")
-                results.append(result)
-                continue
-            }
-            result.elements = a.count
-            let integer = kind == .int32 || kind == .int64 || kind == .uint8
-            for i in a.indices {
-                let g = a[i], c = b[i]
-                let same: Bool
-                if integer || mode == .exact {
-                    same = kind == .float32 ? Float(g).bitPattern == Float(c).bitPattern : g.bitPattern == c.bitPattern
-                } else if case let .tolerance(atol, rtol) = mode {
-                    if g.isNaN || c.isNaN { same = g.isNaN && c.isNaN }
-                    else if g.isInfinite || c.isInfinite { same = g == c }
-                    else {
-                        let ratio = abs(g - c) / (atol + rtol * abs(g))
-                        result.worstRatio = max(result.worstRatio, ratio)
-                        same = ratio <= 1
-                    }
-                } else { same = true }
-                let diff = abs(g - c)
-                let ulp = ulps(g, c, float32: kind == .float32)
-                if diff > result.worstAbsolute || (diff.isNaN && !result.worstAbsolute.isNaN) || (result.worstIndex < 0 && !same) {
-                    result.worstAbsolute = diff
-                    result.worstRelative = g == 0 ? (c == 0 ? 0 : .infinity) : diff / abs(g)
-                    result.worstIndex = i
-                }
-                result.worstULP = max(result.worstULP, ulp)
-                if !same {
-                    result.mismatches += 1
-                    if result.firstDivergence == nil {
-                        result.firstDivergence = locate(path, index: i, in: golden,
-                                                        detail: "\(format(g, kind)) vs \(format(c, kind)) (\(ulp) ULP)")
-                    }
-                }
-            }
-            if result.worstIndex >= 0 { result.worstPlace = place(path, index: result.worstIndex, in: golden, withStep: true) }
+            results.append(compareValues(path, a, b, kind: kind, mode: mode, locator: locator))
+        }
+        for extra in candidate.comparedDatasets where !goldenSet.contains(extra) {
+            var result = SeriesResult(path: extra)
+            result.structural = "not in the golden"
+            result.firstDivergence = Locator(record: candidate).divergence(extra, index: 0, detail: "present only in the candidate")
             results.append(result)
         }
-        for extra in candidate.comparedDatasets where !golden.comparedDatasets.contains(extra) {
-            var result = SeriesResult(path: extra, group: String(extra.split(separator: "/").first ?? ""), elements: 0, mismatches: 0,
-                                      worstAbsolute: 0, worstRelative: 0, worstULP: 0, worstIndex: -1, worstPlace: "",
-                                      worstRatio: 0, firstDivergence: nil, structural: "not in the golden")
-            result.firstDivergence = locate(extra, index: 0, in: candidate, detail: "present only in the candidate")
-            results.append(result)
+        return ComparisonReport(golden: golden.path, candidate: candidate.path, mode: mode, modeReason: reason,
+                                configurationDifferences: golden.config.differences(from: candidate.config), series: results)
+    }
+
+    /// Compares the values of one series (`a` the golden's, `b` the candidate's, same length).
+    static func compareValues(_ path: String, _ a: [Double], _ b: [Double], kind: HDF5Reader.ElementKind, mode: ComparisonMode,
+                              locator: Locator) -> SeriesResult {
+        var result = SeriesResult(path: path)
+        result.elements = a.count
+        result.isInteger = kind.isInteger
+        if !kind.isInteger { result.worstULP = 0 }
+        for i in a.indices {
+            let g = a[i], c = b[i]
+            let same: Bool
+            if kind.isInteger || mode == .exact {
+                same = kind == .float32 ? Float(g).bitPattern == Float(c).bitPattern : g.bitPattern == c.bitPattern
+            } else if case let .tolerance(atol, rtol) = mode {
+                if g.isNaN || c.isNaN { same = g.isNaN && c.isNaN }
+                else if g.isInfinite || c.isInfinite { same = g == c }
+                else {
+                    let ratio = abs(g - c) / (atol + rtol * abs(g))
+                    result.worstRatio = max(result.worstRatio, ratio)
+                    same = ratio <= 1
+                }
+            } else { same = true }
+            let diff = abs(g - c)
+            let ulp = kind.isInteger ? nil : ulps(g, c, float32: kind == .float32)
+            if diff > result.worstAbsolute || (diff.isNaN && !result.worstAbsolute.isNaN) || (result.worstIndex < 0 && !same) {
+                result.worstAbsolute = diff
+                result.worstRelative = g == 0 ? (c == 0 ? 0 : .infinity) : diff / abs(g)
+                result.worstIndex = i
+            }
+            if let ulp { result.worstULP = max(result.worstULP ?? 0, ulp) }
+            if !same {
+                result.mismatches += 1
+                if result.firstDivergence == nil {
+                    let distance = ulp.map { " (\($0 == .max ? "∞" : String($0)) ULP)" } ?? " (Δ \(Int64(c) - Int64(g)))"
+                    result.firstDivergence = locator.divergence(path, index: i, detail: "\(format(g, kind)) vs \(format(c, kind))\(distance)")
+                }
+            }
         }
-        return ComparisonReport(golden: golden.path, candidate: candidate.path, mode: mode, modeReason: reason, series: results)
+        if result.worstIndex >= 0 { result.worstPlace = locator.place(path, index: result.worstIndex, withStep: true) }
+        return result
     }
 
     static func format(_ v: Double, _ kind: HDF5Reader.ElementKind) -> String {
@@ -132,54 +170,60 @@ public enum Comparison {
         let d = key(a).subtractingReportingOverflow(key(b))
         return d.overflow ? .max : d.partialValue.magnitude
     }
+}
 
-    /// Forward order within a step: data first, then each BN layer's batch statistics and buffers in layer
-    /// order, the loss and accuracy, then checkpoint tensors in state_dict order, epoch and evaluation metrics.
-    static func locate(_ path: String, index: Int, in record: OpenRecord, detail: String) -> Divergence {
+/// Places a value of a record in (step, stage) terms, from the record's plan and its model's layout.
+struct Locator {
+    let plan: RunPlan
+    let batchSize: Int
+    let layout: ModelLayout
+
+    init(record: Record) {
+        plan = record.plan
+        batchSize = record.config.batchSize
+        layout = record.layout
+    }
+
+    func divergence(_ path: String, index: Int, detail: String) -> Divergence {
+        let (step, stage) = position(path, index: index)
+        return Divergence(step: step, stage: stage, index: index,
+                          description: "first divergence at step \(step): \(place(path, index: index)) \(detail)")
+    }
+
+    /// The step a value belongs to and its stage within the step.
+    func position(_ path: String, index: Int) -> (step: Int, stage: Stage) {
         let parts = path.split(separator: "/").map(String.init)
-        let plan = record.plan, batch = record.config.batchSize
-        let layers = ["bn1", "bn2", "bn3", "bn4"]
-        var step = 0, rank = 0
         switch parts.first {
         case "data":
-            if path == RecordSchema.epochOrder {
-                let epoch = index / max(plan.trainCount, 1), position = index % max(plan.trainCount, 1)
-                step = epoch * plan.stepsPerEpoch + position / batch + 1
-            }
-            rank = 0
+            guard path == RecordSchema.epochOrder else { return (0, .data) }
+            let epoch = index / max(plan.trainCount, 1), position = index % max(plan.trainCount, 1)
+            return (epoch * plan.stepsPerEpoch + position / batchSize + 1, .data)
         case "steps":
-            let channels = parts.count == 3 ? record.batchNormChannels[parts[1]] ?? 1 : 1
-            step = index / channels + 1
-            if parts.count == 3, let layer = layers.firstIndex(of: parts[1]), let s = RecordSchema.batchNormSeries.firstIndex(of: parts[2]) {
-                rank = 10 + layer * 4 + s
-            } else {
-                rank = parts.last == "loss" ? 40 : 41
+            if parts.count == 3, let layer = layout.batchNorms.firstIndex(where: { $0.name == parts[1] }),
+               let series = RecordSchema.BatchNormSeries(rawValue: parts[2]),
+               let s = RecordSchema.BatchNormSeries.allCases.firstIndex(of: series) {
+                return (index / layout.batchNorms[layer].channels + 1, .batchNorm(layer: layer, series: s))
             }
+            return (index + 1, parts.last == "loss" ? .loss : .accuracy)
         case "checkpoints":
-            step = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
-            let names = record.stateOrder.map(\.name)
-            rank = 100 + (names.firstIndex(of: parts.last ?? "") ?? 0) + (parts.contains("optimizer") ? 50 : 0)
+            let step = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
+            let tensor = layout.stateDict.firstIndex { $0.name == parts.last } ?? 0
+            return (step, parts.contains("optimizer") ? .checkpointMomentum(tensor) : .checkpointTensor(tensor))
         case "epochs":
-            step = min((index + 1) * plan.stepsPerEpoch, plan.totalSteps)
-            rank = 200
-        case "evaluation":
-            step = parts.count > 1 && parts[1] == "before" ? 0 : plan.totalSteps
-            rank = 300
-        default:
-            rank = 400
+            return (min((index + 1) * plan.stepsPerEpoch, plan.totalSteps), .epochMetrics)
+        default:  // evaluation
+            return (parts.count > 1 && parts[1] == EvaluationPhase.before.rawValue ? 0 : plan.totalSteps, .evaluation)
         }
-        return Divergence(step: step, rank: rank, index: index,
-                          description: "first divergence at step \(step): \(place(path, index: index, in: record)) \(detail)")
     }
 
     /// "bn2.running_std[11]" (with `withStep`: "step 137 bn2.running_std[11]"), "checkpoint 00000064
     /// conv1.weight[3]", "loss", "epochs/val_loss[0]".
-    static func place(_ path: String, index: Int, in record: OpenRecord, withStep: Bool = false) -> String {
+    func place(_ path: String, index: Int, withStep: Bool = false) -> String {
         let parts = path.split(separator: "/").map(String.init)
         if parts.first == "steps" {
-            let channels = parts.count == 3 ? record.batchNormChannels[parts[1]] ?? 1 : 1
+            let channels = parts.count == 3 ? layout.batchNorm(named: parts[1])?.channels ?? 1 : 1
             let prefix = withStep ? "step \(index / channels + 1) " : ""
-            if parts.count == 3, record.batchNormChannels[parts[1]] != nil { return prefix + "\(parts[1]).\(parts[2])[\(index % channels)]" }
+            if parts.count == 3 { return prefix + "\(parts[1]).\(parts[2])[\(index % channels)]" }
             return prefix + (parts.last ?? path)
         }
         if parts.first == "checkpoints", parts.count >= 4 {
@@ -189,4 +233,3 @@ public enum Comparison {
         return "\(path.dropFirst())[\(index)]"
     }
 }
-

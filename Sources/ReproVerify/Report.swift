@@ -1,4 +1,26 @@
 import Foundation
+import ReproRecording
+
+/// Everything one `repro verify` or `repro compare` invocation found, with one meaning per exit code:
+/// 0 every golden matches and the BatchNorm checks pass; 1 drift or a failing BatchNorm check; 2 a golden,
+/// record or data file could not be used (the others are still verified and reported).
+public struct Verdict: Sendable {
+    public var reports: [ComparisonReport] = []
+    /// (file, problem) for every input that could not be used.
+    public var unusable: [(file: String, problem: String)] = []
+    /// The BatchNorm check table (verify and check-bn run it; compare does not).
+    public var checks: [CheckRow]?
+
+    public init() {}
+
+    public var driftPassed: Bool { reports.allSatisfy(\.passed) }
+    public var checksPassed: Bool { checks?.allSatisfy(\.passed) ?? true }
+
+    public var exitCode: Int32 {
+        if !unusable.isEmpty { return 2 }
+        return driftPassed && checksPassed ? 0 : 1
+    }
+}
 
 /// Renders comparison reports: text for people (verdict first), JSON and JUnit XML for machines.
 public enum Report {
@@ -8,9 +30,11 @@ public enum Report {
         if r.passed {
             lines.append("PASS \(r.golden): \(r.series.count) series, \(r.series.reduce(0) { $0 + $1.elements }) values, \(r.mode)")
         } else {
-            lines.append("DRIFT \(r.golden): \(failed.count) of \(r.series.count) series differ (\(r.mode))")
+            let what = r.trainingFailure != nil ? "the re-run failed" : "\(failed.count) of \(r.series.count) series differ"
+            lines.append("DRIFT \(r.golden): \(what) (\(r.mode))")
             if let first = r.firstDivergence { lines.append("  " + first.description) }
         }
+        for difference in r.configurationDifferences { lines.append("  configuration differs: \(difference)") }
         lines.append("  comparison: \(r.mode), because \(r.modeReason)")
         if let weak = TolerancePolicy.weakness(of: r.mode) { lines.append("  note: " + weak) }
         // Without --verbose: the failing series in order of their first divergence, at most 12.
@@ -22,8 +46,12 @@ public enum Report {
             let mark = s.passed ? "✓" : "✗"
             var line = "  \(mark) \(s.path): \(s.elements) values, \(s.mismatches) differ"
             if s.worstIndex >= 0 && (s.worstAbsolute > 0 || s.worstAbsolute.isNaN) {
-                line += String(format: "; worst |Δ| %.3g (rel %.3g, %@ ULP) at %@", s.worstAbsolute, s.worstRelative,
-                               s.worstULP == .max ? "∞" : "\(s.worstULP)", s.worstPlace)
+                if s.isInteger {
+                    line += "; worst |Δ| \(Int64(s.worstAbsolute)) at \(s.worstPlace)"
+                } else {
+                    line += String(format: "; worst |Δ| %.3g (rel %.3g, %@ ULP) at %@", s.worstAbsolute, s.worstRelative,
+                                   s.worstULP == .max ? "∞" : "\(s.worstULP ?? 0)", s.worstPlace)
+                }
             }
             if case .tolerance = r.mode, s.passed { line += String(format: "; margin %.0f%%", 100 * (1 - s.worstRatio)) }
             lines.append(line)
@@ -38,10 +66,12 @@ public enum Report {
         if let weak = TolerancePolicy.weakness(of: r.mode) { mode["weakness"] = weak }
         var object: [String: Any] = [
             "golden": r.golden, "candidate": r.candidate, "passed": r.passed, "mode": mode,
+            "configuration_differences": r.configurationDifferences,
             "series": r.series.map { s -> [String: Any] in
                 var o: [String: Any] = ["path": s.path, "group": s.group, "elements": s.elements, "mismatches": s.mismatches,
-                                        "passed": s.passed, "worst_ulp": s.worstULP == .max ? -1 : Int(s.worstULP)]
-                if s.worstAbsolute.isFinite { o["worst_absolute"] = s.worstAbsolute }
+                                        "passed": s.passed, "integer": s.isInteger]
+                if let ulp = s.worstULP { o["worst_ulp"] = ulp == .max ? -1 : Int(ulp) }
+                if s.worstAbsolute.isFinite { o["worst_absolute"] = s.isInteger ? Int(s.worstAbsolute) as Any : s.worstAbsolute }
                 if s.worstRelative.isFinite { o["worst_relative"] = s.worstRelative }
                 if s.worstIndex >= 0 { o["worst_index"] = s.worstIndex; o["worst_place"] = s.worstPlace }
                 if case .tolerance = r.mode { o["worst_ratio"] = s.worstRatio.isFinite ? s.worstRatio : -1 }
@@ -51,34 +81,45 @@ public enum Report {
             },
         ]
         if let d = r.firstDivergence { object["first_divergence"] = ["step": d.step, "message": d.description] }
+        if let f = r.trainingFailure { object["training_failure"] = ["step": f.step, "message": f.description] }
         return object
     }
 
-    /// One JSON document for a whole invocation: {"passed": Bool, "reports": [...], "checks": ...}.
-    public static func json(_ reports: [ComparisonReport], extra: [String: Any] = [:]) throws -> Data {
-        var object = extra
-        object["passed"] = reports.allSatisfy(\.passed) && (extra["checks_passed"] as? Bool ?? true)
-        object["reports"] = reports.map(jsonObject)
+    /// One JSON document for a whole invocation: the overall verdict, and apart from each other the drift
+    /// verdict (`drift_passed`, `reports`), the BatchNorm checks (`checks_passed`, `checks`) and the
+    /// inputs that could not be used (`unusable`).
+    public static func json(_ verdict: Verdict) throws -> Data {
+        var object: [String: Any] = [
+            "passed": verdict.exitCode == 0, "exit_code": Int(verdict.exitCode),
+            "drift_passed": verdict.driftPassed, "reports": verdict.reports.map(jsonObject),
+            "unusable": verdict.unusable.map { ["file": $0.file, "problem": $0.problem] },
+        ]
+        if let checks = verdict.checks { object["checks_passed"] = verdict.checksPassed; object["checks"] = BatchNormChecks.json(checks) }
         return try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
     }
 
-    /// JUnit XML: one <testsuite> per golden, one <testcase> per series group (steps, checkpoints, epochs,
-    /// evaluation, data), failing with the group's first divergence.
-    public static func junit(_ reports: [ComparisonReport]) -> String {
+    /// JUnit XML: one <testsuite> per golden with one <testcase> per series group (steps, checkpoints,
+    /// epochs, evaluation, data), failing with the group's first divergence; an unusable golden is a suite
+    /// with one error; the BatchNorm checks are a suite of their own, one test case per check.
+    public static func junit(_ verdict: Verdict) -> String {
         func escape(_ s: String) -> String {
             s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
                 .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
         }
         var xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"repro verify\">\n"
-        for r in reports {
+        for r in verdict.reports {
             var groups = [String]()
             for s in r.series where !groups.contains(s.group) { groups.append(s.group) }
-            let failures = groups.filter { g in r.series.contains { $0.group == g && !$0.passed } }.count
+            if r.trainingFailure != nil { groups.append("training") }
+            let failures = groups.filter { g in g == "training" || r.series.contains { $0.group == g && !$0.passed } }.count
             xml += "  <testsuite name=\"\(escape(r.golden))\" tests=\"\(groups.count)\" failures=\"\(failures)\">\n"
             for g in groups {
-                let members = r.series.filter { $0.group == g }
                 xml += "    <testcase classname=\"\(escape(r.golden))\" name=\"\(escape(g))\">"
-                let bad = members.filter { !$0.passed }
+                if g == "training", let f = r.trainingFailure {
+                    xml += "\n      <failure message=\"\(escape(f.description))\"></failure>\n    </testcase>\n"
+                    continue
+                }
+                let bad = r.series.filter { $0.group == g && !$0.passed }
                 if bad.isEmpty {
                     xml += "</testcase>\n"
                 } else {
@@ -86,6 +127,20 @@ public enum Report {
                     let detail = bad.map { "\($0.path): \($0.structural ?? "\($0.mismatches) of \($0.elements) values differ")" }.joined(separator: "\n")
                     xml += "\n      <failure message=\"\(escape(first))\">\(escape(detail))</failure>\n    </testcase>\n"
                 }
+            }
+            xml += "  </testsuite>\n"
+        }
+        for (file, problem) in verdict.unusable {
+            xml += "  <testsuite name=\"\(escape(file))\" tests=\"1\" failures=\"0\" errors=\"1\">\n"
+            xml += "    <testcase classname=\"\(escape(file))\" name=\"readable\">\n      <error message=\"\(escape(problem))\"></error>\n    </testcase>\n  </testsuite>\n"
+        }
+        if let checks = verdict.checks {
+            let scored = checks.filter { $0.bound.isFinite }
+            xml += "  <testsuite name=\"BatchNorm checks\" tests=\"\(scored.count)\" failures=\"\(scored.filter { !$0.passed }.count)\">\n"
+            for row in scored {
+                xml += "    <testcase classname=\"BatchNorm checks\" name=\"\(escape(row.caseName + " | " + row.check))\">"
+                if row.passed { xml += "</testcase>\n"; continue }
+                xml += "\n      <failure message=\"\(escape(String(format: "worst error %.3e above the bound %.3e", row.worstError, row.bound)))\"></failure>\n    </testcase>\n"
             }
             xml += "  </testsuite>\n"
         }

@@ -25,7 +25,7 @@ struct BenchCommand: ParsableCommand {
         guard batchSize >= 2 else { throw ValidationError("--batch-size must be at least 2 (BatchNorm needs two samples)") }
         guard steps >= 1, warmup >= 0 else { throw ValidationError("--steps must be positive and --warmup non-negative") }
         guard threads >= 1 else { throw ValidationError("--threads must be positive") }
-        guard (["both"] + Trainer.kernelNames).contains(kernels) else { throw ValidationError("--kernels must be portable, blas or both") }
+        guard kernels == "both" || KernelChoice(rawValue: kernels) != nil else { throw ValidationError("--kernels must be portable, blas or both") }
     }
 
     struct Timing {
@@ -41,10 +41,11 @@ struct BenchCommand: ParsableCommand {
         let n = batchSize
         let flops = Self.stepFlops(batch: n)
         // Portable first: they are record's default, so `ms_per_step` reports them.
-        let names = kernels == "both" ? ["portable", "blas"] : [kernels]
+        let choices = kernels == "both" ? [KernelChoice.portable, .blas] : [KernelChoice(rawValue: kernels)!]
         var timings = [Timing]()
-        for name in names {
-            let k = try Trainer.kernels(named: name, threads: threads)
+        for choice in choices {
+            let name = choice.rawValue
+            let k = Trainer.kernels(choice, threads: threads)
             let net = LeNet5<Float>(normalized: norm, kernels: k)
             net.initialize(seed: 0)
             let sgd = SGD(parameters: net.parameters, options: SGDOptions())

@@ -12,7 +12,7 @@ final class ConsoleReporter: TrainingObserver {
     var stepInEpoch = 0
     private(set) var epochSeconds: [Double] = []
 
-    func runStarted(plan: RunPlan, split: (train: [Int32], validation: [Int32]), model: LeNet5<Float>) {
+    func runStarted(plan: RunPlan, split: DataSplit, layout: ModelLayout) {
         self.plan = plan
         runStart = .now()
         print("train \(split.train.count), validation \(split.validation.count); \(plan.stepsPerEpoch) steps per epoch, \(plan.totalSteps) steps in all")
@@ -32,7 +32,8 @@ final class ConsoleReporter: TrainingObserver {
         stepInEpoch = 0
     }
 
-    func stepFinished(_ step: Int, loss: Float, correct: Int, batch: Int, model: LeNet5<Float>) {
+    func stepFinished(_ outcome: StepOutcome) {
+        let step = outcome.step, loss = outcome.loss
         stepInEpoch += 1
         guard interactive, let plan, stepInEpoch % 5 == 0 || step == plan.totalSteps else { return }
         let elapsed = Self.seconds(since: runStart)
@@ -53,8 +54,6 @@ final class ConsoleReporter: TrainingObserver {
         print("-----------------------------------------------------")
         fflush(nil)  // a log file or CI console sees each epoch as it ends
     }
-
-    func checkpoint(step: Int, epoch: Int, batchInEpoch: Int, model: LeNet5<Float>, optimizer: SGD<Float>) {}
 
     static func seconds(since start: DispatchTime) -> Double {
         Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9

@@ -1,8 +1,7 @@
 import ArgumentParser
 import Foundation
 import ReproData
-import ReproNN
-import ReproStorage
+import ReproRecording
 import ReproTraining
 import ReproVerify
 
@@ -37,48 +36,56 @@ struct RecordCommand: ParsableCommand {
     @Option(help: "Directory with the MNIST IDX files (raw or .gz; also DIR/MNIST/raw/).") var dataDir = "Data/mnist"
     @Flag(help: "Train and print, but write no record (to measure the recording overhead).") var noWrite = false
 
-    /// Turns the options into a run configuration, or says which input is bad.
-    func validated() throws(BadInput) -> RunConfig {
-        guard batchSize >= 2 else { throw BadInput("--batch-size must be at least 2 (BatchNorm needs two samples), got \(batchSize)") }
-        guard epochs >= 1 else { throw BadInput("--epochs must be positive, got \(epochs)") }
-        guard learningRate.isFinite, learningRate > 0 else { throw BadInput("--learning-rate must be a positive number, got \(learningRate)") }
-        guard weightDecay.isFinite, weightDecay >= 0 else { throw BadInput("--weight-decay must be non-negative, got \(weightDecay)") }
-        guard momentum.isFinite, momentum >= 0, momentum < 1 else { throw BadInput("--momentum must be in [0, 1), got \(momentum)") }
-        guard maxSteps.map({ $0 >= 1 }) ?? true else { throw BadInput("--max-steps must be positive") }
-        guard checkpointEvery.map({ $0 >= 1 }) ?? true else { throw BadInput("--checkpoint-every must be positive") }
-        guard evaluationLimit.map({ $0 >= 1 }) ?? true else { throw BadInput("--evaluation-limit must be positive") }
-        guard threads >= 1, threads <= 256 else { throw BadInput("--threads must be between 1 and 256, got \(threads)") }
-        guard dataset == "mnist" else {
-            throw BadInput(dataset == "svhn" ? "--dataset svhn is not supported yet (only mnist)" : "unknown dataset '\(dataset)' (available: mnist)")
+    /// Turns the options into a run configuration, or says which input is bad. The ranges are the ones a
+    /// record may state (`RunConfig.Limits`): whatever record writes, verify can read.
+    func validated() throws(BadInput) -> (config: RunConfig, output: String) {
+        typealias L = RunConfig.Limits
+        func check<V: Comparable>(_ value: V, _ range: ClosedRange<V>, _ option: String) throws(BadInput) {
+            guard range.contains(value) else { throw BadInput("\(option) must be in \(range.lowerBound)...\(range.upperBound), got \(value)") }
         }
-        guard Trainer.kernelNames.contains(kernels) else {
-            throw BadInput("unknown kernels '\(kernels)' (available: \(Trainer.kernelNames.joined(separator: ", ")))")
+        try check(batchSize, L.batchSize, "--batch-size")
+        try check(epochs, L.epochs, "--epochs")
+        guard learningRate.isFinite, learningRate > 0, learningRate <= L.learningRate.upperBound else {
+            throw BadInput("--learning-rate must be a positive number up to \(L.learningRate.upperBound), got \(learningRate)")
         }
+        try check(weightDecay, L.weightDecay, "--weight-decay")
+        guard L.momentum.contains(momentum) else { throw BadInput("--momentum must be in [0, 1), got \(momentum)") }
+        if let maxSteps { try check(maxSteps, L.count, "--max-steps") }
+        if let checkpointEvery { try check(checkpointEvery, L.count, "--checkpoint-every") }
+        if let evaluationLimit { try check(evaluationLimit, L.count, "--evaluation-limit") }
+        try check(threads, L.threads, "--threads")
+        guard let datasetName = DatasetName(rawValue: dataset) else {
+            throw BadInput(dataset == "svhn" ? "--dataset svhn is not supported yet (only mnist)"
+                           : "unknown dataset '\(dataset)' (available: \(DatasetName.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        guard let kernelChoice = KernelChoice(rawValue: kernels) else {
+            throw BadInput("unknown kernels '\(kernels)' (available: \(KernelChoice.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        let runName = name ?? (norm ? "mnist_bn" : "mnist")
+        guard L.isValidName(runName) else { throw BadInput("--name must be 1 to 64 letters, digits, '.', '_' or '-' (not starting with '.'), got '\(runName)'") }
         var config = RunConfig()
         config.batchSize = batchSize
         config.learningRate = learningRate
         config.weightDecay = weightDecay
         config.momentum = momentum
         config.epochs = epochs
-        config.dataset = dataset
+        config.dataset = datasetName
         config.norm = norm
-        config.name = name ?? (norm ? "mnist_bn" : "mnist")
+        config.name = runName
         config.seed = seed
         config.maxSteps = maxSteps
         config.checkpointEvery = checkpointEvery
         config.evaluationLimit = evaluationLimit
         config.threads = threads
-        config.kernels = kernels
-        config.dataDirectory = dataDir
-        config.output = output ?? "runs/\(config.name).h5"
-        return config
+        config.kernels = kernelChoice
+        return (config, output ?? "runs/\(config.name).h5")
     }
 
     func run() throws {
-        let config: RunConfig
-        do { config = try validated() } catch { try failWithBadInput(error.description) }
+        let (config, outputPath): (RunConfig, String)
+        do { (config, outputPath) = try validated() } catch { try failWithBadInput(error.description) }
         let data: MNIST
-        do { data = try MNIST.load(directory: config.dataDirectory) } catch { try failWithBadInput(error.description) }
+        do { data = try MNIST.load(directory: dataDir) } catch { try failWithBadInput(error.description) }
 
         let reporter = ConsoleReporter()
         let start = DispatchTime.now()
@@ -89,11 +96,16 @@ struct RecordCommand: ParsableCommand {
                 if output == nil { try? FileManager.default.createDirectory(atPath: "runs", withIntermediateDirectories: true) }
                 // Wall-clock time would make two identical runs differ; SOURCE_DATE_EPOCH (the reproducible-builds
                 // convention) stamps one deliberately.
-                let created = ProcessInfo.processInfo.environment["SOURCE_DATE_EPOCH"] ?? ""
-                try Verifier.record(config: config, data: data, to: config.output, reproVersion: ReproVersion.string,
-                                    created: created, observers: [reporter],
-                                    temporaryFileCreated: Interrupts.removeOnInterrupt)
+                let created = String((ProcessInfo.processInfo.environment["SOURCE_DATE_EPOCH"] ?? "").prefix(64))
+                try Recording.record(config: config, data: data, to: outputPath,
+                                     header: RecordHeader(created: created, reproVersion: ReproVersion.string),
+                                     checks: try BatchNormChecks.run(), observers: [reporter],
+                                     temporaryFileCreated: Interrupts.removeOnInterrupt)
             }
+        } catch let failure as TrainingError {
+            // Not bad input: the numbers themselves became unusable (exit 1, as drift would be).
+            FileHandle.standardError.write(Data("error: training failed, no record written: \(failure)\n".utf8))
+            throw ExitCode(1)
         } catch {
             try failWithBadInput("\(error)")
         }
@@ -102,7 +114,7 @@ struct RecordCommand: ParsableCommand {
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let perEpoch = reporter.epochSeconds.isEmpty ? 0 : reporter.epochSeconds.reduce(0, +) / Double(reporter.epochSeconds.count)
         print(String(format: "%@ in %.1f s (%.1f s per epoch), peak RSS %d MB",
-                     noWrite ? "trained without recording" : "wrote \(config.output)", seconds, perEpoch, usage.ru_maxrss / 1024))
+                     noWrite ? "trained without recording" : "wrote \(outputPath)", seconds, perEpoch, usage.ru_maxrss / 1024))
     }
 
 }

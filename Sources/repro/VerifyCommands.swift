@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ReproRecording
 import ReproTraining
 import ReproVerify
 
@@ -24,18 +25,23 @@ struct ComparisonOptions: ParsableArguments {
         return nil
     }
 
-    /// Prints the reports and writes the JSON/JUnit files (atomically); returns the exit code.
-    func finish(_ reports: [ComparisonReport], extraJSON: [String: Any] = [:], extraPassed: Bool = true) throws -> Int32 {
-        for r in reports { print(Report.text(r, verbose: verbose)) }
-        if let json { try writeAtomically(try Report.json(reports, extra: extraJSON), to: json) }
-        if let junit { try writeAtomically(Data(Report.junit(reports).utf8), to: junit) }
-        return reports.allSatisfy(\.passed) && extraPassed ? 0 : 1
+    /// Writes the JSON/JUnit files (atomically) and exits with the verdict's code (0, 1 or 2).
+    func finish(_ verdict: Verdict) throws {
+        if let json { try writeAtomically(try Report.json(verdict), to: json) }
+        if let junit { try writeAtomically(Data(Report.junit(verdict).utf8), to: junit) }
+        if verdict.exitCode != 0 { throw ExitCode(verdict.exitCode) }
     }
+
+    /// A report as it is printed: the verdict first.
+    func show(_ report: ComparisonReport) { print(Report.text(report, verbose: verbose)) }
+
+    /// An unusable input: one line on standard error, and the others still run.
+    func showUnusable(_ problem: String) { FileHandle.standardError.write(Data("error: \(problem)\n".utf8)) }
 }
 
 func writeAtomically(_ data: Data, to path: String) throws {
     do { try data.write(to: URL(fileURLWithPath: path), options: .atomic) }
-    catch { throw BadInput("\(path): cannot write the report (\(error.localizedDescription))") }
+    catch { try failWithBadInput("\(path): cannot write the report (\(error.localizedDescription))") }
 }
 
 func failWithBadInput(_ message: String) throws -> Never {
@@ -61,28 +67,39 @@ struct VerifyCommand: ParsableCommand {
     var threads: Int?
     @OptionGroup var comparison: ComparisonOptions
 
+    @Option(help: ArgumentHelp("Change the re-run on purpose to see verify report it (negative control).", visibility: .hidden))
+    var injectFault: String?
+
     func run() throws {
+        var fault: Verifier.RerunFault?
+        if let name = injectFault {
+            guard let f = Verifier.RerunFault(rawValue: name) else {
+                try failWithBadInput("unknown fault '\(name)' (\(Verifier.RerunFault.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            fault = f
+        }
+        if let threads, !RunConfig.Limits.threads.contains(threads) { try failWithBadInput("--threads must be in 1...256, got \(threads)") }
         // Every verify also checks the BatchNorm implementation itself (the same checks as `repro check-bn`).
+        var verdict = Verdict()
         let rows = try BatchNormChecks.run()
-        let checks = BatchNormChecks.json(rows)
-        let checksPassed = rows.allSatisfy(\.passed)
-        let checkCount = rows.filter { $0.bound.isFinite }.count
-        var verifier = Verifier(dataDirectory: dataDir, override: comparison.override, threads: threads)
-        verifier.batchNormRows = rows
-        var reports = [ComparisonReport]()
+        verdict.checks = rows
+        var verifier = Verifier(dataDirectory: dataDir, checks: rows, override: comparison.override, threads: threads)
+        verifier.fault = fault
+        // Each golden on its own: one that cannot be used is reported and the others are still verified.
         for golden in goldens {
             do {
-                reports.append(try verifier.verify(golden))
-            } catch let failure as Verifier.Failure {
-                try failWithBadInput(failure.description)
+                let report = try verifier.verify(golden)
+                comparison.show(report)
+                verdict.reports.append(report)
             } catch {
-                try failWithBadInput("\(golden): \(error)")
+                comparison.showUnusable(error.description)
+                verdict.unusable.append((golden, error.description))
             }
         }
-        print(checksPassed ? "PASS BatchNorm checks: \(checkCount) of \(checkCount) (details: repro check-bn)" : BatchNormChecks.table(rows))
-        let code = try comparison.finish(reports, extraJSON: checks.isEmpty ? [:] : ["checks": checks, "checks_passed": checksPassed],
-                                         extraPassed: checksPassed)
-        if code != 0 { throw ExitCode(code) }
+        let scored = rows.filter { $0.bound.isFinite }
+        print(verdict.checksPassed ? "PASS BatchNorm checks: \(scored.count) of \(scored.count) (details: repro check-bn)"
+              : "FAIL BatchNorm checks: \(scored.filter { !$0.passed }.count) of \(scored.count) fail\n" + BatchNormChecks.table(rows))
+        try comparison.finish(verdict)
     }
 }
 
@@ -97,11 +114,16 @@ struct CompareCommand: ParsableCommand {
     @OptionGroup var comparison: ComparisonOptions
 
     func run() throws {
-        let report: ComparisonReport
-        do { report = try Verifier.compare(golden, candidate, override: comparison.override) }
-        catch let failure as Verifier.Failure { try failWithBadInput(failure.description) }
-        let code = try comparison.finish([report])
-        if code != 0 { throw ExitCode(code) }
+        var verdict = Verdict()
+        do {
+            let report = try Verifier.compare(golden, candidate, override: comparison.override)
+            comparison.show(report)
+            verdict.reports.append(report)
+        } catch {
+            comparison.showUnusable(error.description)
+            verdict.unusable.append((golden + " / " + candidate, error.description))
+        }
+        try comparison.finish(verdict)
     }
 }
 
@@ -113,28 +135,28 @@ struct InspectCommand: ParsableCommand {
     @Argument(help: "The record.") var file: String
 
     func run() throws {
-        let record: OpenRecord
-        do { record = try OpenRecord(path: file) } catch { try failWithBadInput(error.description) }
+        let record: Record
+        do { record = try Record(path: file) } catch { try failWithBadInput(error.description) }
         let c = record.config
-        print("\(file): repro record, schema \(1), \(c.kernels) kernels, comparison policy '\(record.storedPolicy.mode)'")
+        print("\(file): repro record, schema \(RecordSchema.version), \(c.kernels) kernels, comparison policy '\(record.policy.mode)'")
         print("config: \(c.name) dataset \(c.dataset), \(c.norm ? "with" : "without") BatchNorm, seed \(c.seed), batch \(c.batchSize), "
               + "lr \(c.learningRate), momentum \(c.momentum), weight decay \(c.weightDecay), epochs \(c.epochs)"
               + (c.maxSteps.map { ", max steps \($0)" } ?? "") + ", threads \(c.threads)")
         print("plan: \(record.plan.totalSteps) steps (\(record.plan.stepsPerEpoch) per epoch), \(record.plan.epochsStarted) epoch(s) started")
-        print("environment: " + record.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "; "))
-        let loss = try record.values("/steps/loss").values
+        print("environment: " + record.environment.facts.map { "\($0.name)=\($0.value)" }.joined(separator: "; "))
+        let loss = try record.values(RecordSchema.stepLoss).values
         if let first = loss.first, let last = loss.last {
             print(String(format: "steps: loss %.5f at step 1 → %.5f at step %d", first, last, loss.count))
         }
-        for phase in ["before", "after"] where record.datasets.contains("/evaluation/\(phase)/loss") {
-            let l = try record.values("/evaluation/\(phase)/loss").values, a = try record.values("/evaluation/\(phase)/accuracy").values
+        for phase in ["before", "after"] {
+            let l = try record.values(RecordSchema.evaluation(phase, .loss)).values
+            let a = try record.values(RecordSchema.evaluation(phase, .accuracy)).values
             print(String(format: "evaluation %@: train %.5f / %.2f%%, val %.5f / %.2f%%, test %.5f / %.2f%%", phase, l[0], a[0], l[1], a[1], l[2], a[2]))
         }
-        let checkpoints = Set(record.datasets.filter { $0.hasPrefix("/checkpoints/") }.map { $0.split(separator: "/")[1] }).sorted()
-        print("checkpoints: " + checkpoints.map { String(Int($0) ?? 0) }.joined(separator: ", "))
+        print("checkpoints: " + record.plan.checkpointSteps.map(String.init).joined(separator: ", "))
         print("series: \(record.datasets.count) datasets")
-        for d in record.datasets where !d.hasPrefix("/checkpoints/") {
-            print("  \(d) \(try record.reader.shape(of: d)) \(try record.reader.elementKind(of: d).rawValue)")
+        for d in record.datasets where !d.hasPrefix(RecordSchema.checkpoints + "/") {
+            print("  \(d) \(record.shape(of: d)) \(try record.values(d).kind.rawValue)")
         }
     }
 }

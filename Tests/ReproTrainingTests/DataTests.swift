@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import ReproData
+import ReproTestSupport
 import ReproNN
 
 @Suite struct DataTests {

@@ -1,5 +1,6 @@
 import Foundation
 import ReproData
+import ReproTestSupport
 
 /// A tiny MNIST-shaped dataset written as IDX files, so record tests run in seconds.
 struct TinyMNIST {

@@ -2,9 +2,14 @@ import Foundation
 import Testing
 import ReproData
 import ReproNN
+import ReproRecording
 import ReproStorage
+import ReproTestSupport
 import ReproTraining
 import ReproVerify
+
+/// The real BatchNorm check table, computed once for every record these tests write.
+let checkTable: [CheckRow] = try! BatchNormChecks.run()
 
 /// A tiny dataset and a short run: 300 training images → 241 train, batch 32 → 7 steps per epoch, 2 epochs.
 struct Fixture {
@@ -27,15 +32,16 @@ struct Fixture {
         c.batchSize = 32
         c.epochs = 2
         c.checkpointEvery = 4
-        c.dataDirectory = directory + "/data"
         config = c
     }
+
+    var dataDirectory: String { directory + "/data" }
 
     func record(_ name: String, _ change: (inout RunConfig) -> Void = { _ in }) throws -> String {
         var c = config
         change(&c)
         let path = directory + "/" + name + ".h5"
-        try Verifier.record(config: c, data: data, to: path)
+        try Recording.record(config: c, data: data, to: path, checks: checkTable)
         return path
     }
 }
@@ -86,10 +92,9 @@ struct Fixture {
         let sample = split.train[235]
         let changed = try Fixture(name: "labelchanged", alterLabel: Int(sample))
         let golden = try base.record("golden")
-        var c = changed.config
-        c.dataDirectory = changed.directory + "/data"
+        let c = changed.config
         let path = changed.directory + "/changed.h5"
-        try Verifier.record(config: c, data: changed.data, to: path)
+        try Recording.record(config: c, data: changed.data, to: path, checks: checkTable)
         let plan = RunPlan(config: c, trainCount: split.train.count)
         var expected: Int?
         for epoch in 0..<plan.epochsStarted where expected == nil {
@@ -116,9 +121,13 @@ struct Fixture {
         #expect(Report.text(loose).contains("passes unnoticed"))
         let exact = try Verifier.compare(a, b, override: .exact)
         #expect(!exact.passed)  // negative control: the same pair fails when compared exactly
-        let json = try JSONSerialization.jsonObject(with: try Report.json([exact])) as? [String: Any]
+        var jsonVerdict = Verdict()
+        jsonVerdict.reports = [exact]
+        let json = try JSONSerialization.jsonObject(with: try Report.json(jsonVerdict)) as? [String: Any]
         #expect(json?["passed"] as? Bool == false)
-        let junit = Report.junit([exact])
+        var verdict = Verdict()
+        verdict.reports = [exact]
+        let junit = Report.junit(verdict)
         #expect(junit.contains("<failure message=\"first divergence at step"))
     }
 }
@@ -141,7 +150,7 @@ struct Fixture {
         else { try FileManager.default.copyItem(atPath: good, toPath: path) }
         try edit?(path)
         do {
-            _ = try OpenRecord(path: path)
+            _ = try Record(path: path)
             Issue.record("\(mentions): accepted")
         } catch {
             #expect(error.description.hasPrefix(path), "\(error.description)")
@@ -151,7 +160,7 @@ struct Fixture {
 
     var goodBytes: [UInt8] { get throws { [UInt8](FileManager.default.contents(atPath: try goodRecord())!) } }
 
-    @Test func goodRecordOpens() throws { _ = try OpenRecord(path: try goodRecord()) }
+    @Test func goodRecordOpens() throws { _ = try Record(path: try goodRecord()) }
 
     @Test func truncated() throws { try expectRefused(Array(try goodBytes.prefix(try goodBytes.count / 2)), mentions: "checksum mismatch") }
     @Test func bitFlipped() throws {
@@ -162,42 +171,92 @@ struct Fixture {
     @Test func empty() throws { try expectRefused([], mentions: "empty file") }
     @Test func text() throws { try expectRefused(Array("step,loss\n1,2.3\n".utf8), mentions: "not a repro record") }
     @Test func missing() throws {
-        #expect(throws: RecordError.self) { try OpenRecord(path: "/nonexistent/golden.h5") }
+        #expect(throws: RecordError.self) { try Record(path: "/nonexistent/golden.h5") }
     }
     @Test func gitLFSPointer() throws {
         let pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 2972714\n"
         try expectRefused(Array(pointer.utf8), mentions: "Git LFS pointer")
-    }
-    @Test func wrongSchemaVersion() throws {
-        try expectRefused(nil, mentions: "schema version 99") { path in
-            let w = try HDF5Writer(modifying: path)
-            try w.setAttribute(RecordSchema.versionAttribute, Int32(99))
-            try w.close()
-            try RecordFile.stampChecksum(path)
-        }
-    }
-    @Test func nanFilled() throws {
-        try expectRefused(nil, mentions: "non-finite loss") { path in
-            let w = try HDF5Writer(modifying: path)
-            try w.overwrite([Float](repeating: .nan, count: 3), at: RecordSchema.stepLoss)
-            try w.close()
-            try RecordFile.stampChecksum(path)
-        }
-    }
-    @Test func unexpectedShape() throws {
-        try expectRefused(nil, mentions: "unexpected dataset") { path in
-            let w = try HDF5Writer(modifying: path)
-            try w.write([Float](repeating: 0, count: 4), shape: [4], at: "/steps/extra")
-            try w.close()
-            try RecordFile.stampChecksum(path)
-        }
     }
     @Test func plainHDF5WithoutChecksum() throws {
         let path = try Self.fixture.get().directory + "/plain.h5"
         let w = try HDF5Writer(creating: path)
         try w.setAttribute("format", "something else")
         try w.close()
-        #expect(throws: RecordError.self) { try OpenRecord(path: path) }
-        do { _ = try OpenRecord(path: path) } catch { #expect(error.description.contains("checksum")) }
+        #expect(throws: RecordError.self) { try Record(path: path) }
+        do { _ = try Record(path: path) } catch { #expect(error.description.contains("checksum")) }
+    }
+}
+
+/// Exit codes mean one thing each, and one golden's failure never hides another's report.
+@Suite struct VerdictTests {
+    /// A valid golden whose re-run fails mid-training (the re-run's learning rate made infinite: step 1 is
+    /// unchanged, every weight is non-finite after it, and step 2's loss is NaN) is drift at step 2, exit 1.
+    @Test func rerunThatFailsIsDriftAtItsStep() throws {
+        let f = try Fixture(name: "rerunfails")
+        let golden = try f.record("golden") { $0.maxSteps = 5 }
+        var verifier = Verifier(dataDirectory: f.dataDirectory, checks: checkTable)
+        verifier.fault = .infiniteLearningRate
+        let report = try verifier.verify(golden)
+        #expect(!report.passed)
+        #expect(report.trainingFailure?.step == 2, "\(report.trainingFailure?.description ?? "none")")
+        #expect(report.firstDivergence?.step == 2 && report.firstDivergence?.description.contains("the re-run failed") == true,
+                "\(report.firstDivergence?.description ?? "none")")
+        // Step 1, before the failure, was compared and matches.
+        #expect(report.series.first { $0.path == RecordSchema.stepLoss }.map { $0.elements == 1 && $0.passed } == true)
+        var verdict = Verdict()
+        verdict.reports = [report]
+        #expect(verdict.exitCode == 1)
+        #expect(Report.junit(verdict).contains("name=\"training\">\n      <failure message=\"first divergence at step 2"))
+        // Control: without the fault the same golden verifies.
+        verifier.fault = nil
+        #expect(try verifier.verify(golden).passed)
+    }
+
+    /// One unusable golden among good ones: the others are still verified; the exit code says 2.
+    @Test func unusableGoldenDoesNotStopTheOthers() throws {
+        let f = try Fixture(name: "mixed")
+        let good = try f.record("good") { $0.maxSteps = 3 }
+        let missing = f.directory + "/absent.h5"
+        let verifier = Verifier(dataDirectory: f.dataDirectory, checks: checkTable)
+        var verdict = Verdict()
+        verdict.checks = checkTable
+        for path in [missing, good] {
+            do { verdict.reports.append(try verifier.verify(path)) }
+            catch { verdict.unusable.append((path, error.description)) }
+        }
+        #expect(verdict.reports.count == 1 && verdict.reports[0].passed)
+        #expect(verdict.unusable.count == 1 && verdict.unusable[0].problem.contains("no such file"))
+        #expect(verdict.exitCode == 2)
+        // Drift and BatchNorm-check failures are apart in every format.
+        var failingChecks = checkTable
+        failingChecks[0].passed = false
+        var checksOnly = Verdict()
+        checksOnly.reports = verdict.reports
+        checksOnly.checks = failingChecks
+        #expect(checksOnly.exitCode == 1 && checksOnly.driftPassed && !checksOnly.checksPassed)
+        let json = try JSONSerialization.jsonObject(with: try Report.json(checksOnly)) as? [String: Any]
+        #expect(json?["drift_passed"] as? Bool == true && json?["checks_passed"] as? Bool == false && json?["exit_code"] as? Int == 1)
+        let junit = Report.junit(checksOnly)
+        #expect(junit.contains("<testsuite name=\"BatchNorm checks\"") && junit.contains("failures=\"1\">"))
+        // Control: everything passing exits 0.
+        var clean = Verdict()
+        clean.reports = verdict.reports
+        clean.checks = checkTable
+        #expect(clean.exitCode == 0)
+    }
+
+    /// compare of two records made with different configurations leads with the differing values, and
+    /// integer series report integer differences (no ULP).
+    @Test func compareNamesConfigurationDifferencesFirst() throws {
+        let f = try Fixture(name: "configdiff")
+        let a = try f.record("a") { $0.maxSteps = 3 }, b = try f.record("b") { $0.maxSteps = 3; $0.seed = 5 }
+        let report = try Verifier.compare(a, b, override: nil)
+        #expect(report.configurationDifferences == ["seed: 0 vs 5"])
+        let text = Report.text(report)
+        let lines = text.split(separator: "\n")
+        #expect(lines.count > 2 && lines[2].contains("configuration differs: seed: 0 vs 5"), "\(text)")
+        let order = report.series.first { $0.path == RecordSchema.epochOrder }
+        #expect(order?.isInteger == true && order?.worstULP == nil && order?.passed == false)
+        #expect(order?.firstDivergence?.description.contains("ULP") == false, "\(order?.firstDivergence?.description ?? "")")
     }
 }

@@ -1,6 +1,6 @@
-import CompressNIO
 import Foundation
-import NIOCore
+import ReproBytes
+import ReproData
 
 /// Writes MNIST-layout IDX files (optionally gzip-compressed): for subsets, synthetic test data and
 /// deliberately altered copies (the verify sensitivity tests change one label this way).
@@ -25,11 +25,7 @@ public enum IDXWriter {
                      (MNIST.files.testLabels, labelFile(test.labels))]
         for (name, bytes) in files {
             var data = bytes
-            if gzip {
-                var buffer = ByteBuffer(bytes: bytes)
-                var out = try buffer.compress(with: .gzip())
-                data = out.readBytes(length: out.readableBytes) ?? []
-            }
+            if gzip { data = Gzip.compress(bytes) }
             let path = directory + "/" + name + (gzip ? ".gz" : "")
             guard FileManager.default.createFile(atPath: path, contents: Data(data)) else {
                 throw DataError("\(path): cannot write the file")

@@ -1,3 +1,4 @@
+import ReproData
 import ReproNN
 
 /// Seeded random images and labels in MNIST's shape, for tests that need data but not MNIST's content.

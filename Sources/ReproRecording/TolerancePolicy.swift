@@ -28,29 +28,17 @@ public enum TolerancePolicy {
     /// training is chaotic, and portable goldens are the real gate.
     public static let crossEnvironmentBLAS = ComparisonMode.tolerance(absolute: 0.3, relative: 0.5)
 
-    /// What a new record stores as its own policy: portable records are compared exactly everywhere;
-    /// blas records exactly on the same environment, else with `crossEnvironmentBLAS`.
-    public static func store(for config: RunConfig, in writer: HDF5Writer) throws {
-        let mode = config.kernels == "portable" ? "exact" : "auto"
-        try writer.setAttribute("mode", mode, on: RecordSchema.tolerance)
-        if case let .tolerance(a, r) = crossEnvironmentBLAS {
-            try writer.setAttribute("absolute", a, on: RecordSchema.tolerance)
-            try writer.setAttribute("relative", r, on: RecordSchema.tolerance)
-        }
-    }
-
     /// The environment facts that decide whether a blas golden can be compared exactly here.
-    public static func fingerprint(kernels: String, environment: [String: String]) -> [String] {
-        [kernels] + ["openblas_core", "openblas_config", "openblas_threads", "glibc"].map { environment[$0] ?? "?" }
+    public static func fingerprint(kernels: KernelChoice, environment: EnvironmentFacts) -> [String] {
+        [kernels.rawValue] + ["openblas_core", "openblas_config", "openblas_threads", "glibc"].map { environment[$0] ?? "?" }
     }
 
-    /// The mode to apply to `golden` on a run whose environment is `here`, with the reason, unless the
+    /// The mode to apply to a golden on a run whose environment is `here`, with the reason, unless the
     /// user overrode it.
-    public static func resolve(stored: (mode: String, absolute: Double, relative: Double), kernels: String,
-                               goldenEnvironment: [String: String], here: [String: String],
-                               override: ComparisonMode?) -> (mode: ComparisonMode, reason: String) {
+    public static func resolve(stored: StoredPolicy, kernels: KernelChoice, goldenEnvironment: EnvironmentFacts,
+                               here: EnvironmentFacts, override: ComparisonMode?) -> (mode: ComparisonMode, reason: String) {
         if let override { return (override, "set on the command line") }
-        if stored.mode == "exact" { return (.exact, "\(kernels) kernels: the same bits on every machine") }
+        if stored.mode == .exact { return (.exact, "\(kernels) kernels: the same bits on every machine") }
         let a = fingerprint(kernels: kernels, environment: goldenEnvironment), b = fingerprint(kernels: kernels, environment: here)
         if a == b { return (.exact, "same environment as the golden (\(a.joined(separator: ", ")))") }
         return (.tolerance(absolute: stored.absolute, relative: stored.relative),
@@ -63,5 +51,38 @@ public enum TolerancePolicy {
         return "tolerance verdict: a change that moves every recorded value by less than \(r * 100)% (or \(a) absolute) "
             + "passes unnoticed, and chaotic training can hide small regressions entirely; record goldens with "
             + "--kernels portable for an exact, machine-independent comparison"
+    }
+}
+
+/// `/tolerance`: the policy a record asks verify to apply to it. Portable records say `exact` (the same bits
+/// everywhere); blas records say `auto` (exact on the same environment, else the stored tolerance).
+public struct StoredPolicy: Equatable, Sendable {
+    public enum Mode: String, Sendable { case exact, auto }
+    public var mode: Mode
+    public var absolute: Double
+    public var relative: Double
+
+    /// What a new record with `kernels` stores.
+    public init(for kernels: KernelChoice) {
+        mode = kernels == .portable ? .exact : .auto
+        guard case let .tolerance(a, r) = TolerancePolicy.crossEnvironmentBLAS else { preconditionFailure("a tolerance") }
+        absolute = a
+        relative = r
+    }
+
+    func write(to w: HDF5Writer) throws {
+        try w.setAttribute("mode", mode.rawValue, on: RecordSchema.tolerance)
+        try w.setAttribute("absolute", absolute, on: RecordSchema.tolerance)
+        try w.setAttribute("relative", relative, on: RecordSchema.tolerance)
+    }
+
+    /// The mode must be the one the record's kernels imply; the tolerance any finite non-negative pair
+    /// (a record keeps the policy it was made with).
+    init(parsing attributes: [(name: String, value: AttributeValue)], kernels: KernelChoice) throws(SchemaViolation) {
+        var p = AttributeParser(object: RecordSchema.tolerance, attributes: attributes)
+        mode = Mode(rawValue: try p.string("mode", oneOf: [StoredPolicy(for: kernels).mode.rawValue]))!
+        absolute = try p.float64("absolute", in: 0...Double.greatestFiniteMagnitude)
+        relative = try p.float64("relative", in: 0...Double.greatestFiniteMagnitude)
+        try p.finish()
     }
 }

@@ -5,25 +5,17 @@ import ReproStorage
 
 /// Facts about the machine that can change a run's bits (BLAS kernel and threads, libm via glibc) or
 /// help explain a difference (CPU, OS). Nothing time-dependent: two runs on one machine record the same.
-public struct RunEnvironment: Sendable {
-    public var openBLASCore = OpenBLAS.coreName
-    public var openBLASConfig = OpenBLAS.configuration
-    public var openBLASThreads = OpenBLAS.threadCount
-    public var cpuModel = RunEnvironment.readCPUModel()
-    public var operatingSystem = RunEnvironment.readOSName()
-    public var glibc = RunEnvironment.readGlibcVersion()
-    public var swiftVersion = RunEnvironment.compilerVersion
-    public var hdf5 = HDF5.libraryVersion
+struct RunEnvironment: Sendable {
+    var openBLASCore = OpenBLAS.coreName
+    var openBLASConfig = OpenBLAS.configuration
+    var openBLASThreads = OpenBLAS.threadCount
+    var cpuModel = RunEnvironment.readCPUModel()
+    var operatingSystem = RunEnvironment.readOSName()
+    var glibc = RunEnvironment.readGlibcVersion()
+    var swiftVersion = RunEnvironment.compilerVersion
+    var hdf5 = HDF5.libraryVersion
 
-    public init() {}
-
-    /// The facts to record for a run with `kernels`. OpenBLAS's CPU kernel and threads only matter to blas
-    /// runs; leaving them out of portable records keeps those byte-identical under any OPENBLAS_CORETYPE.
-    public func fields(kernels: String) -> [(String, String)] {
-        let blas = [("openblas_core", openBLASCore), ("openblas_config", openBLASConfig), ("openblas_threads", String(openBLASThreads))]
-        return (kernels == "blas" ? blas : [])
-            + [("cpu_model", cpuModel), ("os", operatingSystem), ("glibc", glibc), ("swift", swiftVersion), ("hdf5", hdf5)]
-    }
+    init() {}
 
     /// "glibc 2.36", from confstr(_CS_GNU_LIBC_VERSION).
     static func readGlibcVersion() -> String {

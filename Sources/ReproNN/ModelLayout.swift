@@ -1,0 +1,61 @@
+import ReproKernels
+
+/// What a model looks like from outside, derived from the model itself: its layers in forward order, its
+/// BatchNorm layers with their channel counts, and its state_dict (PyTorch names and shapes, in
+/// registration order). Records, comparisons and checks read the layout instead of repeating it, so another
+/// architecture changes one place.
+public struct ModelLayout: Sendable, Equatable {
+    public struct Tensor: Sendable, Equatable {
+        public let name: String
+        public let shape: [Int]
+        public let isParameter: Bool
+        public var count: Int { shape.reduce(1, *) }
+    }
+
+    public struct BatchNormLayer: Sendable, Equatable {
+        public let name: String
+        public let channels: Int
+        public let tracksRunningStatistics: Bool
+    }
+
+    /// Layer names in the order a forward pass runs them ("conv1", "bn1", "pool1", …, "fc5").
+    public let forwardOrder: [String]
+    public let batchNorms: [BatchNormLayer]
+    public let stateDict: [Tensor]
+    /// net.parameters() order: the state_dict without buffers.
+    public var parameters: [Tensor] { stateDict.filter(\.isParameter) }
+
+    public func batchNorm(named name: String) -> BatchNormLayer? { batchNorms.first { $0.name == name } }
+}
+
+/// One BatchNorm layer's statistics after a training step: those it normalized with, and its running
+/// buffers after the update (nil when it does not track them).
+public struct BatchNormStatistics<T: KernelScalar>: Sendable {
+    public let layer: String
+    public let batchMean: [T]
+    public let batchStd: [T]
+    public let runningMean: [T]?
+    public let runningStd: [T]?
+}
+
+extension LeNet5 {
+    public var layout: ModelLayout {
+        let bnNames = Set(batchNorms.map(\.name))
+        return ModelLayout(
+            forwardOrder: ["conv1", "bn1", "relu1", "pool1", "conv2", "bn2", "relu2", "pool2", "fc3", "bn3", "relu3",
+                           "fc4", "bn4", "relu4", "fc5"].filter { !$0.hasPrefix("bn") || bnNames.contains($0) },
+            batchNorms: batchNorms.map { .init(name: $0.name, channels: $0.channels, tracksRunningStatistics: $0.options.trackRunningStats) },
+            stateDict: stateDict.map { .init(name: $0.name, shape: $0.shape, isParameter: $0.isParameter) })
+    }
+
+    /// The layout of the model a configuration builds, without training one.
+    public static func layout(normalized: Bool, batchNorm: BatchNormOptions) -> ModelLayout {
+        LeNet5<T>(normalized: normalized, batchNorm: batchNorm, kernels: PortableKernels(threads: 1)).layout
+    }
+
+    /// Every BN layer's statistics of the last forward pass, in forward order.
+    public var batchNormStatistics: [BatchNormStatistics<T>] {
+        batchNorms.map { .init(layer: $0.name, batchMean: $0.lastMean, batchStd: $0.lastStd,
+                               runningMean: $0.runningMean?.value, runningStd: $0.runningStd?.value) }
+    }
+}

@@ -1,0 +1,172 @@
+import ReproNN
+import ReproStorage
+
+/// The one definition of a repro record's layout (documented path by path in docs/SCHEMA.md). The writer
+/// (`RecordWriter`) and the strict reader (`Record`) both take every name, type, shape and range from here
+/// and from the codecs in RecordParts.swift; bump `version` on any change a reader must know about.
+public enum RecordSchema {
+    public static let formatName = "repro-record"
+    public static let version: Int32 = 1
+
+    public static let config = "/config"
+    public static let environment = "/environment"
+    public static let data = "/data"
+    public static let split = "/data/split"
+    public static let trainIndices = "/data/split/train_indices"        // int32 [n_train]
+    public static let validationIndices = "/data/split/val_indices"     // int32 [n_val]
+    public static let epochOrder = "/data/epoch_order"                  // int32 [epochs_started, n_train]
+
+    public static let steps = "/steps"
+    public static let stepLoss = "/steps/loss"                          // float32 [S]
+    public static let stepAccuracy = "/steps/accuracy"                  // float32 [S], percent
+    /// float32 [S, C] under /steps/<bn layer>/: batch_mean, batch_std (used in the step), running_mean,
+    /// running_std (after the step; only for layers that track running statistics).
+    public static func stepBatchNorm(_ layer: String, _ series: BatchNormSeries) -> String { "/steps/\(layer)/\(series.rawValue)" }
+
+    public enum BatchNormSeries: String, CaseIterable, Sendable {
+        case batchMean = "batch_mean", batchStd = "batch_std", runningMean = "running_mean", runningStd = "running_std"
+        public var isRunningBuffer: Bool { self == .runningMean || self == .runningStd }
+        /// The series a layer records.
+        public static func recorded(by layer: ModelLayout.BatchNormLayer) -> [BatchNormSeries] {
+            allCases.filter { layer.tracksRunningStatistics || !$0.isRunningBuffer }
+        }
+    }
+
+    public static let epochs = "/epochs"                                // float64 [E] each
+    public enum EpochSeries: String, CaseIterable, Sendable {
+        case trainLoss = "train_loss", trainAccuracy = "train_accuracy", validationLoss = "val_loss", validationAccuracy = "val_accuracy"
+    }
+    public static func epochSeries(_ series: EpochSeries) -> String { epochs + "/" + series.rawValue }
+
+    public static let evaluation = "/evaluation"
+    /// float64 [3] each (int64 for samples): train, val, test, in that order.
+    public enum EvaluationMetric: String, CaseIterable, Sendable { case loss, accuracy, samples }
+    public static func evaluation(_ phase: String, _ metric: EvaluationMetric) -> String { "/evaluation/\(phase)/\(metric.rawValue)" }
+
+    /// Attributes `mode`, `absolute`, `relative`: the comparison policy verify applies to this record
+    /// (`StoredPolicy`).
+    public static let tolerance = "/tolerance"
+
+    /// The BatchNorm verification at record time (`CheckTable`). Not compared by verify (which re-runs the
+    /// checks): it documents the layer the record was made with.
+    public static let checks = "/checks"
+    public static let batchNormChecks = "/checks/bn"
+
+    public static let checkpoints = "/checkpoints"
+    /// Zero-padded so HDF5's name order is step order.
+    public static func checkpoint(step: Int) -> String {
+        let digits = String(step)
+        return "/checkpoints/" + String(repeating: "0", count: max(0, 8 - digits.count)) + digits
+    }
+    public static func checkpointModel(step: Int) -> String { checkpoint(step: step) + "/model" }
+    public static func checkpointMomentum(step: Int) -> String { checkpoint(step: step) + "/optimizer/momentum_buffer" }
+
+    /// Bounds on what the reader is willing to look at before the schema says more: attribute strings
+    /// (names, versions, environment facts) and the check table.
+    static let maximumStringBytes = 1024
+    static let maximumCheckRows = 1000
+    static let maximumCheckTableBytes = 1 << 17
+}
+
+/// A record that states something the schema does not allow: where, what was found, what is expected.
+public struct SchemaViolation: Error, CustomStringConvertible, Sendable {
+    public let place: String
+    public let found: String
+    public let expected: String
+    public init(_ place: String, found: String, expected: String) {
+        self.place = place
+        self.found = found
+        self.expected = expected
+    }
+    public var description: String { "\(place): \(found), the schema expects \(expected)" }
+}
+
+/// Reads the attributes of one object by name, each with its type and range, and refuses what is left
+/// over: reading is parsing.
+struct AttributeParser {
+    let object: String
+    private var values: [String: AttributeValue] = [:]
+    private var order: [String] = []
+    private var taken: Set<String> = []
+
+    init(object: String, attributes: [(name: String, value: AttributeValue)]) {
+        self.object = object
+        for (name, value) in attributes { values[name] = value; order.append(name) }
+    }
+
+    private func place(_ name: String) -> String { "\(object)@\(name)" }
+
+    private mutating func take(_ name: String, expected: String) throws(SchemaViolation) -> AttributeValue {
+        guard let value = values[name] else { throw SchemaViolation(place(name), found: "missing", expected: expected) }
+        taken.insert(name)
+        return value
+    }
+
+    mutating func int64(_ name: String, in range: ClosedRange<Int64>) throws(SchemaViolation) -> Int64 {
+        let expected = "int64 in \(range.lowerBound)...\(range.upperBound)"
+        guard case .int64(let v) = try take(name, expected: expected), range.contains(v) else {
+            throw SchemaViolation(place(name), found: "\(values[name]!)", expected: expected)
+        }
+        return v
+    }
+
+    mutating func int64(_ name: String, equalTo wanted: Int64) throws(SchemaViolation) -> Int64 {
+        try int64(name, in: wanted...wanted)
+    }
+
+    /// An optional positive count stored as −1 for "none".
+    mutating func optionalCount(_ name: String, in range: ClosedRange<Int>) throws(SchemaViolation) -> Int? {
+        let expected = "int64 −1 (none) or in \(range.lowerBound)...\(range.upperBound)"
+        guard case .int64(let v) = try take(name, expected: expected), v == -1 || range.contains(Int(v)) else {
+            throw SchemaViolation(place(name), found: "\(values[name]!)", expected: expected)
+        }
+        return v == -1 ? nil : Int(v)
+    }
+
+    mutating func int32(_ name: String, equalTo wanted: Int32) throws(SchemaViolation) {
+        let expected = "int32 \(wanted)"
+        guard case .int32(wanted) = try take(name, expected: expected) else {
+            throw SchemaViolation(place(name), found: "\(values[name]!)", expected: expected)
+        }
+    }
+
+    mutating func bool(_ name: String) throws(SchemaViolation) -> Bool {
+        let expected = "int32 0 or 1"
+        switch try take(name, expected: expected) {
+        case .int32(0): return false
+        case .int32(1): return true
+        default: throw SchemaViolation(place(name), found: "\(values[name]!)", expected: expected)
+        }
+    }
+
+    mutating func float64(_ name: String, in range: ClosedRange<Double>) throws(SchemaViolation) -> Double {
+        let expected = "finite float64 in [\(range.lowerBound), \(range.upperBound)]"
+        guard case .float64(let v) = try take(name, expected: expected), range.contains(v) else {
+            throw SchemaViolation(place(name), found: "\(values[name]!)", expected: expected)
+        }
+        return v
+    }
+
+    mutating func string(_ name: String, maximumBytes: Int = 256) throws(SchemaViolation) -> String {
+        let expected = "a string of at most \(maximumBytes) bytes"
+        guard case .string(let v) = try take(name, expected: expected), v.utf8.count <= maximumBytes else {
+            throw SchemaViolation(place(name), found: "\(values[name]!)", expected: expected)
+        }
+        return v
+    }
+
+    mutating func string(_ name: String, oneOf allowed: [String]) throws(SchemaViolation) -> String {
+        let expected = "one of the strings " + allowed.map { "'\($0)'" }.joined(separator: ", ")
+        guard case .string(let v) = try take(name, expected: expected), allowed.contains(v) else {
+            throw SchemaViolation(place(name), found: "\(values[name]!)", expected: expected)
+        }
+        return v
+    }
+
+    /// Refuses any attribute no parse step asked for.
+    func finish() throws(SchemaViolation) {
+        if let extra = order.first(where: { !taken.contains($0) }) {
+            throw SchemaViolation(place(extra), found: "an attribute (\(values[extra]!))", expected: "no such attribute")
+        }
+    }
+}

@@ -1,0 +1,144 @@
+import ReproData
+import ReproNN
+import ReproStorage
+import ReproTraining
+
+/// Writes everything a run produces into one record (layout: `RecordSchema`, parts: RecordParts.swift).
+/// Per-step series are buffered for one epoch and written as rows of full-size datasets created up front
+/// (memory stays one epoch's worth); checkpoints are written as they happen. The order of writes is part
+/// of the format's byte-for-byte reproducibility: change it and records made before no longer match.
+public final class RecordWriter: TrainingObserver {
+    public let file: RecordFile
+    let config: RunConfig
+    var plan: RunPlan?
+    var stepLoss: [Float] = [], stepAccuracy: [Float] = []
+    /// Steps already written to the file; the buffers hold the steps after it.
+    var stepsWritten = 0
+    var epochsWritten = 0
+    /// Per BN layer (forward order), per recorded series: [S × C] row-major.
+    var batchNormSeries: [(layer: String, series: [(RecordSchema.BatchNormSeries, [Float])])] = []
+    var epochSeries = [[Double]](repeating: [], count: RecordSchema.EpochSeries.allCases.count)
+
+    public init(file: RecordFile, config: RunConfig, data: DataDescription, header: RecordHeader,
+                checks: [CheckRow]) throws {
+        self.file = file
+        self.config = config
+        let w = file.writer
+        try header.writeStart(to: w)
+        try config.write(to: w)
+        try data.write(to: w)
+        try StoredPolicy(for: config.kernels).write(to: w)
+        try CheckTable.write(checks, to: w)
+    }
+
+    public func runStarted(plan: RunPlan, split: DataSplit, layout: ModelLayout) throws {
+        self.plan = plan
+        let w = file.writer
+        try EnvironmentFacts(current: config.kernels).write(to: w)
+        batchNormSeries = layout.batchNorms.map { bn in (bn.name, RecordSchema.BatchNormSeries.recorded(by: bn).map { ($0, []) }) }
+        try w.create(Int32.self, shape: [plan.epochsStarted, plan.trainCount], at: RecordSchema.epochOrder)
+        try w.create(Float.self, shape: [plan.totalSteps], at: RecordSchema.stepLoss)
+        try w.create(Float.self, shape: [plan.totalSteps], at: RecordSchema.stepAccuracy)
+        for bn in layout.batchNorms {
+            for series in RecordSchema.BatchNormSeries.recorded(by: bn) {
+                try w.create(Float.self, shape: [plan.totalSteps, bn.channels], at: RecordSchema.stepBatchNorm(bn.name, series))
+            }
+        }
+        try w.write(split.train, shape: [split.train.count], at: RecordSchema.trainIndices)
+        try w.write(split.validation, shape: [split.validation.count], at: RecordSchema.validationIndices)
+    }
+
+    public func evaluated(_ phase: EvaluationPhase, train: Metrics, validation: Metrics, test: Metrics) throws {
+        let w = file.writer, sets = [train, validation, test]
+        try w.write(sets.map(\.loss), shape: [3], at: RecordSchema.evaluation(phase.rawValue, .loss))
+        try w.write(sets.map(\.accuracy), shape: [3], at: RecordSchema.evaluation(phase.rawValue, .accuracy))
+        try w.write(sets.map { Int64($0.samples) }, shape: [3], at: RecordSchema.evaluation(phase.rawValue, .samples))
+    }
+
+    public func epochStarted(_ epoch: Int, order: [Int32]) throws {
+        try file.writer.writeRows(order, from: epochsWritten, at: RecordSchema.epochOrder)
+        epochsWritten += 1
+    }
+
+    public func stepFinished(_ outcome: StepOutcome) throws {
+        stepLoss.append(outcome.loss)
+        stepAccuracy.append(outcome.accuracy)
+        for (i, statistics) in outcome.batchNorm.enumerated() {
+            for j in batchNormSeries[i].series.indices {
+                switch batchNormSeries[i].series[j].0 {
+                case .batchMean: batchNormSeries[i].series[j].1 += statistics.batchMean
+                case .batchStd: batchNormSeries[i].series[j].1 += statistics.batchStd
+                case .runningMean: batchNormSeries[i].series[j].1 += statistics.runningMean ?? []
+                case .runningStd: batchNormSeries[i].series[j].1 += statistics.runningStd ?? []
+                }
+            }
+        }
+    }
+
+    public func epochFinished(_ epoch: Int, train: Metrics, validation: Metrics) throws {
+        for (i, v) in [train.loss, train.accuracy, validation.loss, validation.accuracy].enumerated() { epochSeries[i].append(v) }
+        try flushSteps()
+    }
+
+    /// Writes the buffered per-step rows and empties the buffers.
+    func flushSteps() throws {
+        let w = file.writer
+        try w.writeRows(stepLoss, from: stepsWritten, at: RecordSchema.stepLoss)
+        try w.writeRows(stepAccuracy, from: stepsWritten, at: RecordSchema.stepAccuracy)
+        for (i, layer) in batchNormSeries.enumerated() {
+            for (j, (series, values)) in layer.series.enumerated() {
+                try w.writeRows(values, from: stepsWritten, at: RecordSchema.stepBatchNorm(layer.layer, series))
+                batchNormSeries[i].series[j].1.removeAll(keepingCapacity: true)
+            }
+        }
+        stepsWritten += stepLoss.count
+        stepLoss.removeAll(keepingCapacity: true)
+        stepAccuracy.removeAll(keepingCapacity: true)
+    }
+
+    public func checkpoint(_ state: CheckpointState) throws {
+        guard let plan else { preconditionFailure("checkpoint before runStarted") }
+        let w = file.writer
+        for t in state.model { try w.write(t.values, shape: t.shape, at: RecordSchema.checkpointModel(step: state.step) + "/" + t.name) }
+        for t in state.momentumBuffers {
+            try w.write(t.values, shape: t.shape, at: RecordSchema.checkpointMomentum(step: state.step) + "/" + t.name)
+        }
+        let attributes = CheckpointAttributes(step: state.step, plan: plan, seed: config.seed)
+        precondition(attributes.epoch == state.epoch && attributes.batchInEpoch == state.batchInEpoch
+                     && attributes.hasMomentumBuffers == !state.momentumBuffers.isEmpty, "checkpoint cursor disagrees with the plan")
+        try attributes.write(to: w, group: RecordSchema.checkpoint(step: state.step))
+    }
+
+    /// Writes the per-step and per-epoch series, marks the record complete and commits the file.
+    public func finish() throws {
+        guard plan != nil else { return }
+        let w = file.writer
+        try flushSteps()
+        for (series, values) in zip(RecordSchema.EpochSeries.allCases, epochSeries) {
+            try w.write(values, shape: [values.count], at: RecordSchema.epochSeries(series))
+        }
+        try RecordHeader.writeComplete(to: w)
+        try file.commit()
+    }
+}
+
+/// Recording a run: `repro record` and verify's re-run take this one path.
+public enum Recording {
+    /// Trains `config` on `data` and writes the record to `path` (a temporary file renamed into place when
+    /// complete; removed on any failure). `checks` is the BatchNorm check table to store.
+    public static func record(config: RunConfig, data: MNIST, to path: String, header: RecordHeader = .init(created: "", reproVersion: ""),
+                              checks: [CheckRow], observers: [TrainingObserver] = [],
+                              temporaryFileCreated: (String) -> Void = { _ in }) throws {
+        let file = try RecordFile(target: path)
+        temporaryFileCreated(file.temporaryPath)
+        do {
+            let writer = try RecordWriter(file: file, config: config, data: DataDescription(dataset: config.dataset, data: data),
+                                          header: header, checks: checks)
+            try Trainer(config: config, data: data).run(observers: observers + [writer])
+            try writer.finish()
+        } catch {
+            file.abandon()
+            throw error
+        }
+    }
+}
