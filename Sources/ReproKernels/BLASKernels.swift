@@ -6,7 +6,7 @@ import RealModule
 ///
 /// Bits are stable run after run for a fixed OpenBLAS core type (OPENBLAS_CORETYPE) and thread count
 /// (`OpenBLAS.setThreadCount`), but change between them, and libm's expf/logf differ between its FMA and SSE2
-/// code paths: a record stores all three facts (see `OpenBLAS.environment`).
+/// code paths: a record stores all three facts (its `/environment`: OpenBLAS's core name, configuration and thread count).
 public struct BLASKernels: Kernels {
     /// Threads of the layers' own parallel work; OpenBLAS's own count is `OpenBLAS.setThreadCount`.
     public let threads: Int

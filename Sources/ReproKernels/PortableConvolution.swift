@@ -11,18 +11,14 @@
 /// - Input gradient: each chunk's column gradient is computed and scattered (col2im) into its own images;
 ///   threads take whole chunks.
 /// Measured (2 threads, batch 128, conv1): see the README's performance table.
-// Each entry point re-enters concrete Float or Double code: reached through `any Kernels`, a generic body
-// would run unspecialized.
+// Each entry point re-enters concrete Float or Double code (the only KernelScalar types): reached through
+// `any Kernels`, a generic body would run unspecialized.
 extension PortableKernels {
     @inlinable
     public func convolutionForward<T: KernelScalar>(
         _ shape: ConvolutionShape, input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>,
         output: UnsafeMutablePointer<T>, columns: inout [T]
     ) {
-        guard PortableConvolution<T>.handles(shape) else {
-            return ConvolutionByColumns.forward(shape, kernels: self, input: input, weight: weight, bias: bias,
-                                                output: output, columns: &columns)
-        }
         columns = []
         if T.self == Float.self {
             PortableConvolution<Float>.forward(shape, input: cast(input), weight: cast(weight), bias: cast(bias),
@@ -38,10 +34,6 @@ extension PortableKernels {
         _ shape: ConvolutionShape, input: UnsafePointer<T>, outputGradient: UnsafePointer<T>,
         weightGradient: UnsafeMutablePointer<T>, columns: inout [T]
     ) {
-        guard PortableConvolution<T>.handles(shape) else {
-            return ConvolutionByColumns.weightGradient(shape, kernels: self, input: input, outputGradient: outputGradient,
-                                                       weightGradient: weightGradient, columns: &columns)
-        }
         if T.self == Float.self {
             PortableConvolution<Float>.weightGradient(shape, input: cast(input), outputGradient: cast(outputGradient),
                                                       weightGradient: cast(weightGradient), threads: threads)
@@ -56,10 +48,6 @@ extension PortableKernels {
         _ shape: ConvolutionShape, weight: UnsafePointer<T>, outputGradient: UnsafePointer<T>,
         inputGradient: UnsafeMutablePointer<T>
     ) {
-        guard PortableConvolution<T>.handles(shape) else {
-            return ConvolutionByColumns.inputGradient(shape, kernels: self, weight: weight, outputGradient: outputGradient,
-                                                      inputGradient: inputGradient)
-        }
         if T.self == Float.self {
             PortableConvolution<Float>.inputGradient(shape, weight: cast(weight), outputGradient: cast(outputGradient),
                                                      inputGradient: cast(inputGradient), threads: threads)
@@ -73,10 +61,6 @@ extension PortableKernels {
 @usableFromInline
 enum PortableConvolution<T: KernelScalar> {
     @usableFromInline typealias V = SIMD16<T>
-
-    /// Concrete Float/Double only: a generic SIMD body reached through `any Kernels` runs unspecialized.
-    @inlinable
-    static func handles(_ s: ConvolutionShape) -> Bool { T.self == Float.self || T.self == Double.self }
 
     /// Images per chunk: the fewest whose output positions fill whole 16-lane blocks (1 for 28×28, 4 for 10×10),
     /// so that every chunk but the last starts at lane 0 of the whole batch's column index.

@@ -1,4 +1,3 @@
-import Dispatch
 
 /// Kernels whose every floating-point operation happens in an order fixed by this code, so results are
 /// bit-identical on every IEEE-754 machine, for every thread count:
@@ -33,16 +32,12 @@ public struct PortableKernels: Kernels {
     ) {
         if T.self == Float.self {
             PortableGEMM<Float>.run(transA, transB, m: m, n: n, k: k, alpha: unsafeBitCast(alpha, to: Float.self),
-                                    a: UnsafeRawPointer(a).assumingMemoryBound(to: Float.self), lda: lda,
-                                    b: UnsafeRawPointer(b).assumingMemoryBound(to: Float.self), ldb: ldb,
-                                    beta: unsafeBitCast(beta, to: Float.self),
-                                    c: UnsafeMutableRawPointer(c).assumingMemoryBound(to: Float.self), ldc: ldc, threads: threads)
+                                    a: cast(a), lda: lda, b: cast(b), ldb: ldb, beta: unsafeBitCast(beta, to: Float.self),
+                                    c: cast(c), ldc: ldc, threads: threads)
         } else if T.self == Double.self {
             PortableGEMM<Double>.run(transA, transB, m: m, n: n, k: k, alpha: unsafeBitCast(alpha, to: Double.self),
-                                     a: UnsafeRawPointer(a).assumingMemoryBound(to: Double.self), lda: lda,
-                                     b: UnsafeRawPointer(b).assumingMemoryBound(to: Double.self), ldb: ldb,
-                                     beta: unsafeBitCast(beta, to: Double.self),
-                                     c: UnsafeMutableRawPointer(c).assumingMemoryBound(to: Double.self), ldc: ldc, threads: threads)
+                                     a: cast(a), lda: lda, b: cast(b), ldb: ldb, beta: unsafeBitCast(beta, to: Double.self),
+                                     c: cast(c), ldc: ldc, threads: threads)
         } else {
             PortableGEMM<T>.run(transA, transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
                                 beta: beta, c: c, ldc: ldc, threads: threads)
@@ -99,10 +94,10 @@ enum PortableGEMM<T: KernelScalar> {
                         beta: beta, c: c, ldc: ldc)
             }
         }
-        if chunks == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: chunks, execute: work) }
+        Parallel.forEach(chunks, threads: chunks) { range in range.forEach(work) }
     }
 
-    /// C[i, j] = Σ_p a(i,p)·B[p, j], p increasing. Register blocks of 4 rows × 16 columns, walked in panels
+    /// C[i, j] = Σ_p a(i,p)·B[p, j], p increasing. Register blocks of 6 rows × 16 columns, walked in panels
     /// of 256 columns × all rows, so a panel of B is read from memory once and from cache after that, and C
     /// is written in runs of 1 KiB. (Loop order only changes speed: each output's arithmetic is fixed.)
     @inlinable

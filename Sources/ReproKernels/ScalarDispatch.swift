@@ -38,11 +38,12 @@ extension FixedOrderReductions {
     }
 }
 
-/// Reinterprets a pointer after a `T.self == Float.self`-style check (or for a bitwise copy of same-size types).
+/// Reinterprets a pointer after a `T.self == Float.self`-style check (or for a bitwise copy of same-size
+/// types): the one pointer cast of the engine, used wherever generic code re-enters concrete Float code.
 @inlinable
-func cast<T, U>(_ p: UnsafePointer<T>) -> UnsafePointer<U> { UnsafeRawPointer(p).assumingMemoryBound(to: U.self) }
+public func cast<T, U>(_ p: UnsafePointer<T>) -> UnsafePointer<U> { UnsafeRawPointer(p).assumingMemoryBound(to: U.self) }
 @inlinable
-func cast<T, U>(_ p: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<U> {
+public func cast<T, U>(_ p: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<U> {
     UnsafeMutableRawPointer(p).assumingMemoryBound(to: U.self)
 }
 

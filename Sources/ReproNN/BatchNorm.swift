@@ -95,10 +95,10 @@ public final class BatchNorm<T: KernelScalar> {
         usedBatchStatistics = useBatch
         var mean = useBatch ? [T](repeating: 0, count: channels) : runningMean!.value
         var std = useBatch ? [T](repeating: 0, count: channels) : runningStd!.value
-        let divisor = T(options.unbiased ? m - 1 : m), epsilon = T(options.epsilon), kernels = kernels
         if normalized.count != x.data.count { normalized = [T](repeating: 0, count: x.data.count) }
-        let scale = gamma?.value ?? [T](repeating: 1, count: channels), shift = beta?.value ?? [T](repeating: 0, count: channels)
-        let affine = options.affine
+        let pass = ForwardPass(m: m, divisor: T(options.unbiased ? m - 1 : m), epsilon: T(options.epsilon), batchStatistics: useBatch,
+                               affine: options.affine, relu: fusedReLU, kernels: kernels,
+                               gamma: gamma?.value ?? [T](repeating: 1, count: channels), beta: beta?.value ?? [T](repeating: 0, count: channels))
         var y = [T](overwrittenCount: x.data.count)  // every element is written below
         // Threads take whole channels: a channel's statistics, then its normalization while it is in cache.
         x.data.withUnsafeBufferPointer { xp in normalized.withUnsafeMutableBufferPointer { np in y.withUnsafeMutableBufferPointer { yp in
@@ -106,51 +106,17 @@ public final class BatchNorm<T: KernelScalar> {
                 nonisolated(unsafe) let xs = xp.baseAddress!, ns = np.baseAddress!, ys = yp.baseAddress!
                 nonisolated(unsafe) let means = mp.baseAddress!, stds = sp.baseAddress!
                 Parallel.forEach(channels, threads: kernels.threads, minimumPerPart: Self.channelsPerThread(m)) { range in
-                    for c in range {
-                        if useBatch {
-                            let seg = UnsafeBufferPointer(start: xs + c * m, count: m)
-                            let mu = kernels.sum(seg) / T(m)
-                            let variance = kernels.sumOfSquaredDeviations(seg, from: mu) / divisor + epsilon
-                            means[c] = mu
-                            stds[c] = variance.squareRoot()
-                        }
-                        let mu = means[c], s = stds[c], g = scale[c], b = shift[c]
-                        let base = c * m
-                        if T.self == Float.self {
-                            normalizeFloat(x: Self.float(xs + base), normalized: Self.float(ns + base), y: Self.float(ys + base),
-                                           count: m, mean: Self.float(mu), std: Self.float(s), gamma: Self.float(g),
-                                           beta: Self.float(b), affine: affine, relu: fusedReLU)
-                            continue
-                        }
-                        switch (affine, fusedReLU) {
-                        case (true, false):
-                            for i in base..<(base + m) { let h = (xs[i] - mu) / s; ns[i] = h; ys[i] = h * g + b }
-                        case (false, false):
-                            for i in base..<(base + m) { let h = (xs[i] - mu) / s; ns[i] = h; ys[i] = h }
-                        case (true, true):  // Swift.max(v, 0) as ReLU: NaN stays NaN
-                            for i in base..<(base + m) { let h = (xs[i] - mu) / s; ns[i] = h; ys[i] = Swift.max(h * g + b, T.zero) }
-                        case (false, true):
-                            for i in base..<(base + m) { let h = (xs[i] - mu) / s; ns[i] = h; ys[i] = Swift.max(h, T.zero) }
-                        }
-                    }
+                    for c in range { pass.channel(c, x: xs, normalized: ns, y: ys, means: means, stds: stds) }
                 }
             } }
         } } }
         if useBatch {
             // NaN inputs propagate as in PyTorch; only the division by a zero std is refused (first such channel),
             // before any state changes: the output computed with it is dropped.
-            if let c = std.firstIndex(where: { $0 == 0 }) ?? (divisor == 0 ? 0 : nil) {
+            if let c = std.firstIndex(where: { $0 == 0 }) ?? (pass.divisor == 0 ? 0 : nil) {
                 throw BatchNormError.zeroStandardDeviation(layer: name, channel: c, elements: m)
             }
-            if training, options.trackRunningStats, let rm = runningMean, let rs = runningStd {
-                // As the notebook computes it in float32: momentum·running + (1 − momentum)·batch, with
-                // (1 − momentum) formed in Double first (Python does) and each factor rounded to T.
-                let keep = T(options.momentum), take = T(1 - options.momentum)
-                for c in 0..<channels {
-                    rm.value[c] = keep * rm.value[c] + take * mean[c]
-                    rs.value[c] = keep * rs.value[c] + take * std[c]
-                }
-            }
+            if training { updateRunningStatistics(mean: mean, std: std) }
         }
         lastMean = mean
         lastStd = std
@@ -158,14 +124,65 @@ public final class BatchNorm<T: KernelScalar> {
         return FeatureMap(channels: x.channels, batch: x.batch, height: x.height, width: x.width, data: y)
     }
 
-    @inlinable
-    static func float(_ p: UnsafePointer<T>) -> UnsafePointer<Float> { UnsafeRawPointer(p).assumingMemoryBound(to: Float.self) }
-    @inlinable
-    static func float(_ p: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<Float> {
-        UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self)
+    /// What one forward pass does to one channel: its batch statistics (when it uses them), then
+    /// x̂ = (x − μ)/s, y = x̂·γ + β, and the fused ReLU.
+    @usableFromInline
+    struct ForwardPass: Sendable {
+        @usableFromInline let m: Int
+        @usableFromInline let divisor: T, epsilon: T
+        @usableFromInline let batchStatistics: Bool, affine: Bool, relu: Bool
+        @usableFromInline let kernels: any Kernels
+        @usableFromInline let gamma: [T], beta: [T]
+
+        @inlinable
+        init(m: Int, divisor: T, epsilon: T, batchStatistics: Bool, affine: Bool, relu: Bool, kernels: any Kernels, gamma: [T], beta: [T]) {
+            self.m = m; self.divisor = divisor; self.epsilon = epsilon
+            self.batchStatistics = batchStatistics; self.affine = affine; self.relu = relu
+            self.kernels = kernels; self.gamma = gamma; self.beta = beta
+        }
+
+        @inlinable
+        func channel(_ c: Int, x xs: UnsafePointer<T>, normalized ns: UnsafeMutablePointer<T>, y ys: UnsafeMutablePointer<T>,
+                     means: UnsafeMutablePointer<T>, stds: UnsafeMutablePointer<T>) {
+            let base = c * m
+            if batchStatistics {
+                let seg = UnsafeBufferPointer(start: xs + base, count: m)
+                let mu = kernels.sum(seg) / T(m)
+                let variance = kernels.sumOfSquaredDeviations(seg, from: mu) / divisor + epsilon
+                means[c] = mu
+                stds[c] = variance.squareRoot()
+            }
+            let mu = means[c], s = stds[c], g = gamma[c], b = beta[c]
+            if T.self == Float.self {
+                normalizeFloat(x: cast(xs + base), normalized: cast(ns + base), y: cast(ys + base), count: m,
+                               mean: unsafeBitCast(mu, to: Float.self), std: unsafeBitCast(s, to: Float.self),
+                               gamma: unsafeBitCast(g, to: Float.self), beta: unsafeBitCast(b, to: Float.self), affine: affine, relu: relu)
+                return
+            }
+            switch (affine, relu) {
+            case (true, false):
+                for i in base..<(base + m) { let h = (xs[i] - mu) / s; ns[i] = h; ys[i] = h * g + b }
+            case (false, false):
+                for i in base..<(base + m) { let h = (xs[i] - mu) / s; ns[i] = h; ys[i] = h }
+            case (true, true):  // Swift.max(v, 0) as ReLU: NaN stays NaN
+                for i in base..<(base + m) { let h = (xs[i] - mu) / s; ns[i] = h; ys[i] = Swift.max(h * g + b, T.zero) }
+            case (false, true):
+                for i in base..<(base + m) { let h = (xs[i] - mu) / s; ns[i] = h; ys[i] = Swift.max(h, T.zero) }
+            }
+        }
     }
+
+    /// As the notebook computes it in float32: momentum·running + (1 − momentum)·batch, with (1 − momentum)
+    /// formed in Double first (Python does) and each factor rounded to T.
     @inlinable
-    static func float(_ v: T) -> Float { unsafeBitCast(v, to: Float.self) }
+    func updateRunningStatistics(mean: [T], std: [T]) {
+        guard options.trackRunningStats, let rm = runningMean, let rs = runningStd else { return }
+        let keep = T(options.momentum), take = T(1 - options.momentum)
+        for c in 0..<channels {
+            rm.value[c] = keep * rm.value[c] + take * mean[c]
+            rs.value[c] = keep * rs.value[c] + take * std[c]
+        }
+    }
 
     /// Channels per thread worth waking a second thread for: about 16 K elements in all.
     @inlinable
@@ -181,52 +198,22 @@ public final class BatchNorm<T: KernelScalar> {
         let m = dy.perChannel
         precondition(dy.data.count == normalized.count, "\(name).backward does not match the last forward")
         var dx = [T](overwrittenCount: dy.data.count)  // every element is written below
-        let divisor = T(options.unbiased ? m - 1 : m)
         var sumsDy = [T](repeating: 0, count: channels), sumsDyXhat = [T](repeating: 0, count: channels)
-        let scale = gamma?.value ?? [T](repeating: 1, count: channels), stds = lastStd
-        let batchStatistics = usedBatchStatistics, kernels = kernels, fusedReLU = !reluOutput.isEmpty
+        let pass = BackwardPass(m: m, divisor: T(options.unbiased ? m - 1 : m), batchStatistics: usedBatchStatistics,
+                                kernels: kernels, gamma: gamma?.value ?? [T](repeating: 1, count: channels), stds: lastStd)
+        let fusedReLU = !reluOutput.isEmpty
         dy.data.withUnsafeBufferPointer { g in normalized.withUnsafeBufferPointer { np in dx.withUnsafeMutableBufferPointer { dp in
           reluOutput.withUnsafeBufferPointer { rp in
             sumsDy.withUnsafeMutableBufferPointer { sd in sumsDyXhat.withUnsafeMutableBufferPointer { sx in
-                nonisolated(unsafe) let ns = np.baseAddress!, ds = dp.baseAddress!
+                nonisolated(unsafe) let ns = np.baseAddress!, ds = dp.baseAddress!, incoming = g.baseAddress!
                 // (An empty array may still hand out a non-nil base address: test the flag, not the pointer.)
                 nonisolated(unsafe) let outputs = fusedReLU ? rp.baseAddress : nil
-                // With the ReLU fused, its gradient (threshold_backward: `o <= 0 ? 0 : dy`) is written into dx
-                // first and the layer's gradient computed from there, in place.
-                nonisolated(unsafe) let incoming = g.baseAddress!
-                nonisolated(unsafe) let gs = fusedReLU ? UnsafePointer(dp.baseAddress!) : incoming
                 nonisolated(unsafe) let sumDyOut = sd.baseAddress!, sumDyXhatOut = sx.baseAddress!
                 // Threads take whole channels.
                 Parallel.forEach(channels, threads: kernels.threads, minimumPerPart: Self.channelsPerThread(m)) { channelRange in
                     for c in channelRange {
-                        let range = (c * m)..<((c + 1) * m)
-                        if let outputs {
-                            for i in range { ds[i] = outputs[i] <= T.zero ? T.zero : incoming[i] }
-                        }
-                        let gSeg = UnsafeBufferPointer(start: gs + c * m, count: m)
-                        let nSeg = UnsafeBufferPointer(start: ns + c * m, count: m)
-                        let sumDy = kernels.sum(gSeg)
-                        let sumDyXhat = kernels.dot(gSeg, nSeg)
-                        sumDyOut[c] = sumDy
-                        sumDyXhatOut[c] = sumDyXhat
-                        let gam = scale[c], s = stds[c]
-                        if batchStatistics {
-                            // Sums of ∂L/∂x̂ = γ·dy follow from the sums of dy.
-                            let meanDxhat = gam * sumDy / T(m)
-                            let projection = gam * sumDyXhat / divisor
-                            if T.self == Float.self {
-                                inputGradientFloat(gradient: Self.float(gs + c * m), normalized: Self.float(ns + c * m),
-                                                   into: Self.float(ds + c * m), count: m, gamma: Self.float(gam),
-                                                   meanGradient: Self.float(meanDxhat), projection: Self.float(projection),
-                                                   std: Self.float(s))
-                            } else {
-                                for i in range {
-                                    ds[i] = (gam * gs[i] - meanDxhat - ns[i] * projection) / s
-                                }
-                            }
-                        } else {
-                            for i in range { ds[i] = gam * gs[i] / s }
-                        }
+                        pass.channel(c, incoming: incoming, reluOutput: outputs, normalized: ns, dx: ds,
+                                     sumDy: sumDyOut, sumDyXhat: sumDyXhatOut)
                     }
                 }
             } }
@@ -237,6 +224,55 @@ public final class BatchNorm<T: KernelScalar> {
             beta.grad = sumsDy
         }
         return FeatureMap(channels: dy.channels, batch: dy.batch, height: dy.height, width: dy.width, data: dx)
+    }
+
+    /// What one backward pass does to one channel: the fused ReLU's gradient (threshold_backward,
+    /// `o <= 0 ? 0 : dy`, written into dx first so the rest works in place), the channel's sums Σdy and
+    /// Σdy·x̂ (the gradients of β and γ), then ∂L/∂x.
+    @usableFromInline
+    struct BackwardPass: Sendable {
+        @usableFromInline let m: Int
+        @usableFromInline let divisor: T
+        @usableFromInline let batchStatistics: Bool
+        @usableFromInline let kernels: any Kernels
+        @usableFromInline let gamma: [T], stds: [T]
+
+        @inlinable
+        init(m: Int, divisor: T, batchStatistics: Bool, kernels: any Kernels, gamma: [T], stds: [T]) {
+            self.m = m; self.divisor = divisor; self.batchStatistics = batchStatistics
+            self.kernels = kernels; self.gamma = gamma; self.stds = stds
+        }
+
+        @inlinable
+        func channel(_ c: Int, incoming: UnsafePointer<T>, reluOutput outputs: UnsafePointer<T>?, normalized ns: UnsafePointer<T>,
+                     dx ds: UnsafeMutablePointer<T>, sumDy: UnsafeMutablePointer<T>, sumDyXhat: UnsafeMutablePointer<T>) {
+            let range = (c * m)..<((c + 1) * m)
+            if let outputs {
+                for i in range { ds[i] = outputs[i] <= T.zero ? T.zero : incoming[i] }
+            }
+            let gs = outputs == nil ? incoming : UnsafePointer(ds)
+            let gSeg = UnsafeBufferPointer(start: gs + c * m, count: m)
+            let nSeg = UnsafeBufferPointer(start: ns + c * m, count: m)
+            let sumsDy = kernels.sum(gSeg)
+            let sumsDyXhat = kernels.dot(gSeg, nSeg)
+            sumDy[c] = sumsDy
+            sumDyXhat[c] = sumsDyXhat
+            let gam = gamma[c], s = stds[c]
+            guard batchStatistics else {
+                for i in range { ds[i] = gam * gs[i] / s }
+                return
+            }
+            // Sums of ∂L/∂x̂ = γ·dy follow from the sums of dy.
+            let meanDxhat = gam * sumsDy / T(m)
+            let projection = gam * sumsDyXhat / divisor
+            if T.self == Float.self {
+                inputGradientFloat(gradient: cast(gs + c * m), normalized: cast(ns + c * m), into: cast(ds + c * m), count: m,
+                                   gamma: unsafeBitCast(gam, to: Float.self), meanGradient: unsafeBitCast(meanDxhat, to: Float.self),
+                                   projection: unsafeBitCast(projection, to: Float.self), std: unsafeBitCast(s, to: Float.self))
+            } else {
+                for i in range { ds[i] = (gam * gs[i] - meanDxhat - ns[i] * projection) / s }
+            }
+        }
     }
 }
 

@@ -38,11 +38,6 @@ public struct FeatureMap<T: KernelScalar> {
         self.data = data
     }
 
-    public init(zerosChannels channels: Int, batch: Int, height: Int = 1, width: Int = 1) {
-        self.init(channels: channels, batch: batch, height: height, width: width,
-                  data: [T](repeating: 0, count: channels * batch * height * width))
-    }
-
     /// Elements per channel: what BatchNorm averages over.
     public var perChannel: Int { batch * height * width }
     public var spatial: Int { height * width }

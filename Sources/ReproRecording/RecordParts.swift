@@ -194,16 +194,13 @@ public struct CheckRow: Sendable, Equatable {
     /// +infinity for an information row (no bound); stored as −1.
     public var bound: Double
     public var passed: Bool
-    /// Shown with the table, not stored.
-    public var note: String
 
-    public init(caseName: String, check: String, worstError: Double, bound: Double, passed: Bool, note: String = "") {
+    public init(caseName: String, check: String, worstError: Double, bound: Double, passed: Bool) {
         self.caseName = caseName
         self.check = check
         self.worstError = worstError
         self.bound = bound
         self.passed = passed
-        self.note = note
     }
 }
 

@@ -292,8 +292,7 @@ public enum BatchNormChecks {
         for r in rows {
             lines.append("  " + r.caseName.padding(toLength: 52, withPad: " ", startingAt: 0) + " "
                          + r.check.padding(toLength: 48, withPad: " ", startingAt: 0)
-                         + String(format: "  %11.3e  ", r.worstError) + (r.bound.isFinite ? String(format: "%11.3e  ", r.bound) : "          -  ") + (r.bound.isFinite ? (r.passed ? "pass" : "FAIL") : "info")
-                         + (r.note.isEmpty ? "" : "  (\(r.note))"))
+                         + String(format: "  %11.3e  ", r.worstError) + (r.bound.isFinite ? String(format: "%11.3e  ", r.bound) : "          -  ") + (r.bound.isFinite ? (r.passed ? "pass" : "FAIL") : "info"))
         }
         return lines.joined(separator: "\n")
     }
@@ -302,7 +301,6 @@ public enum BatchNormChecks {
         rows.map { r in
             var o: [String: Any] = ["case": r.caseName, "check": r.check, "worst_error": r.worstError, "passed": r.passed]
             if r.bound.isFinite { o["bound"] = r.bound }
-            if !r.note.isEmpty { o["note"] = r.note }
             return o
         }
     }

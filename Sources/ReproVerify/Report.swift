@@ -32,9 +32,10 @@ public enum Report {
         } else {
             let what = r.trainingFailure != nil ? "the re-run failed" : "\(failed.count) of \(r.series.count) series differ"
             lines.append("DRIFT \(r.golden): \(what) (\(r.mode))")
-            if let first = r.firstDivergence { lines.append("  " + first.description) }
         }
+        // The configurations first: when they differ, that is the likely cause of everything below.
         for difference in r.configurationDifferences { lines.append("  configuration differs: \(difference)") }
+        if !r.passed, let first = r.firstDivergence { lines.append("  " + first.description) }
         lines.append("  comparison: \(r.mode), because \(r.modeReason)")
         if let weak = TolerancePolicy.weakness(of: r.mode) { lines.append("  note: " + weak) }
         // Without --verbose: the failing series in order of their first divergence, at most 12.

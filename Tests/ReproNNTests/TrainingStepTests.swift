@@ -26,27 +26,53 @@ import ReproNN
         let result = try net.trainStep(x, targets: targets, optimizer: sgd)
         #expect(abs(result.loss - referenceLoss) <= 1e-12 * abs(referenceLoss))
 
+        // Step 1: the momentum buffer is the gradient itself plus weight decay; p1 = p0 − lr·buf1.
         var checked = 0
-        for p in net.parameters {
+        var firstBuffers = [String: [Int: Double]]()
+        for (index, p) in net.parameters.enumerated() {
             for i in spreadIndices(count: p.count, picks: 6, seed: UInt64(p.count) + 1) {
                 let original = before[p.name]![i]
-                func lossAt(_ v: Double) -> Double {
-                    reference.params[p.name]![i] = v
-                    defer { reference.params[p.name]![i] = original }
-                    return reference.loss(xNCHW, n: n, targets: targets)
-                }
-                let eps = Tolerances.finiteDifferenceStep
-                let grad = (lossAt(original + eps) - lossAt(original - eps)) / (2 * eps)
-                let expected = original - options.learningRate * (grad + options.weightDecay * original)
+                let grad = centralDifference(&reference, p.name, i, xNCHW, n, targets)
+                let buffer = grad + options.weightDecay * original
+                let expected = original - options.learningRate * buffer
                 // The update's error is lr times the gradient's, so the gradcheck bound scales by lr.
-                let bound = options.learningRate * (Tolerances.gradientAbsolute + Tolerances.gradientRelative * abs(grad))
-                #expect(abs(p.value[i] - expected) <= bound, "\(p.name)[\(i)]")
+                let bound = Tolerances.gradientAbsolute + Tolerances.gradientRelative * abs(grad)
+                #expect(abs(p.value[i] - expected) <= options.learningRate * bound, "\(p.name)[\(i)]")
+                #expect(abs(sgd.momentumBuffers[index][i] - buffer) <= bound, "buffer \(p.name)[\(i)]")
+                firstBuffers[p.name, default: [:]][i] = sgd.momentumBuffers[index][i]
                 checked += 1
             }
         }
         #expect(checked >= 60)
-        // The second step uses the momentum buffer: buf = 0.9·buf + g.
-        #expect(sgd.momentumBuffers.count == net.parameters.count)
+        // Step 2 on the same batch uses the buffer: buf2 = 0.9·buf1 + (∇L(p1) + wd·p1); p2 = p1 − lr·buf2.
+        let afterFirst = Self.stateDictionary(net)
+        reference = ReferenceLeNet(params: afterFirst, normalized: normalized)
+        _ = try net.trainStep(x, targets: targets, optimizer: sgd)
+        var missedWithoutMomentum = 0  // negative control: the same check, with the momentum term left out
+        for p in net.parameters {
+            for (i, buffer1) in firstBuffers[p.name]!.sorted(by: { $0.key < $1.key }) {
+                let p1 = afterFirst[p.name]![i]
+                let grad = centralDifference(&reference, p.name, i, xNCHW, n, targets)
+                let expected = p1 - options.learningRate * (options.momentum * buffer1 + grad + options.weightDecay * p1)
+                let bound = options.learningRate * (Tolerances.gradientAbsolute + Tolerances.gradientRelative * abs(grad))
+                #expect(abs(p.value[i] - expected) <= bound, "step 2 \(p.name)[\(i)]")
+                let withoutMomentum = p1 - options.learningRate * (grad + options.weightDecay * p1)
+                if abs(p.value[i] - withoutMomentum) > bound { missedWithoutMomentum += 1 }
+            }
+        }
+        #expect(missedWithoutMomentum > checked / 2, "the momentum term moved only \(missedWithoutMomentum) of \(checked) values")
+    }
+
+    /// ∂L/∂param[i] of the reference by central differences.
+    func centralDifference(_ reference: inout ReferenceLeNet, _ name: String, _ i: Int, _ x: [Double], _ n: Int, _ targets: [Int]) -> Double {
+        let original = reference.params[name]![i]
+        func lossAt(_ v: Double) -> Double {
+            reference.params[name]![i] = v
+            defer { reference.params[name]![i] = original }
+            return reference.loss(x, n: n, targets: targets)
+        }
+        let eps = Tolerances.finiteDifferenceStep
+        return (lossAt(original + eps) - lossAt(original - eps)) / (2 * eps)
     }
 
     @Test func negativeControlReferenceCatchesAWrongLoss() throws {

@@ -254,7 +254,7 @@ struct Fixture {
         #expect(report.configurationDifferences == ["seed: 0 vs 5"])
         let text = Report.text(report)
         let lines = text.split(separator: "\n")
-        #expect(lines.count > 2 && lines[2].contains("configuration differs: seed: 0 vs 5"), "\(text)")
+        #expect(lines.count > 2 && lines[1].contains("configuration differs: seed: 0 vs 5"), "\(text)")
         let order = report.series.first { $0.path == RecordSchema.epochOrder }
         #expect(order?.isInteger == true && order?.worstULP == nil && order?.passed == false)
         #expect(order?.firstDivergence?.description.contains("ULP") == false, "\(order?.firstDivergence?.description ?? "")")
