@@ -15,6 +15,8 @@ public struct ModelLayout: Sendable, Equatable {
     public struct BatchNormLayer: Sendable, Equatable {
         public let name: String
         public let channels: Int
+        /// The spatial size of the layer's input (1×1 for BatchNorm1d).
+        public let height: Int, width: Int
         public let tracksRunningStatistics: Bool
     }
 
@@ -39,12 +41,21 @@ public struct BatchNormStatistics<T: KernelScalar>: Sendable {
 }
 
 extension LeNet5 {
+    /// The input images: 3×32×32.
+    public static var inputSize: Int { 32 }
+
     public var layout: ModelLayout {
         let bnNames = Set(batchNorms.map(\.name))
+        // conv1's output (bn1's input), then pooled by 2 and through conv2 (bn2's input); bn3, bn4 are 1d.
+        let size1 = Self.inputSize - conv1.kernelSize + 1, size2 = size1 / 2 - conv2.kernelSize + 1
+        let sizes = ["bn1": size1, "bn2": size2]
         return ModelLayout(
             forwardOrder: ["conv1", "bn1", "relu1", "pool1", "conv2", "bn2", "relu2", "pool2", "fc3", "bn3", "relu3",
                            "fc4", "bn4", "relu4", "fc5"].filter { !$0.hasPrefix("bn") || bnNames.contains($0) },
-            batchNorms: batchNorms.map { .init(name: $0.name, channels: $0.channels, tracksRunningStatistics: $0.options.trackRunningStats) },
+            batchNorms: batchNorms.map {
+                .init(name: $0.name, channels: $0.channels, height: sizes[$0.name] ?? 1, width: sizes[$0.name] ?? 1,
+                      tracksRunningStatistics: $0.options.trackRunningStats)
+            },
             stateDict: stateDict.map { .init(name: $0.name, shape: $0.shape, isParameter: $0.isParameter) })
     }
 

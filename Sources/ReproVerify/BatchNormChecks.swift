@@ -26,12 +26,10 @@ public enum BatchNormChecks {
         var label: String { "\(is2d ? "BN2d" : "BN1d") N=\(batch) C=\(channels)" + (is2d ? " \(height)×\(width)" : "") + " \(name)" }
     }
 
-    /// The model's own shapes at batch 128, small batches, and hard inputs.
-    public static let inputs: [Input] = [
-        Input(name: "model bn1", batch: 128, channels: 6, height: 28, width: 28, scale: 1, offset: 0),
-        Input(name: "model bn2", batch: 128, channels: 16, height: 10, width: 10, scale: 1, offset: 0),
-        Input(name: "model bn3", batch: 128, channels: 120, height: 1, width: 1, scale: 1, offset: 0),
-        Input(name: "model bn4", batch: 128, channels: 84, height: 1, width: 1, scale: 1, offset: 0),
+    /// The model's own shapes at batch 128 (from its layout), small batches, and hard inputs.
+    public static let inputs: [Input] = LeNet5<Float>.layout(normalized: true, batchNorm: .notebook).batchNorms.map {
+        Input(name: "model \($0.name)", batch: 128, channels: $0.channels, height: $0.height, width: $0.width, scale: 1, offset: 0)
+    } + [
         Input(name: "N=2", batch: 2, channels: 3, height: 1, width: 1, scale: 1, offset: 0.5),
         Input(name: "N=3", batch: 3, channels: 4, height: 2, width: 2, scale: 1, offset: 0.5),
         Input(name: "large magnitude", batch: 16, channels: 5, height: 1, width: 1, scale: 1e4, offset: 0),

@@ -153,8 +153,8 @@ struct BenchCommand: ParsableCommand {
         var best = Double.infinity
         for _ in 0..<5 {
             let t0 = DispatchTime.now().uptimeNanoseconds
-            DispatchQueue.concurrentPerform(iterations: threads) { part in
-                if fmaLoop(iterations, SIMD16(repeating: 1e-9), SIMD16(repeating: Float(part + 1))) < 0 { print("") }
+            Parallel.forEach(threads, threads: threads) { parts in
+                for part in parts where fmaLoop(iterations, SIMD16(repeating: 1e-9), SIMD16(repeating: Float(part + 1))) < 0 { print("") }
             }
             best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
         }
