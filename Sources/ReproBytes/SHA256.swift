@@ -3,8 +3,8 @@ import CLibCrypto
 
 /// SHA-256 through OpenSSL's libcrypto (EVP interface), which every machine with libhdf5-dev has.
 public enum SHA256 {
-    /// The digest of `bytes` as 64 lowercase hex digits.
-    public static func hex<Bytes: ContiguousBytes>(_ bytes: Bytes) -> String {
+    /// The 32-byte digest of `bytes`.
+    public static func digest<Bytes: ContiguousBytes>(_ bytes: Bytes) -> [UInt8] {
         var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
         var length: UInt32 = 0
         let ok = bytes.withUnsafeBytes { raw in
@@ -12,8 +12,11 @@ public enum SHA256 {
         }
         // EVP_Digest fails only when libcrypto cannot allocate a context: nothing a caller could handle.
         precondition(ok == 1 && length == 32, "libcrypto's SHA-256 failed")
-        return hexString(digest.prefix(32))
+        return Array(digest.prefix(32))
     }
+
+    /// The digest of `bytes` as 64 lowercase hex digits.
+    public static func hex<Bytes: ContiguousBytes>(_ bytes: Bytes) -> String { hexString(digest(bytes)) }
 
     /// Whether `text` has the form of a hex digest: 64 lowercase hex digits.
     public static func isHexDigest(_ text: String) -> Bool {

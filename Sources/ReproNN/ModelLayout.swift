@@ -38,6 +38,14 @@ public struct BatchNormStatistics<T: KernelScalar>: Sendable {
     public let batchStd: [T]
     public let runningMean: [T]?
     public let runningStd: [T]?
+
+    public init(layer: String, batchMean: [T], batchStd: [T], runningMean: [T]?, runningStd: [T]?) {
+        self.layer = layer
+        self.batchMean = batchMean
+        self.batchStd = batchStd
+        self.runningMean = runningMean
+        self.runningStd = runningStd
+    }
 }
 
 extension LeNet5 {

@@ -62,6 +62,7 @@ extension RunConfig {
             ("kernels", .string(kernels.rawValue)), ("bn_momentum", .float64(batchNorm.momentum)),
             ("bn_epsilon", .float64(batchNorm.epsilon)), ("bn_unbiased", .int32(batchNorm.unbiased ? 1 : 0)),
             ("bn_affine", .int32(batchNorm.affine ? 1 : 0)), ("bn_track_running_stats", .int32(batchNorm.trackRunningStats ? 1 : 0)),
+            ("profile", .string(profile.rawValue)), ("window_steps", .int64(Int64(windowSteps ?? -1))),
         ]
         return out
     }
@@ -98,6 +99,8 @@ extension RunConfig {
                                      momentum: try p.float64("bn_momentum", in: L.batchNormMomentum),
                                      epsilon: try p.float64("bn_epsilon", in: L.batchNormEpsilon),
                                      unbiased: try p.bool("bn_unbiased"))
+        profile = RecordProfile(rawValue: try p.string("profile", oneOf: RecordProfile.allCases.map(\.rawValue)))!
+        windowSteps = try p.optionalCount("window_steps", in: L.count)
         try p.finish()
     }
 }
@@ -240,9 +243,13 @@ struct CheckpointAttributes: Equatable {
 
     /// What a checkpoint after `step` of `plan` states.
     init(step: Int, plan: RunPlan, seed: UInt64) {
+        self.init(step: step, plan: plan, seed: seed, hasMomentumBuffers: step > 0)
+    }
+
+    init(step: Int, plan: RunPlan, seed: UInt64, hasMomentumBuffers: Bool) {
         self.step = step
         (epoch, batchInEpoch) = plan.cursor(afterStep: step)
-        hasMomentumBuffers = step > 0  // SGD creates its buffers at the first step, as PyTorch's
+        self.hasMomentumBuffers = hasMomentumBuffers  // SGD creates its buffers at the first step, as PyTorch's
         rng = "philox4x32-10 seed=\(seed) shuffle_stream=\(RandomStream.shuffle.rawValue) substream=epoch position=0"
     }
 
@@ -289,4 +296,14 @@ extension RunConfig {
         case .other(let what): return what
         }
     }
+}
+
+/// The SHA-256 digests the golden profile keeps instead of values.
+public enum Digest {
+    /// Of a tensor's float32 values, as their little-endian bytes.
+    public static func of(_ values: [Float]) -> [UInt8] { bytes(values.map { $0.bitPattern.littleEndian }) }
+    /// Of an epoch's order, as little-endian int32 bytes.
+    public static func of(_ order: [Int32]) -> [UInt8] { bytes(order.map { $0.littleEndian }) }
+
+    static func bytes<T>(_ values: [T]) -> [UInt8] { values.withUnsafeBytes { SHA256.digest($0) } }
 }

@@ -154,6 +154,26 @@ public final class Record {
 
     public func shape(of dataset: String) -> [Int] { expected[dataset]?.shape ?? [] }
 
+    /// Rows `rows` (first-axis slices) of a dataset, as Double, without reading the rest.
+    public func values(_ dataset: String, rows: Range<Int>) throws(RecordError) -> [Double] {
+        guard let spec = expected[dataset] else { throw RecordError(path, "\(dataset): no such dataset") }
+        do {
+            switch spec.kind {
+            case .float32: return try reader.read(dataset, rows: rows, as: Float.self).map(Double.init)
+            case .float64: return try reader.read(dataset, rows: rows, as: Double.self)
+            case .int32: return try reader.read(dataset, rows: rows, as: Int32.self).map(Double.init)
+            case .int64: return try reader.read(dataset, rows: rows, as: Int64.self).map(Double.init)
+            case .uint8: return try reader.read(dataset, rows: rows, as: UInt8.self).map(Double.init)
+            }
+        } catch let error as StorageError {
+            throw RecordError(path, error.problem)
+        } catch {
+            throw RecordError(path, "\(error)")
+        }
+    }
+
+    public func kind(of dataset: String) -> HDF5Reader.ElementKind? { expected[dataset]?.kind }
+
     // MARK: - Values
 
     /// The stored values against the ranges and relations the schema documents.
@@ -172,10 +192,10 @@ public final class Record {
                 seen[Int(v)] = true
             }
         }
-        // Each epoch's order is a permutation of the training indices.
+        // Each epoch's order is a permutation of the training indices (the golden profile keeps digests only).
         let isTrain = train.reduce(into: [Bool](repeating: false, count: n)) { $0[Int($1)] = true }
-        let order = try reader.read(RecordSchema.epochOrder, as: Int32.self)
-        for epoch in 0..<plan.epochsStarted {
+        let order = config.profile == .complete ? try reader.read(RecordSchema.epochOrder, as: Int32.self) : []
+        for epoch in 0..<(config.profile == .complete ? plan.epochsStarted : 0) {
             var used = [Bool](repeating: false, count: n)
             for j in 0..<nTrain {
                 let v = order[epoch * nTrain + j]
@@ -205,9 +225,16 @@ public final class Record {
                 let path = RecordSchema.stepBatchNorm(bn.name, series)
                 let values = try reader.read(path, as: Float.self)
                 let isStd = series == .batchStd || series == .runningStd
-                if let bad = values.firstIndex(where: { !$0.isFinite || (isStd && $0 <= 0) }) {
-                    throw SchemaViolation(path, found: "step \(bad / bn.channels + 1) channel \(bad % bn.channels) is \(values[bad])",
-                                          expected: isStd ? "finite standard deviations > 0" : "finite means")
+                // The golden profile keeps the steps inside windows; the others hold the not-stored NaN.
+                let kept = (0..<plan.totalSteps).map { config.profile == .complete || plan.isInWindow($0 + 1) }
+                if let bad = values.indices.first(where: { i in
+                    let v = values[i]
+                    return kept[i / bn.channels] ? !v.isFinite || (isStd && v <= 0) : v.bitPattern != RecordSchema.notStored.bitPattern
+                }) {
+                    let step = bad / bn.channels + 1
+                    throw SchemaViolation(path, found: "step \(step) channel \(bad % bn.channels) is \(values[bad])",
+                                          expected: !kept[step - 1] ? "the not-stored NaN outside the windows (golden profile)"
+                                                    : isStd ? "finite standard deviations > 0" : "finite means")
                 }
             }
         }
@@ -245,7 +272,7 @@ public final class Record {
                 if let bad = values.firstIndex(where: { !$0.isFinite }) {
                     throw SchemaViolation("\(path)[\(bad)]", found: "\(values[bad])", expected: "finite values")
                 }
-                guard step > 0, let bn = layout.batchNorms.first(where: { tensor.name.hasPrefix($0.name + ".") }),
+                guard step > 0, plan.isInWindow(step), let bn = layout.batchNorms.first(where: { tensor.name.hasPrefix($0.name + ".") }),
                       let series = RecordSchema.BatchNormSeries(rawValue: String(tensor.name.dropFirst(bn.name.count + 1))) else { continue }
                 let row = Array(try reader.read(RecordSchema.stepBatchNorm(bn.name, series), as: Float.self)[((step - 1) * bn.channels)..<(step * bn.channels)])
                 guard row.map(\.bitPattern) == values.map(\.bitPattern) else {
@@ -292,7 +319,17 @@ struct ExpectedTree {
         }
         add(RecordSchema.trainIndices, .int32, [plan.trainCount])
         add(RecordSchema.validationIndices, .int32, [data.trainSamples - plan.trainCount])
-        add(RecordSchema.epochOrder, .int32, [e, plan.trainCount])
+        switch config.profile {
+        case .complete: add(RecordSchema.epochOrder, .int32, [e, plan.trainCount])
+        case .golden: add(RecordSchema.epochOrderDigests, .uint8, [e, 32])
+        }
+        let digestSteps = plan.windowEndsBetweenCheckpoints
+        if !digestSteps.isEmpty { add(group: RecordSchema.stateDigests) }
+        for step in digestSteps {
+            add(group: RecordSchema.stateDigest(step: step))
+            add(RecordSchema.stateDigest(step: step) + "/model", .uint8, [layout.stateDict.count, 32])
+            add(RecordSchema.stateDigest(step: step) + "/momentum_buffer", .uint8, [layout.parameters.count, 32])
+        }
         add(RecordSchema.stepLoss, .float32, [s])
         add(RecordSchema.stepAccuracy, .float32, [s])
         for bn in layout.batchNorms {

@@ -6,7 +6,9 @@ import ReproStorage
 /// and from the codecs in RecordParts.swift; bump `version` on any change a reader must know about.
 public enum RecordSchema {
     public static let formatName = "repro-record"
-    public static let version: Int32 = 1
+    /// 2: the record profile and verification windows (`/config@profile`, `@window_steps`), window-end state
+    /// digests, epoch-order digests in the golden profile. Version 1 records are refused (re-record them).
+    public static let version: Int32 = 2
 
     public static let config = "/config"
     public static let environment = "/environment"
@@ -14,13 +16,15 @@ public enum RecordSchema {
     public static let split = "/data/split"
     public static let trainIndices = "/data/split/train_indices"        // int32 [n_train]
     public static let validationIndices = "/data/split/val_indices"     // int32 [n_val]
-    public static let epochOrder = "/data/epoch_order"                  // int32 [epochs_started, n_train]
+    public static let epochOrder = "/data/epoch_order"                  // int32 [epochs_started, n_train] (complete profile)
+    public static let epochOrderDigests = "/data/epoch_order_sha256"    // uint8 [epochs_started, 32] (golden profile)
 
     public static let steps = "/steps"
     public static let stepLoss = "/steps/loss"                          // float32 [S]
     public static let stepAccuracy = "/steps/accuracy"                  // float32 [S], percent
     /// float32 [S, C] under /steps/<bn layer>/: batch_mean, batch_std (used in the step), running_mean,
-    /// running_std (after the step; only for layers that track running statistics).
+    /// running_std (after the step; only for layers that track running statistics). In the golden profile the
+    /// rows of steps outside every window hold `notStored`.
     public static func stepBatchNorm(_ layer: String, _ series: BatchNormSeries) -> String { "/steps/\(layer)/\(series.rawValue)" }
 
     public enum BatchNormSeries: String, CaseIterable, Sendable {
@@ -52,11 +56,21 @@ public enum RecordSchema {
     public static let checks = "/checks"
     public static let batchNormChecks = "/checks/bn"
 
+    /// The value of a per-step series at a step the profile does not keep: one quiet NaN bit pattern.
+    public static let notStored = Float(bitPattern: 0x7fc0_0000)
+
+    /// The state at the end of a window that is not a checkpoint: the SHA-256 of each tensor's little-endian
+    /// float32 bytes, uint8 [T, 32] for the state_dict and [P, 32] for the momentum buffers, in their orders.
+    public static let stateDigests = "/state_digests"
+    public static func stateDigest(step: Int) -> String { stateDigests + "/" + padded(step) }
+
     public static let checkpoints = "/checkpoints"
     /// Zero-padded so HDF5's name order is step order.
-    public static func checkpoint(step: Int) -> String {
+    public static func checkpoint(step: Int) -> String { checkpoints + "/" + padded(step) }
+
+    static func padded(_ step: Int) -> String {
         let digits = String(step)
-        return "/checkpoints/" + String(repeating: "0", count: max(0, 8 - digits.count)) + digits
+        return String(repeating: "0", count: max(0, 8 - digits.count)) + digits
     }
     public static func checkpointModel(step: Int) -> String { checkpoint(step: step) + "/model" }
     public static func checkpointMomentum(step: Int) -> String { checkpoint(step: step) + "/optimizer/momentum_buffer" }

@@ -14,7 +14,7 @@ public final class RecordWriter: TrainingObserver {
     var stepLoss: [Float] = [], stepAccuracy: [Float] = []
     /// Steps already written to the file; the buffers hold the steps after it.
     var stepsWritten = 0
-    var epochsWritten = 0
+    var layout: ModelLayout?
     /// Per BN layer (forward order), per recorded series: [S × C] row-major.
     var batchNormSeries: [(layer: String, series: [(RecordSchema.BatchNormSeries, [Float])])] = []
     var epochSeries = [[Double]](repeating: [], count: RecordSchema.EpochSeries.allCases.count)
@@ -33,10 +33,14 @@ public final class RecordWriter: TrainingObserver {
 
     public func runStarted(plan: RunPlan, split: DataSplit, layout: ModelLayout) throws {
         self.plan = plan
+        self.layout = layout
         let w = file.writer
         try EnvironmentFacts(current: config.kernels).write(to: w)
         batchNormSeries = layout.batchNorms.map { bn in (bn.name, RecordSchema.BatchNormSeries.recorded(by: bn).map { ($0, []) }) }
-        try w.create(Int32.self, shape: [plan.epochsStarted, plan.trainCount], at: RecordSchema.epochOrder)
+        switch config.profile {
+        case .complete: try w.create(Int32.self, shape: [plan.epochsStarted, plan.trainCount], at: RecordSchema.epochOrder)
+        case .golden: try w.create(UInt8.self, shape: [plan.epochsStarted, 32], at: RecordSchema.epochOrderDigests)
+        }
         try w.create(Float.self, shape: [plan.totalSteps], at: RecordSchema.stepLoss)
         try w.create(Float.self, shape: [plan.totalSteps], at: RecordSchema.stepAccuracy)
         for bn in layout.batchNorms {
@@ -56,21 +60,28 @@ public final class RecordWriter: TrainingObserver {
     }
 
     public func epochStarted(_ epoch: Int, order: [Int32]) throws {
-        try file.writer.writeRows(order, from: epochsWritten, at: RecordSchema.epochOrder)
-        epochsWritten += 1
+        switch config.profile {
+        case .complete: try file.writer.writeRows(order, from: epoch, at: RecordSchema.epochOrder)
+        case .golden: try file.writer.writeRows(Digest.of(order), from: epoch, at: RecordSchema.epochOrderDigests)
+        }
     }
 
     public func stepFinished(_ outcome: StepOutcome) throws {
+        guard let plan else { preconditionFailure("step before runStarted") }
         stepLoss.append(outcome.loss)
         stepAccuracy.append(outcome.accuracy)
+        // The golden profile keeps BatchNorm series inside the windows only.
+        let kept = config.profile == .complete || plan.isInWindow(outcome.step)
         for (i, statistics) in outcome.batchNorm.enumerated() {
             for j in batchNormSeries[i].series.indices {
+                let values: [Float]
                 switch batchNormSeries[i].series[j].0 {
-                case .batchMean: batchNormSeries[i].series[j].1 += statistics.batchMean
-                case .batchStd: batchNormSeries[i].series[j].1 += statistics.batchStd
-                case .runningMean: batchNormSeries[i].series[j].1 += statistics.runningMean ?? []
-                case .runningStd: batchNormSeries[i].series[j].1 += statistics.runningStd ?? []
+                case .batchMean: values = statistics.batchMean
+                case .batchStd: values = statistics.batchStd
+                case .runningMean: values = statistics.runningMean ?? []
+                case .runningStd: values = statistics.runningStd ?? []
                 }
+                batchNormSeries[i].series[j].1 += kept ? values : [Float](repeating: RecordSchema.notStored, count: values.count)
             }
         }
     }
@@ -96,17 +107,31 @@ public final class RecordWriter: TrainingObserver {
         stepAccuracy.removeAll(keepingCapacity: true)
     }
 
-    public func checkpoint(_ state: CheckpointState) throws {
-        guard let plan else { preconditionFailure("checkpoint before runStarted") }
+    public func stateCaptured(_ state: StateCapture) throws {
+        guard let plan, let layout else { preconditionFailure("state before runStarted") }
         let w = file.writer
-        for t in state.model { try w.write(t.values, shape: t.shape, at: RecordSchema.checkpointModel(step: state.step) + "/" + t.name) }
-        for t in state.momentumBuffers {
-            try w.write(t.values, shape: t.shape, at: RecordSchema.checkpointMomentum(step: state.step) + "/" + t.name)
+        if plan.isCheckpoint(state.step) {
+            guard case let .tensors(model, momentumBuffers) = state.content else { preconditionFailure("a checkpoint needs its tensors") }
+            for t in model { try w.write(t.values, shape: t.shape, at: RecordSchema.checkpointModel(step: state.step) + "/" + t.name) }
+            for t in momentumBuffers {
+                try w.write(t.values, shape: t.shape, at: RecordSchema.checkpointMomentum(step: state.step) + "/" + t.name)
+            }
+            let attributes = CheckpointAttributes(step: state.step, plan: plan, seed: config.seed)
+            precondition(attributes.epoch == state.epoch && attributes.batchInEpoch == state.batchInEpoch
+                         && attributes.hasMomentumBuffers == !momentumBuffers.isEmpty, "checkpoint cursor disagrees with the plan")
+            try attributes.write(to: w, group: RecordSchema.checkpoint(step: state.step))
+            return
         }
-        let attributes = CheckpointAttributes(step: state.step, plan: plan, seed: config.seed)
-        precondition(attributes.epoch == state.epoch && attributes.batchInEpoch == state.batchInEpoch
-                     && attributes.hasMomentumBuffers == !state.momentumBuffers.isEmpty, "checkpoint cursor disagrees with the plan")
-        try attributes.write(to: w, group: RecordSchema.checkpoint(step: state.step))
+        // The end of a window between checkpoints: the state as digests.
+        let model: [[UInt8]], momentum: [[UInt8]]
+        switch state.content {
+        case let .tensors(m, b): (model, momentum) = (m.map { Digest.of($0.values) }, b.map { Digest.of($0.values) })
+        case let .digests(m, b): (model, momentum) = (m, b)
+        }
+        precondition(model.count == layout.stateDict.count && momentum.count == layout.parameters.count, "digests do not match the model")
+        let group = RecordSchema.stateDigest(step: state.step)
+        try w.write(model.flatMap { $0 }, shape: [model.count, 32], at: group + "/model")
+        try w.write(momentum.flatMap { $0 }, shape: [momentum.count, 32], at: group + "/momentum_buffer")
     }
 
     /// Writes the per-step and per-epoch series, marks the record complete and commits the file.
@@ -135,6 +160,44 @@ public enum Recording {
             let writer = try RecordWriter(file: file, config: config, data: DataDescription(dataset: config.dataset, data: data),
                                           header: header, checks: checks)
             try Trainer(config: config, data: data).run(observers: observers + [writer])
+            try writer.finish()
+        } catch {
+            file.abandon()
+            throw error
+        }
+    }
+
+    /// Continues `source` from its checkpoint at `step` (default: its last checkpoint within the run) with
+    /// `config` — the source's configuration, or the same run made longer (more epochs or steps; another
+    /// thread count) — and writes the whole run to `path`: the steps up to the checkpoint replayed from the
+    /// source, the rest trained. With the source's configuration the file is byte-identical to the source.
+    public static func resume(_ source: Record, config: RunConfig, from step: Int?, data: MNIST, to path: String,
+                              header: RecordHeader, checks: [CheckRow], observers: [TrainingObserver] = [],
+                              temporaryFileCreated: (String) -> Void = { _ in }) throws {
+        var comparable = source.config
+        (comparable.epochs, comparable.maxSteps, comparable.threads) = (config.epochs, config.maxSteps, config.threads)
+        let changed = comparable.differences(from: config)
+        guard changed.isEmpty else {
+            throw ReplayError("\(source.path): a resumed run may change only --epochs, --max-steps and --threads, not \(changed.joined(separator: "; "))")
+        }
+        for (mine, recorded) in zip(data.fingerprints, source.data.fingerprints) where mine.sha256 != recorded.sha256 {
+            throw ReplayError("\(mine.file): not the data \(source.path) was recorded on (sha256 differs); pass --data-dir")
+        }
+        let plan = RunPlan(config: config, trainCount: source.plan.trainCount)
+        let start = step ?? source.plan.checkpointSteps.last { $0 <= plan.totalSteps } ?? 0
+        guard source.plan.isCheckpoint(start), start <= plan.totalSteps else {
+            throw ReplayError("\(source.path): no checkpoint at step \(start) to resume from within the run's \(plan.totalSteps) steps "
+                              + "(checkpoints: \(source.plan.checkpointSteps.map(String.init).joined(separator: ", ")))")
+        }
+        let replay = RecordReplay(source)
+        let point = try replay.resumePoint(at: start)
+        let file = try RecordFile(target: path)
+        temporaryFileCreated(file.temporaryPath)
+        do {
+            let writer = try RecordWriter(file: file, config: config, data: DataDescription(dataset: config.dataset, data: data),
+                                          header: header, checks: checks)
+            try replay.replay(config: config, data: data, through: start, into: [writer])
+            try Trainer(config: config, data: data).run(observers: observers + [writer], from: point)
             try writer.finish()
         } catch {
             file.abandon()

@@ -337,6 +337,31 @@ public final class HDF5Reader {
         return values
     }
 
+    /// Reads rows `rows` (first-axis slices) of a dataset whose element type and shape the caller has checked.
+    public func read<T: HDF5Element & Numeric>(_ objectPath: String, rows: Range<Int>, as _: T.Type = T.self) throws -> [T] {
+        let shape = try shape(of: objectPath)
+        guard let first = shape.first, rows.lowerBound >= 0, rows.upperBound <= first else {
+            throw StorageError(path: path, problem: "\(objectPath): rows \(rows) outside its shape \(shape)")
+        }
+        let rowElements = shape.dropFirst().reduce(1, *)
+        var values = [T](repeating: 0, count: rows.count * rowElements)
+        if values.isEmpty { return values }
+        let dataset = H5Dopen2(file, objectPath, 0)
+        guard dataset >= 0 else { throw StorageError(path: path, problem: "missing dataset \(objectPath)") }
+        defer { H5Dclose(dataset) }
+        let fileSpace = H5Dget_space(dataset)
+        defer { H5Sclose(fileSpace) }
+        var start = [hsize_t](repeating: 0, count: shape.count), count = shape.map { hsize_t($0) }
+        start[0] = hsize_t(rows.lowerBound)
+        count[0] = hsize_t(rows.count)
+        H5Sselect_hyperslab(fileSpace, H5S_SELECT_SET, start, nil, count, nil)
+        let memorySpace = H5Screate_simple(Int32(count.count), count, nil)
+        defer { H5Sclose(memorySpace) }
+        let status = values.withUnsafeMutableBytes { H5Dread(dataset, T.memoryType, memorySpace, fileSpace, 0, $0.baseAddress) }
+        guard status >= 0 else { throw StorageError(path: path, problem: "cannot read \(objectPath) (damaged data or checksum mismatch)") }
+        return values
+    }
+
     /// Every attribute of an object, in name order, as the values records use (anything else is `.other`).
     /// Strings longer than `maximumStringBytes` are refused before they are read.
     public func attributes(on objectPath: String, limit: Int, maximumStringBytes: Int) throws -> [(name: String, value: AttributeValue)] {

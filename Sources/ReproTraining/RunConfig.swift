@@ -9,7 +9,16 @@ public enum KernelChoice: String, CaseIterable, Sendable {
     case blas
 }
 
-/// Everything that determines a run's numbers. The defaults are the notebook's main() with norm=True:
+/// What a record stores (docs/SCHEMA.md, "Profiles"). Neither changes a number.
+public enum RecordProfile: String, CaseIterable, Sendable {
+    /// Every per-step series for every step, every epoch's order.
+    case complete
+    /// Small enough to commit for a 50-epoch run: per-step loss and accuracy for every step, per-step
+    /// BatchNorm series only inside the verification windows, each epoch's order as a SHA-256.
+    case golden
+}
+
+/// Everything that determines a run's numbers, and how it is recorded. The defaults are the notebook's main() with norm=True:
 /// the "mnist_bn" experiment.
 public struct RunConfig: Sendable, Equatable {
     public var batchSize = 128
@@ -32,6 +41,11 @@ public struct RunConfig: Sendable, Equatable {
     public var threads = 1
     public var kernels = KernelChoice.portable
     public var batchNorm = BatchNormOptions.notebook
+    /// What the record stores; never changes a number.
+    public var profile = RecordProfile.complete
+    /// Steps of each verification window, which starts at a checkpoint; nil runs each window up to the next
+    /// checkpoint (so windows cover the whole run). Never changes a number.
+    public var windowSteps: Int?
 
     public init() {}
 
@@ -71,8 +85,12 @@ public struct RunPlan: Sendable, Equatable {
     public let epochsStarted: Int
     public let checkpointEvery: Int
 
+    /// Steps per verification window (nil: up to the next checkpoint).
+    public let windowSteps: Int?
+
     public init(config: RunConfig, trainCount: Int) {
         self.trainCount = trainCount
+        windowSteps = config.windowSteps
         stepsPerEpoch = trainCount / config.batchSize
         let full = stepsPerEpoch * config.epochs
         totalSteps = min(full, config.maxSteps ?? full)
@@ -90,8 +108,50 @@ public struct RunPlan: Sendable, Equatable {
         Array(stride(from: 0, through: totalSteps, by: checkpointEvery)) + (totalSteps % checkpointEvery == 0 ? [] : [totalSteps])
     }
 
+    /// The verification windows: one from each checkpoint (but the last) for `windowSteps` steps, never past
+    /// the next checkpoint, and one for the evaluation after training when no other window ends at the
+    /// last step. Everything that happens at a step (its checkpoint, the end of an epoch, the evaluation
+    /// after training) belongs to the window that ends there; window 0 also holds the initialization, the
+    /// evaluation before training and checkpoint 0.
+    public var windows: [TrainingWindow] {
+        let steps = checkpointSteps
+        var out = [TrainingWindow]()
+        for (i, start) in steps.dropLast().enumerated() {
+            out.append(TrainingWindow(index: out.count, start: start, end: windowSteps.map { min(start + $0, steps[i + 1]) } ?? steps[i + 1]))
+        }
+        if out.last?.end != totalSteps { out.append(TrainingWindow(index: out.count, start: totalSteps, end: totalSteps)) }
+        return out
+    }
+
+    /// Window ends that are not checkpoints, in order: the state there is kept as digests.
+    public var windowEndsBetweenCheckpoints: [Int] { windows.map(\.end).filter { !isCheckpoint($0) } }
+
+    /// Steps whose state observers receive: checkpoints and window ends.
+    public func capturesState(_ step: Int) -> Bool {
+        isCheckpoint(step) || (windowSteps.map { step % checkpointEvery == $0 && $0 < checkpointEvery } ?? false)
+    }
+
+    /// Whether step `step`'s values fall inside a window (steps start + 1 … end).
+    public func isInWindow(_ step: Int) -> Bool {
+        guard let windowSteps else { return true }
+        // The window that holds a step starts at the last checkpoint before it.
+        let start = step <= 0 ? 0 : (step - 1) / checkpointEvery * checkpointEvery
+        return step > start && step <= start + windowSteps
+    }
+
+    /// The last step of the epoch `epoch` (an epoch cut short by max_steps ends at the last step).
+    public func endOfEpoch(_ epoch: Int) -> Int { min((epoch + 1) * stepsPerEpoch, totalSteps) }
+
     /// Where the data cursor stands after `step` steps: the epoch and the batch within it that come next.
     public func cursor(afterStep step: Int) -> (epoch: Int, batchInEpoch: Int) {
         stepsPerEpoch == 0 ? (0, 0) : (step / stepsPerEpoch, step % stepsPerEpoch)
     }
+}
+
+/// A stretch of a run that can be re-run on its own: from the state stored at `start` through step `end`.
+public struct TrainingWindow: Sendable, Equatable, CustomStringConvertible {
+    public let index: Int
+    public let start: Int
+    public let end: Int
+    public var description: String { start == end ? "window \(index) (after step \(end))" : "window \(index) (steps \(start + 1)–\(end))" }
 }

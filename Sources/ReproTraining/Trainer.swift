@@ -9,6 +9,12 @@ public struct Metrics: Sendable {
     public var loss: Double
     public var accuracy: Double
     public var samples: Int
+
+    public init(loss: Double, accuracy: Double, samples: Int) {
+        self.loss = loss
+        self.accuracy = accuracy
+        self.samples = samples
+    }
 }
 
 /// One optimizer step's outcome, as observers see it.
@@ -19,6 +25,14 @@ public struct StepOutcome: Sendable {
     public let batchSize: Int
     /// Every BatchNorm layer's statistics of the step, in forward order.
     public let batchNorm: [BatchNormStatistics<Float>]
+    public init(step: Int, loss: Float, correct: Int, batchSize: Int, batchNorm: [BatchNormStatistics<Float>]) {
+        self.step = step
+        self.loss = loss
+        self.correct = correct
+        self.batchSize = batchSize
+        self.batchNorm = batchNorm
+    }
+
     /// The batch's accuracy in percent, as recorded.
     public var accuracy: Float { Float(100 * Double(correct) / Double(batchSize)) }
 }
@@ -28,45 +42,98 @@ public struct TensorValues: Sendable {
     public let name: String
     public let shape: [Int]
     public let values: [Float]
+
+    public init(name: String, shape: [Int], values: [Float]) {
+        self.name = name
+        self.shape = shape
+        self.values = values
+    }
 }
 
-/// Everything needed to resume after `step`: the model's state_dict, the SGD momentum buffers (empty before
-/// the first step, as PyTorch's) and the data cursor.
-public struct CheckpointState: Sendable {
+/// The training state after `step`, at a checkpoint or the end of a verification window: the model's
+/// state_dict, the SGD momentum buffers (empty before the first step, as PyTorch's) and the data cursor.
+public struct StateCapture: Sendable {
     public let step: Int
     public let epoch: Int
     public let batchInEpoch: Int
+    public let content: Content
+
+    public enum Content: Sendable {
+        /// Every tensor's values.
+        case tensors(model: [TensorValues], momentumBuffers: [TensorValues])
+        /// Only each tensor's SHA-256 (a record replayed from storage that kept no more than that).
+        case digests(model: [[UInt8]], momentumBuffers: [[UInt8]])
+    }
+
+    public init(step: Int, epoch: Int, batchInEpoch: Int, content: Content) {
+        self.step = step
+        self.epoch = epoch
+        self.batchInEpoch = batchInEpoch
+        self.content = content
+    }
+}
+
+/// Where a run continues from: the state stored after `step`, and the running sums of the epoch it
+/// interrupts (its training loss and accuracy so far), which the per-step series determine.
+public struct ResumePoint: Sendable {
+    public let step: Int
     public let model: [TensorValues]
     public let momentumBuffers: [TensorValues]
+    public var epochLossSum: Double
+    public var epochCorrect: Int
+    public var epochSamples: Int
+
+    public init(step: Int, model: [TensorValues], momentumBuffers: [TensorValues], epochLossSum: Double, epochCorrect: Int, epochSamples: Int) {
+        self.step = step
+        self.model = model
+        self.momentumBuffers = momentumBuffers
+        self.epochLossSum = epochLossSum
+        self.epochCorrect = epochCorrect
+        self.epochSamples = epochSamples
+    }
 }
 
 /// The seeded split of the training file.
 public struct DataSplit: Sendable {
     public let train: [Int32]
     public let validation: [Int32]
+
+    public init(train: [Int32], validation: [Int32]) {
+        self.train = train
+        self.validation = validation
+    }
 }
 
 /// What the trainer reports as it goes; the recorder and the console printer are observers. They receive
 /// values, never the model.
 public protocol TrainingObserver: AnyObject {
     func runStarted(plan: RunPlan, split: DataSplit, layout: ModelLayout) throws
+    /// Training continues from a stored state after `step` (instead of `runStarted`).
+    func runResumed(plan: RunPlan, after step: Int) throws
     func evaluated(_ phase: EvaluationPhase, train: Metrics, validation: Metrics, test: Metrics) throws
     func epochStarted(_ epoch: Int, order: [Int32]) throws
     func stepFinished(_ outcome: StepOutcome) throws
     func epochFinished(_ epoch: Int, train: Metrics, validation: Metrics) throws
-    func checkpoint(_ state: CheckpointState) throws
+    func stateCaptured(_ state: StateCapture) throws
 }
 
 extension TrainingObserver {
     public func runStarted(plan: RunPlan, split: DataSplit, layout: ModelLayout) throws {}
+    public func runResumed(plan: RunPlan, after step: Int) throws {}
     public func evaluated(_ phase: EvaluationPhase, train: Metrics, validation: Metrics, test: Metrics) throws {}
     public func epochStarted(_ epoch: Int, order: [Int32]) throws {}
     public func stepFinished(_ outcome: StepOutcome) throws {}
     public func epochFinished(_ epoch: Int, train: Metrics, validation: Metrics) throws {}
-    public func checkpoint(_ state: CheckpointState) throws {}
+    public func stateCaptured(_ state: StateCapture) throws {}
 }
 
 public enum EvaluationPhase: String, Sendable, CaseIterable { case before, after }
+
+/// A stored state that does not fit the model it should be loaded into.
+public struct ResumeError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
 
 /// Training itself failed: the numbers became unusable at a step. When verify re-runs a golden, this is
 /// drift at that step, not bad input.
@@ -107,28 +174,40 @@ public struct Trainer {
         }
     }
 
-    public func run(observers: [TrainingObserver]) throws {
+    /// Runs the notebook's main(): from the seeded initialization, or from `start` (a stored state, nothing
+    /// before it is reported again), through step `last` and everything that happens at it (its state
+    /// capture, the end of its epoch, the evaluation after training) — by default to the end.
+    public func run(observers: [TrainingObserver], from start: ResumePoint? = nil, through last: Int? = nil) throws {
         OpenBLAS.setThreadCount(config.threads)
         let kernels = Self.kernels(config.kernels, threads: config.threads)
         let (train, validation) = DataOrder.trainValidationSplit(count: data.train.count, seed: config.seed)
         let split = DataSplit(train: train, validation: validation)
         let plan = RunPlan(config: config, trainCount: split.train.count)
+        let last = min(last ?? plan.totalSteps, plan.totalSteps)
 
         let model = LeNet5<Float>(normalized: config.norm, batchNorm: config.batchNorm, kernels: kernels)
         model.initialize(seed: config.seed)
         let optimizer = SGD(parameters: model.parameters, options: SGDOptions(
             learningRate: config.learningRate, momentum: config.momentum, weightDecay: config.weightDecay))
-        try observers.forEach { try $0.runStarted(plan: plan, split: split, layout: model.layout) }
-
-        try evaluateAll(.before, model: model, split: split, step: 0, observers: observers)
-        try checkpoint(after: 0, plan: plan, model: model, optimizer: optimizer, observers: observers)
-
         var step = 0
-        for epoch in 0..<plan.epochsStarted {
+        var lossSum = 0.0, correct = 0, samples = 0
+        if let start {
+            try Self.restore(start, into: model, optimizer: optimizer)
+            step = start.step
+            try observers.forEach { try $0.runResumed(plan: plan, after: step) }
+            (lossSum, correct, samples) = (start.epochLossSum, start.epochCorrect, start.epochSamples)
+        } else {
+            try observers.forEach { try $0.runStarted(plan: plan, split: split, layout: model.layout) }
+            try evaluateAll(.before, model: model, split: split, step: 0, observers: observers)
+            try capture(after: 0, plan: plan, model: model, optimizer: optimizer, observers: observers)
+        }
+
+        var epoch = plan.cursor(afterStep: step).epoch
+        while step < last {
             let order = DataOrder.epochOrder(trainIndices: split.train, epoch: epoch, seed: config.seed)
-            try observers.forEach { try $0.epochStarted(epoch, order: order) }
-            var lossSum = 0.0, correct = 0, samples = 0
-            for b in 0..<plan.stepsPerEpoch where step < plan.totalSteps {
+            if step == epoch * plan.stepsPerEpoch { try observers.forEach { try $0.epochStarted(epoch, order: order) } }
+            while step < plan.endOfEpoch(epoch) && step < last {
+                let b = step - epoch * plan.stepsPerEpoch
                 let indices = order[(b * config.batchSize)..<((b + 1) * config.batchSize)]
                 let batch = MNISTTransform.batch(data.train, indices: indices)
                 let result: StepResult<Float>
@@ -142,24 +221,49 @@ public struct Trainer {
                 let outcome = StepOutcome(step: step, loss: result.loss, correct: result.correct, batchSize: indices.count,
                                           batchNorm: model.batchNormStatistics)
                 try observers.forEach { try $0.stepFinished(outcome) }
-                if plan.isCheckpoint(step) {
-                    try checkpoint(after: step, plan: plan, model: model, optimizer: optimizer, observers: observers)
+                if plan.capturesState(step) {
+                    try capture(after: step, plan: plan, model: model, optimizer: optimizer, observers: observers)
                 }
             }
+            guard step == plan.endOfEpoch(epoch) else { break }  // stopped inside the epoch
             let train = Metrics(loss: lossSum / Double(samples), accuracy: 100 * Double(correct) / Double(samples), samples: samples)
             let validation = try evaluate(model, data.train, indices: split.validation, dropLast: false, step: step)
             try observers.forEach { try $0.epochFinished(epoch, train: train, validation: validation) }
+            (lossSum, correct, samples) = (0, 0, 0)
+            epoch += 1
         }
-        try evaluateAll(.after, model: model, split: split, step: step, observers: observers)
+        if step == plan.totalSteps && last == plan.totalSteps {
+            try evaluateAll(.after, model: model, split: split, step: step, observers: observers)
+        }
     }
 
-    func checkpoint(after step: Int, plan: RunPlan, model: LeNet5<Float>, optimizer: SGD<Float>, observers: [TrainingObserver]) throws {
+    /// Loads a stored state into a fresh model and optimizer; the tensors must be the model's own.
+    static func restore(_ start: ResumePoint, into model: LeNet5<Float>, optimizer: SGD<Float>) throws {
+        let state = model.stateDict
+        guard start.model.map(\.name) == state.map(\.name), zip(start.model, state).allSatisfy({ $0.values.count == $1.count }) else {
+            throw ResumeError("the stored state does not match the model's state_dict")
+        }
+        for (stored, tensor) in zip(start.model, state) { tensor.value = stored.values }
+        if start.momentumBuffers.isEmpty {
+            optimizer.momentumBuffers = []
+        } else {
+            guard start.momentumBuffers.map(\.name) == optimizer.parameters.map(\.name),
+                  zip(start.momentumBuffers, optimizer.parameters).allSatisfy({ $0.values.count == $1.count }) else {
+                throw ResumeError("the stored momentum buffers do not match the model's parameters")
+            }
+            optimizer.momentumBuffers = start.momentumBuffers.map(\.values)
+        }
+    }
+
+    func capture(after step: Int, plan: RunPlan, model: LeNet5<Float>, optimizer: SGD<Float>, observers: [TrainingObserver]) throws {
         let (epoch, batchInEpoch) = plan.cursor(afterStep: step)
-        let state = CheckpointState(
+        let state = StateCapture(
             step: step, epoch: epoch, batchInEpoch: batchInEpoch,
-            model: model.stateDict.map { TensorValues(name: $0.name, shape: $0.shape, values: $0.value) },
-            momentumBuffers: zip(optimizer.parameters, optimizer.momentumBuffers).map { TensorValues(name: $0.name, shape: $0.shape, values: $1) })
-        try observers.forEach { try $0.checkpoint(state) }
+            content: .tensors(model: model.stateDict.map { TensorValues(name: $0.name, shape: $0.shape, values: $0.value) },
+                              momentumBuffers: zip(optimizer.parameters, optimizer.momentumBuffers).map {
+                                  TensorValues(name: $0.name, shape: $0.shape, values: $1)
+                              }))
+        try observers.forEach { try $0.stateCaptured(state) }
     }
 
     /// How many samples each evaluation sees (train, validation, test): the evaluation limit, and for the

@@ -6,6 +6,19 @@ import ReproTraining
 
 /// One recorded series compared between a golden and a candidate.
 public struct SeriesResult: Sendable {
+    /// Adds another comparison of the same dataset (another window's part of it).
+    mutating func merge(_ other: SeriesResult) {
+        elements += other.elements
+        mismatches += other.mismatches
+        worstRatio = max(worstRatio, other.worstRatio)
+        if let u = other.worstULP { worstULP = max(worstULP ?? 0, u) }
+        if other.worstIndex >= 0 && (worstIndex < 0 || other.worstAbsolute > worstAbsolute || (other.worstAbsolute.isNaN && !worstAbsolute.isNaN)) {
+            (worstAbsolute, worstRelative, worstIndex, worstPlace) = (other.worstAbsolute, other.worstRelative, other.worstIndex, other.worstPlace)
+        }
+        if let d = other.firstDivergence, firstDivergence.map({ d < $0 }) ?? true { firstDivergence = d }
+        if structural == nil { structural = other.structural }
+    }
+
     public var path: String
     public var group: String
     public var elements: Int = 0
@@ -54,6 +67,8 @@ public struct Divergence: Sendable, Comparable {
     public var stage: Stage
     public var index: Int
     public var description: String
+    /// The window whose re-run found it (window verification).
+    public var window: Int?
 
     public static func < (a: Divergence, b: Divergence) -> Bool { (a.step, a.stage, a.index) < (b.step, b.stage, b.index) }
     public static func == (a: Divergence, b: Divergence) -> Bool { (a.step, a.stage, a.index) == (b.step, b.stage, b.index) }
@@ -70,6 +85,8 @@ public struct ComparisonReport: Sendable {
     public var series: [SeriesResult]
     /// Set when the re-run could not finish: the step and what happened. Drift, not bad input.
     public var trainingFailure: Divergence?
+    /// For window verification: which windows were re-run, of how many, and the shard.
+    public var windows: WindowsVerified?
     public var passed: Bool { series.allSatisfy(\.passed) && trainingFailure == nil }
     public var firstDivergence: Divergence? { (series.compactMap(\.firstDivergence) + [trainingFailure].compactMap { $0 }).min() }
 }
@@ -111,8 +128,9 @@ public enum Comparison {
     }
 
     /// Compares the values of one series (`a` the golden's, `b` the candidate's, same length).
+    /// `offset`: the flat index of a[0] in the whole dataset (the values may be a slice of it).
     static func compareValues(_ path: String, _ a: [Double], _ b: [Double], kind: HDF5Reader.ElementKind, mode: ComparisonMode,
-                              locator: Locator) -> SeriesResult {
+                              locator: Locator, offset: Int = 0) -> SeriesResult {
         var result = SeriesResult(path: path)
         result.elements = a.count
         result.isInteger = kind.isInteger
@@ -136,14 +154,14 @@ public enum Comparison {
             if diff > result.worstAbsolute || (diff.isNaN && !result.worstAbsolute.isNaN) || (result.worstIndex < 0 && !same) {
                 result.worstAbsolute = diff
                 result.worstRelative = g == 0 ? (c == 0 ? 0 : .infinity) : diff / abs(g)
-                result.worstIndex = i
+                result.worstIndex = offset + i
             }
             if let ulp { result.worstULP = max(result.worstULP ?? 0, ulp) }
             if !same {
                 result.mismatches += 1
                 if result.firstDivergence == nil {
                     let distance = ulp.map { " (\($0 == .max ? "∞" : String($0)) ULP)" } ?? " (Δ \(Int64(c) - Int64(g)))"
-                    result.firstDivergence = locator.divergence(path, index: i, detail: "\(format(g, kind)) vs \(format(c, kind))\(distance)")
+                    result.firstDivergence = locator.divergence(path, index: offset + i, detail: "\(format(g, kind)) vs \(format(c, kind))\(distance)")
                 }
             }
         }
@@ -231,5 +249,17 @@ struct Locator {
             return "checkpoint \(parts[1]) \(kind)\(parts.last!)[\(index)]"
         }
         return "\(path.dropFirst())[\(index)]"
+    }
+}
+
+/// The windows one window verification re-ran.
+public struct WindowsVerified: Sendable {
+    public var verified: [TrainingWindow]
+    public var total: Int
+    public var shard: Shard?
+
+    public var description: String {
+        let list = verified.count == total ? "all \(total) windows" : "windows \(verified.map { String($0.index) }.joined(separator: ", ")) of \(total)"
+        return list + (shard.map { " (shard \($0))" } ?? "")
     }
 }

@@ -27,11 +27,12 @@ public enum Report {
     public static func text(_ r: ComparisonReport, verbose: Bool = false) -> String {
         var lines = [String]()
         let failed = r.series.filter { !$0.passed }
+        let scope = r.windows.map { " in \($0.description)" } ?? ""
         if r.passed {
-            lines.append("PASS \(r.golden): \(r.series.count) series, \(r.series.reduce(0) { $0 + $1.elements }) values, \(r.mode)")
+            lines.append("PASS \(r.golden): \(r.series.count) series, \(r.series.reduce(0) { $0 + $1.elements }) values\(scope), \(r.mode)")
         } else {
             let what = r.trainingFailure != nil ? "the re-run failed" : "\(failed.count) of \(r.series.count) series differ"
-            lines.append("DRIFT \(r.golden): \(what) (\(r.mode))")
+            lines.append("DRIFT \(r.golden): \(what)\(scope) (\(r.mode))")
         }
         // The configurations first: when they differ, that is the likely cause of everything below.
         for difference in r.configurationDifferences { lines.append("  configuration differs: \(difference)") }
@@ -83,6 +84,13 @@ public enum Report {
         ]
         if let d = r.firstDivergence { object["first_divergence"] = ["step": d.step, "message": d.description] }
         if let f = r.trainingFailure { object["training_failure"] = ["step": f.step, "message": f.description] }
+        if let d = r.firstDivergence, let w = d.window { object["first_divergence"] = ["step": d.step, "message": d.description, "window": w] }
+        if let w = r.windows {
+            var windows: [String: Any] = ["verified": w.verified.map(\.index), "total": w.total,
+                                          "steps": w.verified.map { [$0.start, $0.end] }]
+            if let shard = w.shard { windows["shard"] = ["index": shard.index, "count": shard.count] }
+            object["windows"] = windows
+        }
         return object
     }
 
@@ -113,7 +121,9 @@ public enum Report {
             for s in r.series where !groups.contains(s.group) { groups.append(s.group) }
             if r.trainingFailure != nil { groups.append("training") }
             let failures = groups.filter { g in g == "training" || r.series.contains { $0.group == g && !$0.passed } }.count
-            xml += "  <testsuite name=\"\(escape(r.golden))\" tests=\"\(groups.count)\" failures=\"\(failures)\">\n"
+            let suite = r.golden + (r.windows?.shard.map { " [shard \($0)]" } ?? "")
+            xml += "  <testsuite name=\"\(escape(suite))\" tests=\"\(groups.count)\" failures=\"\(failures)\">\n"
+            if let w = r.windows { xml += "    <properties><property name=\"windows\" value=\"\(escape(w.description))\"/></properties>\n" }
             for g in groups {
                 xml += "    <testcase classname=\"\(escape(r.golden))\" name=\"\(escape(g))\">"
                 if g == "training", let f = r.trainingFailure {

@@ -45,7 +45,10 @@ public struct Verifier {
         self.threads = threads
     }
 
-    public func verify(_ goldenPath: String, observers: [TrainingObserver] = []) throws(UnusableInput) -> ComparisonReport {
+    /// Verifies one golden: by re-running the chosen windows from its stored checkpoints (default: all of
+    /// them), or `.full`y by one end-to-end re-run.
+    public func verify(_ goldenPath: String, windows selection: WindowSelection = .all, shard: Shard? = nil,
+                       observers: [TrainingObserver] = []) throws(UnusableInput) -> ComparisonReport {
         let golden: Record
         do { golden = try Record(path: goldenPath) } catch { throw UnusableInput(error.description) }
         var config = golden.config
@@ -57,18 +60,64 @@ public struct Verifier {
         for (mine, recorded) in zip(data.fingerprints, golden.data.fingerprints) where mine.sha256 != recorded.sha256 {
             throw UnusableInput("\(dataDirectory)/\(mine.file): not the data \(goldenPath) was recorded on (sha256 differs); pass --data-dir")
         }
+        if selection == .full { return try verifyFully(golden, config: config, data: data, observers: observers) }
+
+        let all = golden.plan.windows
+        var chosen = all
+        if case .count(let n) = selection { chosen = WindowSelection.choose(n, of: all, plan: golden.plan) }
+        if let shard { chosen = shard.take(chosen) }
+        let (mode, reason) = TolerancePolicy.resolve(stored: golden.policy, kernels: config.kernels, goldenEnvironment: golden.environment,
+                                                     here: EnvironmentFacts(current: config.kernels), override: override)
+        var results = [SeriesResult](), failure: Divergence?
+        let replay = RecordReplay(golden)
+        for window in chosen {
+            let capture = CapturedRun()
+            do {
+                let start = window.start == 0 ? nil : try replay.resumePoint(at: window.start)
+                try Trainer(config: config, data: data).run(observers: observers + [capture], from: start, through: window.end)
+            } catch let stop as TrainingError {
+                let d = Divergence(step: stop.step, stage: .trainingFailure, index: 0,
+                                   description: "\(window): first divergence at step \(stop.step): the re-run failed: \(stop)", window: window.index)
+                if failure.map({ d < $0 }) ?? true { failure = d }
+            } catch {
+                throw UnusableInput("\(goldenPath): \(window) cannot be re-run: \(error)")
+            }
+            do {
+                results += try capture.compare(with: golden, mode: mode).map { result in
+                    var tagged = result
+                    tagged.firstDivergence?.window = window.index
+                    tagged.firstDivergence?.description = "\(window): " + (result.firstDivergence?.description ?? "")
+                    return tagged
+                }
+            } catch { throw UnusableInput(error.description) }
+        }
+        var report = ComparisonReport(golden: golden.path, candidate: "re-run of \(chosen.count) window(s)", mode: mode,
+                                      modeReason: reason, series: mergedByPath(results), trainingFailure: failure)
+        report.windows = WindowsVerified(verified: chosen, total: all.count, shard: shard)
+        return report
+    }
+
+    /// One end-to-end re-run into a temporary record, compared with the golden dataset by dataset.
+    func verifyFully(_ golden: Record, config: RunConfig, data: MNIST, observers: [TrainingObserver]) throws(UnusableInput) -> ComparisonReport {
         let folder = NSTemporaryDirectory() + "repro-verify-\(getpid())"
         do { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
         catch { throw UnusableInput("\(folder): cannot create the folder for the re-run (\(error.localizedDescription))") }
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let rerunPath = folder + "/rerun.h5"
-        let capture = StepCapture()
+        let capture = CapturedRun()
         do {
             try Recording.record(config: config, data: data, to: rerunPath, checks: checks, observers: observers + [capture])
-        } catch let failure as TrainingError {
-            return Self.failedRerun(golden: golden, failure: failure, steps: capture.steps, candidate: rerunPath)
+        } catch let stop as TrainingError {
+            // The steps before the failure are compared; the failure itself diverges at its step.
+            let series: [SeriesResult]
+            do { series = try capture.compare(with: golden, mode: .exact) } catch { throw UnusableInput(error.description) }
+            let d = Divergence(step: stop.step, stage: .trainingFailure, index: 0,
+                               description: "first divergence at step \(stop.step): the re-run failed: \(stop)")
+            return ComparisonReport(golden: golden.path, candidate: rerunPath, mode: .exact,
+                                    modeReason: "the re-run stopped at step \(stop.step), so only what came before it was compared",
+                                    series: series, trainingFailure: d)
         } catch {
-            throw UnusableInput("\(goldenPath): the re-run could not be recorded: \(error)")
+            throw UnusableInput("\(golden.path): the re-run could not be recorded: \(error)")
         }
         let candidate: Record
         do { candidate = try Record(path: rerunPath) } catch { throw UnusableInput("re-run record: \(error.description)") }
@@ -76,39 +125,6 @@ public struct Verifier {
                                                      here: candidate.environment, override: override)
         do { return try Comparison.compare(golden: golden, candidate: candidate, mode: mode, reason: reason) }
         catch { throw UnusableInput(error.description) }
-    }
-
-    /// The report of a re-run that stopped at a step: the steps it finished are compared with the golden's
-    /// (an earlier difference is the first divergence), and the failure itself diverges at its step.
-    static func failedRerun(golden: Record, failure: TrainingError, steps: [StepOutcome], candidate: String) -> ComparisonReport {
-        let locator = Locator(record: golden)
-        var series = [SeriesResult]()
-        var captured: [(String, [Double])] = [(RecordSchema.stepLoss, steps.map { Double($0.loss) }),
-                                              (RecordSchema.stepAccuracy, steps.map { Double($0.accuracy) })]
-        for (i, bn) in golden.layout.batchNorms.enumerated() {
-            for kind in RecordSchema.BatchNormSeries.recorded(by: bn) {
-                let values: [Float] = steps.flatMap { s -> [Float] in
-                    let statistics = s.batchNorm[i]
-                    switch kind {
-                    case .batchMean: return statistics.batchMean
-                    case .batchStd: return statistics.batchStd
-                    case .runningMean: return statistics.runningMean ?? []
-                    case .runningStd: return statistics.runningStd ?? []
-                    }
-                }
-                captured.append((RecordSchema.stepBatchNorm(bn.name, kind), values.map(Double.init)))
-            }
-        }
-        for (path, values) in captured {
-            guard let stored = try? golden.values(path) else { continue }
-            let prefix = Array(stored.values.prefix(values.count))
-            series.append(Comparison.compareValues(path, prefix, Array(values.prefix(prefix.count)), kind: stored.kind, mode: .exact, locator: locator))
-        }
-        let stop = Divergence(step: failure.step, stage: .trainingFailure, index: 0,
-                              description: "first divergence at step \(failure.step): the re-run failed: \(failure)")
-        return ComparisonReport(golden: golden.path, candidate: candidate, mode: .exact,
-                                modeReason: "the re-run stopped at step \(failure.step), so only the steps before it were compared",
-                                series: series, trainingFailure: stop)
     }
 
     /// `repro compare`: two existing records, no re-run; the policy is the first one's.
@@ -125,8 +141,3 @@ public struct Verifier {
     }
 }
 
-/// Keeps every step's outcome of a re-run, to compare the steps before a failure.
-final class StepCapture: TrainingObserver {
-    var steps: [StepOutcome] = []
-    func stepFinished(_ outcome: StepOutcome) throws { steps.append(outcome) }
-}

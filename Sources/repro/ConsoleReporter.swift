@@ -18,6 +18,12 @@ final class ConsoleReporter: TrainingObserver {
         print("train \(split.train.count), validation \(split.validation.count); \(plan.stepsPerEpoch) steps per epoch, \(plan.totalSteps) steps in all")
     }
 
+    func runResumed(plan: RunPlan, after step: Int) {
+        self.plan = plan
+        runStart = .now()
+        print("resumed after step \(step); \(plan.totalSteps - step) of \(plan.totalSteps) steps to run")
+    }
+
     func evaluated(_ phase: EvaluationPhase, train: Metrics, validation: Metrics, test: Metrics) {
         print(phase == .before ? "Before training:" : "After training:")
         print(String(format: "\tTraining loss %.5f, Training accuracy %.2f", train.loss, train.accuracy))

@@ -16,82 +16,124 @@ struct RecordCommand: ParsableCommand {
             exits with code 2 and writes nothing.
             """)
 
-    @Option(help: "Mini-batch size (train, validation and test loaders).") var batchSize = 128
-    @Option(help: "SGD learning rate.") var learningRate = 0.01
-    @Option(help: "SGD weight decay (L2 added to the gradient).") var weightDecay = 1e-6
-    @Option(help: "SGD momentum.") var momentum = 0.9
-    @Option(help: "Number of epochs.") var epochs = 50
-    @Option(help: "Dataset: mnist.") var dataset = "mnist"
-    @Flag(inversion: .prefixedNo, help: "Use the notebook's BatchNorm layers (--no-norm: plain LeNet-5).") var norm = true
+    // Every option is optional: a fresh run fills the gaps with the notebook's defaults, a resumed one with
+    // the source record's configuration.
+    @Option(help: "Mini-batch size (train, validation and test loaders; default 128).") var batchSize: Int?
+    @Option(help: "SGD learning rate (default 0.01).") var learningRate: Double?
+    @Option(help: "SGD weight decay, L2 added to the gradient (default 1e-6).") var weightDecay: Double?
+    @Option(help: "SGD momentum (default 0.9).") var momentum: Double?
+    @Option(help: "Number of epochs (default 50).") var epochs: Int?
+    @Option(help: "Dataset: mnist (default).") var dataset: String?
+    @Flag(inversion: .prefixedNo, help: "Use the notebook's BatchNorm layers (default; --no-norm: plain LeNet-5).") var norm: Bool?
     @Option(help: "Run name (default: mnist_bn with BN, mnist without).") var name: String?
-    @Option(help: "Seed of every random stream (initialization, split, shuffles).") var seed: UInt64 = 0
+    @Option(help: "Seed of every random stream: initialization, split, shuffles (default 0).") var seed: UInt64?
     @Option(help: "Stop after this many optimizer steps (for short goldens).") var maxSteps: Int?
     @Option(help: "Output file (default: runs/<name>.h5).") var output: String?
     @Option(help: "Write a checkpoint every N steps (default: every epoch); step 0 and the last step always.") var checkpointEvery: Int?
     @Option(help: "Evaluate only the first N samples of train, validation and test (default: all, as the notebook).")
     var evaluationLimit: Int?
-    @Option(help: "Threads (recorded). Portable kernels give the same bits for any count; blas bits depend on it.") var threads = 1
-    @Option(help: "Kernels: portable (the same bits on every machine and thread count) or blas (OpenBLAS; bits depend on its CPU kernel and threads).")
-    var kernels = "portable"
+    @Option(help: "Threads (default 1). Portable kernels give the same bits for any count; blas bits depend on it (recorded).") var threads: Int?
+    @Option(help: "Kernels: portable (default: the same bits on every machine and thread count) or blas (OpenBLAS; bits depend on its CPU kernel and threads).")
+    var kernels: String?
+    @Option(help: "What the record keeps: complete (default: every series at every step) or golden (small enough to commit for long runs: see docs/SCHEMA.md).")
+    var profile: String?
+    @Option(help: "Steps of each verification window, which starts at a checkpoint (default: up to the next checkpoint).")
+    var windowSteps: Int?
     @Option(help: "Directory with the MNIST IDX files (raw or .gz; also DIR/MNIST/raw/).") var dataDir = "Data/mnist"
     @Flag(help: "Train and print, but write no record (to measure the recording overhead).") var noWrite = false
+    @Option(help: "Continue the run in this record from its last checkpoint (or --from-step) and write the whole run to --output; only --epochs, --max-steps and --threads may change.")
+    var resume: String?
+    @Option(help: "With --resume: the checkpoint step to continue from (default: the record's last one within the run).")
+    var fromStep: Int?
 
-    /// Turns the options into a run configuration, or says which input is bad. The ranges are the ones a
-    /// record may state (`RunConfig.Limits`): whatever record writes, verify can read.
-    func validated() throws(BadInput) -> (config: RunConfig, output: String) {
+    /// Turns the options into a run configuration on top of `base`, or says which input is bad. The ranges
+    /// are the ones a record may state (`RunConfig.Limits`): whatever record writes, verify can read.
+    func validated(base: RunConfig? = nil) throws(BadInput) -> (config: RunConfig, output: String) {
         typealias L = RunConfig.Limits
-        func check<V: Comparable>(_ value: V, _ range: ClosedRange<V>, _ option: String) throws(BadInput) {
+        func check<V: Comparable>(_ value: V?, _ range: ClosedRange<V>, _ option: String) throws(BadInput) {
+            guard let value else { return }
             guard range.contains(value) else { throw BadInput("\(option) must be in \(range.lowerBound)...\(range.upperBound), got \(value)") }
         }
         try check(batchSize, L.batchSize, "--batch-size")
         try check(epochs, L.epochs, "--epochs")
-        guard learningRate.isFinite, learningRate > 0, learningRate <= L.learningRate.upperBound else {
+        if let learningRate, !(learningRate.isFinite && learningRate > 0 && learningRate <= L.learningRate.upperBound) {
             throw BadInput("--learning-rate must be a positive number up to \(L.learningRate.upperBound), got \(learningRate)")
         }
         try check(weightDecay, L.weightDecay, "--weight-decay")
-        guard L.momentum.contains(momentum) else { throw BadInput("--momentum must be in [0, 1), got \(momentum)") }
-        if let maxSteps { try check(maxSteps, L.count, "--max-steps") }
-        if let checkpointEvery { try check(checkpointEvery, L.count, "--checkpoint-every") }
-        if let evaluationLimit { try check(evaluationLimit, L.count, "--evaluation-limit") }
+        if let momentum, !L.momentum.contains(momentum) { throw BadInput("--momentum must be in [0, 1), got \(momentum)") }
+        try check(maxSteps, L.count, "--max-steps")
+        try check(checkpointEvery, L.count, "--checkpoint-every")
+        try check(evaluationLimit, L.count, "--evaluation-limit")
+        try check(windowSteps, L.count, "--window-steps")
         try check(threads, L.threads, "--threads")
-        guard let datasetName = DatasetName(rawValue: dataset) else {
-            throw BadInput(dataset == "svhn" ? "--dataset svhn is not supported yet (only mnist)"
-                           : "unknown dataset '\(dataset)' (available: \(DatasetName.allCases.map(\.rawValue).joined(separator: ", ")))")
+        if fromStep != nil && resume == nil { throw BadInput("--from-step goes with --resume") }
+        var config = base ?? RunConfig()
+        if let dataset {
+            guard let name = DatasetName(rawValue: dataset) else {
+                throw BadInput(dataset == "svhn" ? "--dataset svhn is not supported yet (only mnist)"
+                               : "unknown dataset '\(dataset)' (available: \(DatasetName.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            config.dataset = name
         }
-        guard let kernelChoice = KernelChoice(rawValue: kernels) else {
-            throw BadInput("unknown kernels '\(kernels)' (available: \(KernelChoice.allCases.map(\.rawValue).joined(separator: ", ")))")
+        if let kernels {
+            guard let choice = KernelChoice(rawValue: kernels) else {
+                throw BadInput("unknown kernels '\(kernels)' (available: \(KernelChoice.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            config.kernels = choice
         }
-        let runName = name ?? (norm ? "mnist_bn" : "mnist")
-        guard L.isValidName(runName) else { throw BadInput("--name must be 1 to 64 letters, digits, '.', '_' or '-' (not starting with '.'), got '\(runName)'") }
-        var config = RunConfig()
-        config.batchSize = batchSize
-        config.learningRate = learningRate
-        config.weightDecay = weightDecay
-        config.momentum = momentum
-        config.epochs = epochs
-        config.dataset = datasetName
-        config.norm = norm
-        config.name = runName
-        config.seed = seed
-        config.maxSteps = maxSteps
-        config.checkpointEvery = checkpointEvery
-        config.evaluationLimit = evaluationLimit
-        config.threads = threads
-        config.kernels = kernelChoice
+        if let profile {
+            guard let choice = RecordProfile(rawValue: profile) else {
+                throw BadInput("unknown profile '\(profile)' (available: \(RecordProfile.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            config.profile = choice
+        }
+        if let norm { config.norm = norm }
+        if base == nil { config.name = config.norm ? "mnist_bn" : "mnist" }
+        if let name { config.name = name }
+        guard L.isValidName(config.name) else {
+            throw BadInput("--name must be 1 to 64 letters, digits, '.', '_' or '-' (not starting with '.'), got '\(config.name)'")
+        }
+        if let batchSize { config.batchSize = batchSize }
+        if let learningRate { config.learningRate = learningRate }
+        if let weightDecay { config.weightDecay = weightDecay }
+        if let momentum { config.momentum = momentum }
+        if let epochs { config.epochs = epochs }
+        if let seed { config.seed = seed }
+        if let maxSteps { config.maxSteps = maxSteps }
+        if let checkpointEvery { config.checkpointEvery = checkpointEvery }
+        if let evaluationLimit { config.evaluationLimit = evaluationLimit }
+        if let windowSteps { config.windowSteps = windowSteps }
+        if let threads { config.threads = threads }
         return (config, output ?? "runs/\(config.name).h5")
     }
 
     func run() throws {
+        var source: Record?
+        if let resume {
+            do { source = try Record(path: resume) } catch { try failWithBadInput(error.description) }
+        }
         let (config, outputPath): (RunConfig, String)
-        do { (config, outputPath) = try validated() } catch { try failWithBadInput(error.description) }
+        do { (config, outputPath) = try validated(base: source?.config) } catch { try failWithBadInput(error.description) }
         let data: MNIST
         do { data = try MNIST.load(directory: dataDir) } catch { try failWithBadInput(error.description) }
+        if let source, config.kernels == .blas,
+           TolerancePolicy.fingerprint(kernels: .blas, environment: source.environment)
+            != TolerancePolicy.fingerprint(kernels: .blas, environment: EnvironmentFacts(current: .blas)) || config.threads != source.config.threads {
+            FileHandle.standardError.write(Data("warning: resuming a blas record on another environment (OpenBLAS kernel, threads or glibc): the bits will differ from the uninterrupted run's\n".utf8))
+        }
 
         let reporter = ConsoleReporter()
         let start = DispatchTime.now()
         do {
             if noWrite {
-                try Trainer(config: config, data: data).run(observers: [reporter])
+                let start = try source.map { try RecordReplay($0).resumePoint(at: fromStep ?? $0.plan.checkpointSteps.last!) }
+                try Trainer(config: config, data: data).run(observers: [reporter], from: start)
+            } else if let source {
+                let created = String((ProcessInfo.processInfo.environment["SOURCE_DATE_EPOCH"] ?? "").prefix(64))
+                try Recording.resume(source, config: config, from: fromStep, data: data, to: outputPath,
+                                     header: RecordHeader(created: created, reproVersion: ReproVersion.string),
+                                     checks: try BatchNormChecks.run(), observers: [reporter],
+                                     temporaryFileCreated: Interrupts.removeOnInterrupt)
             } else {
                 if output == nil { try? FileManager.default.createDirectory(atPath: "runs", withIntermediateDirectories: true) }
                 // Wall-clock time would make two identical runs differ; SOURCE_DATE_EPOCH (the reproducible-builds

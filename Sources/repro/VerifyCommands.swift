@@ -65,7 +65,24 @@ struct VerifyCommand: ParsableCommand {
     @Option(help: "Directory with the MNIST files the goldens were recorded on.") var dataDir = "Data/mnist"
     @Option(help: "Re-run with this many threads instead of the golden's (portable goldens must still match exactly; a blas golden then compares with tolerance).")
     var threads: Int?
+    @Option(help: "Re-run this many windows, chosen deterministically (always the first window, one that crosses an epoch boundary and the last), or 'all' (default).")
+    var windows: String?
+    @Flag(help: "One end-to-end re-run instead of windows.") var full = false
+    @Option(help: "Verify only every N-th chosen window starting at the I-th (I/N, 1-based), to split one golden across machines.")
+    var shard: String?
     @OptionGroup var comparison: ComparisonOptions
+
+    func validate() throws {
+        if full && (windows != nil || shard != nil) { throw ValidationError("--full re-runs everything: it excludes --windows and --shard") }
+        if let windows, windows != "all", (Int(windows) ?? 0) < 1 { throw ValidationError("--windows takes a positive number or 'all'") }
+        if let shard, Shard(shard) == nil { throw ValidationError("--shard takes I/N with 1 ≤ I ≤ N, for example 2/4") }
+    }
+
+    var selection: WindowSelection {
+        if full { return .full }
+        if let windows, let n = Int(windows) { return .count(n) }
+        return .all
+    }
 
     @Option(help: ArgumentHelp("Change the re-run on purpose to see verify report it (negative control).", visibility: .hidden))
     var injectFault: String?
@@ -88,7 +105,7 @@ struct VerifyCommand: ParsableCommand {
         // Each golden on its own: one that cannot be used is reported and the others are still verified.
         for golden in goldens {
             do {
-                let report = try verifier.verify(golden)
+                let report = try verifier.verify(golden, windows: selection, shard: shard.flatMap(Shard.init))
                 comparison.show(report)
                 verdict.reports.append(report)
             } catch {
