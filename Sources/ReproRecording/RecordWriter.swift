@@ -14,6 +14,7 @@ public final class RecordWriter: TrainingObserver {
     var stepLoss: [Float] = [], stepAccuracy: [Float] = []
     /// Steps already written to the file; the buffers hold the steps after it.
     var stepsWritten = 0
+    var epochsWritten = 0
     var layout: ModelLayout?
     /// Per BN layer (forward order), per recorded series: [S × C] row-major.
     var batchNormSeries: [(layer: String, series: [(RecordSchema.BatchNormSeries, [Float])])] = []
@@ -60,6 +61,9 @@ public final class RecordWriter: TrainingObserver {
     }
 
     public func epochStarted(_ epoch: Int, order: [Int32]) throws {
+        // Each epoch's order is written once (a resumed run announces the epoch it continues in again).
+        guard epoch >= epochsWritten else { return }
+        epochsWritten = epoch + 1
         switch config.profile {
         case .complete: try file.writer.writeRows(order, from: epoch, at: RecordSchema.epochOrder)
         case .golden: try file.writer.writeRows(Digest.of(order), from: epoch, at: RecordSchema.epochOrderDigests)
@@ -152,14 +156,16 @@ public enum Recording {
     /// Trains `config` on `data` and writes the record to `path` (a temporary file renamed into place when
     /// complete; removed on any failure). `checks` is the BatchNorm check table to store.
     public static func record(config: RunConfig, data: MNIST, to path: String, header: RecordHeader = .init(created: "", reproVersion: ""),
-                              checks: [CheckRow], observers: [TrainingObserver] = [],
+                              checks: [CheckRow], observers: [TrainingObserver] = [], perturbation: Trainer.Perturbation? = nil,
                               temporaryFileCreated: (String) -> Void = { _ in }) throws {
         let file = try RecordFile(target: path)
         temporaryFileCreated(file.temporaryPath)
         do {
             let writer = try RecordWriter(file: file, config: config, data: DataDescription(dataset: config.dataset, data: data),
                                           header: header, checks: checks)
-            try Trainer(config: config, data: data).run(observers: observers + [writer])
+            var trainer = Trainer(config: config, data: data)
+            trainer.perturbation = perturbation
+            try trainer.run(observers: observers + [writer])
             try writer.finish()
         } catch {
             file.abandon()

@@ -75,6 +75,7 @@ public struct RecordReplay {
             batchNorm.append((bn.name, try RecordSchema.BatchNormSeries.recorded(by: bn).map { ($0, try floats(RecordSchema.stepBatchNorm(bn.name, $0))) }))
         }
         let epochSeries = try RecordSchema.EpochSeries.allCases.map { try record.values(RecordSchema.epochSeries($0)).values }
+        let validated = Trainer.evaluationSizes(config: config, train: train.count, validation: validation.count, test: data.test.count)[1]
         for s in stride(from: 1, through: step, by: 1) {
             let epoch = (s - 1) / plan.stepsPerEpoch
             if s - 1 == epoch * plan.stepsPerEpoch {
@@ -101,7 +102,7 @@ public struct RecordReplay {
                 let m = epochSeries.map { $0[epoch] }
                 try observers.forEach {
                     try $0.epochFinished(epoch, train: Metrics(loss: m[0], accuracy: m[1], samples: (s - epoch * plan.stepsPerEpoch) * b),
-                                         validation: Metrics(loss: m[2], accuracy: m[3], samples: validation.count))
+                                         validation: Metrics(loss: m[2], accuracy: m[3], samples: validated))
                 }
             }
         }

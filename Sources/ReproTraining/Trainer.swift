@@ -111,6 +111,7 @@ public protocol TrainingObserver: AnyObject {
     /// Training continues from a stored state after `step` (instead of `runStarted`).
     func runResumed(plan: RunPlan, after step: Int) throws
     func evaluated(_ phase: EvaluationPhase, train: Metrics, validation: Metrics, test: Metrics) throws
+    /// The order of an epoch that training starts, or continues inside after a resume.
     func epochStarted(_ epoch: Int, order: [Int32]) throws
     func stepFinished(_ outcome: StepOutcome) throws
     func epochFinished(_ epoch: Int, train: Metrics, validation: Metrics) throws
@@ -161,6 +162,19 @@ public enum TrainingError: Error, CustomStringConvertible {
 public struct Trainer {
     public let config: RunConfig
     public let data: MNIST
+    /// A deliberate regression, for the negative controls of verification (nil in every real run).
+    public var perturbation: Perturbation?
+
+    /// Changes that act only from a later epoch on: what a 256-step golden cannot see and a full-length
+    /// golden must.
+    public enum Perturbation: Sendable, Equatable {
+        /// The shuffle of every epoch from this one on swaps its first two samples.
+        case shuffle(fromEpoch: Int)
+        /// The per-epoch training loss from this epoch on is one ULP larger.
+        case epochTrainingMetric(fromEpoch: Int)
+        /// The validation loss after this epoch and later ones is one ULP larger.
+        case validation(fromEpoch: Int)
+    }
 
     public init(config: RunConfig, data: MNIST) {
         self.config = config
@@ -204,8 +218,10 @@ public struct Trainer {
 
         var epoch = plan.cursor(afterStep: step).epoch
         while step < last {
-            let order = DataOrder.epochOrder(trainIndices: split.train, epoch: epoch, seed: config.seed)
-            if step == epoch * plan.stepsPerEpoch { try observers.forEach { try $0.epochStarted(epoch, order: order) } }
+            var order = DataOrder.epochOrder(trainIndices: split.train, epoch: epoch, seed: config.seed)
+            if case .shuffle(let from) = perturbation, epoch >= from, order.count > 1 { order.swapAt(0, 1) }
+            // Also when a resumed run continues inside the epoch: a window re-derives the order it trains with.
+            try observers.forEach { try $0.epochStarted(epoch, order: order) }
             while step < plan.endOfEpoch(epoch) && step < last {
                 let b = step - epoch * plan.stepsPerEpoch
                 let indices = order[(b * config.batchSize)..<((b + 1) * config.batchSize)]
@@ -226,8 +242,10 @@ public struct Trainer {
                 }
             }
             guard step == plan.endOfEpoch(epoch) else { break }  // stopped inside the epoch
-            let train = Metrics(loss: lossSum / Double(samples), accuracy: 100 * Double(correct) / Double(samples), samples: samples)
-            let validation = try evaluate(model, data.train, indices: split.validation, dropLast: false, step: step)
+            var train = Metrics(loss: lossSum / Double(samples), accuracy: 100 * Double(correct) / Double(samples), samples: samples)
+            var validation = try evaluate(model, data.train, indices: split.validation, dropLast: false, step: step)
+            if case .epochTrainingMetric(let from) = perturbation, epoch >= from { train.loss = train.loss.nextUp }
+            if case .validation(let from) = perturbation, epoch >= from { validation.loss = validation.loss.nextUp }
             try observers.forEach { try $0.epochFinished(epoch, train: train, validation: validation) }
             (lossSum, correct, samples) = (0, 0, 0)
             epoch += 1

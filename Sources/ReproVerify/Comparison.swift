@@ -213,9 +213,13 @@ struct Locator {
         let parts = path.split(separator: "/").map(String.init)
         switch parts.first {
         case "data":
-            guard path == RecordSchema.epochOrder else { return (0, .data) }
-            let epoch = index / max(plan.trainCount, 1), position = index % max(plan.trainCount, 1)
-            return (epoch * plan.stepsPerEpoch + position / batchSize + 1, .data)
+            if path == RecordSchema.epochOrder {
+                let epoch = index / max(plan.trainCount, 1), position = index % max(plan.trainCount, 1)
+                return (epoch * plan.stepsPerEpoch + position / batchSize + 1, .data)
+            }
+            // A digest stands for its epoch's whole order: the epoch's first step.
+            if path == RecordSchema.epochOrderDigests { return ((index / 32) * plan.stepsPerEpoch + 1, .data) }
+            return (0, .data)
         case "steps":
             if parts.count == 3, let layer = layout.batchNorms.firstIndex(where: { $0.name == parts[1] }),
                let series = RecordSchema.BatchNormSeries(rawValue: parts[2]),
@@ -244,6 +248,11 @@ struct Locator {
             if parts.count == 3 { return prefix + "\(parts[1]).\(parts[2])[\(index % channels)]" }
             return prefix + (parts.last ?? path)
         }
+        if path == RecordSchema.epochOrder {
+            let n = max(plan.trainCount, 1)
+            return "epoch \(index / n) order[\(index % n)]"
+        }
+        if path == RecordSchema.epochOrderDigests { return "epoch \(index / 32) order (sha256 byte \(index % 32))" }
         if parts.first == "checkpoints", parts.count >= 4 {
             let kind = parts.contains("optimizer") ? "momentum_buffer " : ""
             return "checkpoint \(parts[1]) \(kind)\(parts.last!)[\(index)]"

@@ -1,5 +1,6 @@
 import Foundation
 import ReproData
+import ReproKernels
 import ReproNN
 import ReproRecording
 import ReproTraining
@@ -29,11 +30,26 @@ public struct Verifier {
         case infiniteLearningRate = "infinite-learning-rate"
         /// The re-run's BatchNorm momentum becomes 0.899: drift from step 1 on.
         case batchNormMomentum = "batchnorm-momentum"
+        /// Regressions that act only from epoch 1 on (`Trainer.Perturbation`): invisible to a golden of
+        /// epoch 0's first steps, caught by a full-length one.
+        case laterShuffle = "later-shuffle"
+        case laterEpochMetric = "later-epoch-metric"
+        case laterValidation = "later-validation"
 
         func apply(to config: inout RunConfig) {
             switch self {
             case .infiniteLearningRate: config.learningRate = .infinity
             case .batchNormMomentum: config.batchNorm.momentum = 0.899
+            default: break
+            }
+        }
+
+        var perturbation: Trainer.Perturbation? {
+            switch self {
+            case .laterShuffle: return .shuffle(fromEpoch: 1)
+            case .laterEpochMetric: return .epochTrainingMetric(fromEpoch: 1)
+            case .laterValidation: return .validation(fromEpoch: 1)
+            default: return nil
             }
         }
     }
@@ -66,6 +82,7 @@ public struct Verifier {
         var chosen = all
         if case .count(let n) = selection { chosen = WindowSelection.choose(n, of: all, plan: golden.plan) }
         if let shard { chosen = shard.take(chosen) }
+        OpenBLAS.setThreadCount(config.threads)  // as the trainer will: the environment facts include the count
         let (mode, reason) = TolerancePolicy.resolve(stored: golden.policy, kernels: config.kernels, goldenEnvironment: golden.environment,
                                                      here: EnvironmentFacts(current: config.kernels), override: override)
         var results = [SeriesResult](), failure: Divergence?
@@ -74,7 +91,9 @@ public struct Verifier {
             let capture = CapturedRun()
             do {
                 let start = window.start == 0 ? nil : try replay.resumePoint(at: window.start)
-                try Trainer(config: config, data: data).run(observers: observers + [capture], from: start, through: window.end)
+                var trainer = Trainer(config: config, data: data)
+                trainer.perturbation = fault?.perturbation
+                try trainer.run(observers: observers + [capture], from: start, through: window.end)
             } catch let stop as TrainingError {
                 let d = Divergence(step: stop.step, stage: .trainingFailure, index: 0,
                                    description: "\(window): first divergence at step \(stop.step): the re-run failed: \(stop)", window: window.index)
@@ -106,7 +125,8 @@ public struct Verifier {
         let rerunPath = folder + "/rerun.h5"
         let capture = CapturedRun()
         do {
-            try Recording.record(config: config, data: data, to: rerunPath, checks: checks, observers: observers + [capture])
+            try Recording.record(config: config, data: data, to: rerunPath, checks: checks, observers: observers + [capture],
+                                 perturbation: fault?.perturbation)
         } catch let stop as TrainingError {
             // The steps before the failure are compared; the failure itself diverges at its step.
             let series: [SeriesResult]

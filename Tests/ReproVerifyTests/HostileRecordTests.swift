@@ -11,12 +11,25 @@ struct HostileCase: CustomTestStringConvertible, Sendable {
     let name: String
     /// A fragment the one-line error must contain (the place in the file, usually).
     let mentions: String
+    /// The golden edited: the short one (complete profile) unless said otherwise.
+    var source = golden
     let edit: @Sendable (RecordEditor) throws -> Void
+
+    init(name: String, mentions: String, source: String = golden, edit: @escaping @Sendable (RecordEditor) throws -> Void) {
+        self.name = name
+        self.mentions = mentions
+        self.source = source
+        self.edit = edit
+    }
+
     var testDescription: String { name }
 }
 
-let golden = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-    .deletingLastPathComponent().appendingPathComponent("Golden/mnist_bn.h5").path
+let goldenFolder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("Golden")
+let golden = goldenFolder.appendingPathComponent("mnist_bn.h5").path
+/// The full-length BN golden (golden profile): 18,750 steps, checkpoints every 3,700, windows of 128 steps.
+let fullGolden = goldenFolder.appendingPathComponent("mnist_bn_full.h5").path
 
 /// The golden's facts the cases rely on: 60,000 training samples (48,001 train, 11,999 validation), batch
 /// 128, 256 steps, checkpoints every 64 steps, 1,024 samples per evaluation.
@@ -45,6 +58,8 @@ let hostileCases: [HostileCase] = [
     .init(name: "seed as an array", mentions: "/config@seed: an array") { try $0.setAttribute("seed", .int64Array([0, 1]), on: "/config") },
     .init(name: "threads in a portable record", mentions: "/config@threads") { try $0.setAttribute("threads", .int64(2), on: "/config") },
     .init(name: "config attribute missing", mentions: "/config@seed: missing") { try $0.deleteAttribute("seed", on: "/config") },
+    .init(name: "unknown profile", mentions: "/config@profile") { try $0.setAttribute("profile", .string("tiny"), on: "/config") },
+    .init(name: "window_steps 0", mentions: "/config@window_steps") { try $0.setAttribute("window_steps", .int64(0), on: "/config") },
     .init(name: "unknown config attribute", mentions: "/config@dropout") { try $0.setAttribute("dropout", .float64(0.5), on: "/config") },
     // Root attributes.
     .init(name: "schema version 99", mentions: "schema version int32 99") { try $0.setAttribute("schema_version", .int32(99)) },
@@ -137,6 +152,23 @@ let hostileCases: [HostileCase] = [
     .init(name: "check table rows out of step", mentions: "/checks/bn/bound: shape") { e in
         try e.replaceDataset("/checks/bn/bound", with: [1, 2], as: .float64, shape: [2])
     },
+    // The golden profile: what it keeps and what it leaves out.
+    .init(name: "a BN value outside the windows", mentions: "/steps/bn3/batch_mean: step 200 channel 0 is 0.5", source: fullGolden) {
+        try $0.change("/steps/bn3/batch_mean", at: 199 * 120, to: 0.5)
+    },
+    .init(name: "a NaN inside a window", mentions: "/steps/bn1/batch_std: step 3701 channel 0 is nan", source: fullGolden) {
+        try $0.change("/steps/bn1/batch_std", at: 3700 * 6, to: .nan)
+    },
+    .init(name: "window-end digests missing", mentions: "/state_digests/00003828: missing", source: fullGolden) {
+        try $0.delete("/state_digests/00003828")
+    },
+    .init(name: "a full epoch order in the golden profile", mentions: "/data/epoch_order: a dataset, the schema expects no such object",
+          source: fullGolden) { e in
+        try e.replaceDataset("/data/epoch_order", with: [Double](repeating: 0, count: 10), as: .int32, shape: [1, 10])
+    },
+    .init(name: "digests of the wrong width", mentions: "/data/epoch_order_sha256: element type int32", source: fullGolden) { e in
+        try e.replaceDataset("/data/epoch_order_sha256", with: [Double](repeating: 1, count: 800), as: .int32, shape: [50, 16])
+    },
 ]
 
 @Suite(.serialized) struct HostileRecordTests {
@@ -146,18 +178,19 @@ let hostileCases: [HostileCase] = [
         return f
     }()
 
-    static func copyOfGolden(_ name: String) throws -> String {
+    static func copyOfGolden(_ name: String, from source: String = golden) throws -> String {
         let path = folder + "/" + name.filter { $0.isLetter || $0.isNumber } + ".h5"
         try? FileManager.default.removeItem(atPath: path)
-        try FileManager.default.copyItem(atPath: golden, toPath: path)
+        try FileManager.default.copyItem(atPath: source, toPath: path)
         return path
     }
 
     @Test func atLeastFortyCases() { #expect(hostileCases.count >= 40) }
 
-    /// Negative control: the golden itself, and a copy opened, closed and restamped by the same editor,
+    /// Negative control: the goldens themselves, and a copy opened, closed and restamped by the same editor,
     /// parse; so each refusal below comes from its one edit.
     @Test func untouchedGoldenAndAnEmptyEditAreAccepted() throws {
+        #expect(try Record(path: fullGolden).config.profile == .golden)
         let record = try Record(path: golden)
         #expect(record.config.batchSize == 128 && record.plan.totalSteps == 256 && record.plan.checkpointSteps == [0, 64, 128, 192, 256])
         let path = try Self.copyOfGolden("emptyedit")
@@ -168,7 +201,7 @@ let hostileCases: [HostileCase] = [
 
     @Test(.timeLimit(.minutes(1)), arguments: hostileCases)
     func refusedWithOneLine(_ hostile: HostileCase) throws {
-        let path = try Self.copyOfGolden(hostile.name)
+        let path = try Self.copyOfGolden(hostile.name, from: hostile.source)
         let editor = try RecordEditor(path)
         try hostile.edit(editor)
         try editor.finish()

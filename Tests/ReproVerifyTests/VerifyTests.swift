@@ -201,12 +201,16 @@ struct Fixture {
         #expect(report.trainingFailure?.step == 2, "\(report.trainingFailure?.description ?? "none")")
         #expect(report.firstDivergence?.step == 2 && report.firstDivergence?.description.contains("the re-run failed") == true,
                 "\(report.firstDivergence?.description ?? "none")")
-        // Step 1, before the failure, was compared and matches.
-        #expect(report.series.first { $0.path == RecordSchema.stepLoss }.map { $0.elements == 1 && $0.passed } == true)
+        // Windows 0–4 and 4–5: step 1, before the failure, was compared and matches, and so does step 5, whose
+        // forward pass starts from the golden's checkpoint 4 (its update is what goes wrong).
+        #expect(report.series.first { $0.path == RecordSchema.stepLoss }.map { $0.elements == 2 && $0.passed } == true)
         var verdict = Verdict()
         verdict.reports = [report]
         #expect(verdict.exitCode == 1)
-        #expect(Report.junit(verdict).contains("name=\"training\">\n      <failure message=\"first divergence at step 2"))
+        #expect(Report.junit(verdict).contains("name=\"training\">\n      <failure message=\"window 0 (steps 1–4): first divergence at step 2"))
+        // The same failure in one full re-run.
+        let full = try verifier.verify(golden, windows: .full)
+        #expect(full.trainingFailure?.step == 2 && full.series.first { $0.path == RecordSchema.stepLoss }.map { $0.elements == 1 && $0.passed } == true)
         // Control: without the fault the same golden verifies.
         verifier.fault = nil
         #expect(try verifier.verify(golden).passed)
