@@ -35,7 +35,7 @@ let numericCodeSettings: [SwiftSetting] = {
 
 
 // Module graph (one direction only; every target names every module it imports):
-//   repro (CLI) → ReproVerify (compare, verify, BN checks) → ReproRecording (record schema codecs, writer, strict reader)
+//   repro (CLI) → ReproVerify (compare, verify, BN checks, reports), ReproTensorBoard (event files) → ReproRecording (record schema codecs, writer, strict reader)
 //     → ReproTraining (trainer) → ReproNN (layers, BN, SGD, RNG) → ReproKernels (GEMM, reductions, exp/log)
 //   ReproData (MNIST) sits beside ReproTraining, ReproStorage (HDF5, checksummed files) beside ReproRecording;
 //   ReproBytes (SHA-256 through libcrypto, gzip through zlib) under both.
@@ -61,7 +61,7 @@ let package = Package(
             .product(name: "RealModule", package: "swift-numerics"),
         ], swiftSettings: numericCodeSettings),
         .target(name: "ReproNN", dependencies: ["ReproKernels"], swiftSettings: numericCodeSettings),
-        .target(name: "ReproData", dependencies: ["ReproKernels", "ReproNN", "ReproBytes"], swiftSettings: numericCodeSettings),
+        .target(name: "ReproData", dependencies: ["ReproKernels", "ReproNN", "ReproBytes", "ReproStorage"], swiftSettings: numericCodeSettings),
         .target(name: "ReproStorage", dependencies: ["CHDF5", "ReproBytes"],
                 swiftSettings: [.swiftLanguageMode(.v5)]),  // libhdf5's type ids are C globals
         .target(name: "ReproTraining", dependencies: ["ReproKernels", "ReproNN", "ReproData"],
@@ -71,8 +71,9 @@ let package = Package(
         .target(name: "ReproVerify", dependencies: ["ReproKernels", "ReproNN", "ReproData", "ReproStorage", "ReproTraining",
                                                     "ReproRecording"],
                 swiftSettings: numericCodeSettings),
+        .target(name: "ReproTensorBoard", dependencies: ["ReproRecording", "ReproTraining"]),
         .executableTarget(name: "repro", dependencies: [
-            "ReproKernels", "ReproNN", "ReproData", "ReproTraining", "ReproRecording", "ReproVerify",
+            "ReproKernels", "ReproNN", "ReproData", "ReproTraining", "ReproRecording", "ReproVerify", "ReproTensorBoard",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: numericCodeSettings),
         // Helpers only tests use: IDX writing, synthetic data, editing records into hostile ones.
@@ -83,7 +84,7 @@ let package = Package(
                                                                "ReproTraining", "ReproRecording", "ReproTestSupport"],
                     swiftSettings: numericCodeSettings),
         .testTarget(name: "ReproVerifyTests", dependencies: ["ReproKernels", "ReproNN", "ReproData", "ReproStorage", "ReproTraining",
-                                                             "ReproRecording", "ReproVerify", "ReproTestSupport"],
+                                                             "ReproRecording", "ReproVerify", "ReproTensorBoard", "ReproTestSupport"],
                     swiftSettings: numericCodeSettings),
     ]
 )

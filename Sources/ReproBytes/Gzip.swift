@@ -60,3 +60,46 @@ public enum Gzip {
         return Array(output.prefix(Int(stream.total_out)))
     }
 }
+
+/// zlib streams (RFC 1950), as MATLAB's compressed variables hold them.
+public enum Zlib {
+    /// Inflates one zlib stream whose output size is not known in advance, refusing more than `limit` bytes
+    /// (a damaged or hostile stream cannot ask for unbounded memory). Returns the output and how many input
+    /// bytes the stream used.
+    public static func inflate(_ compressed: ArraySlice<UInt8>, limit: Int) throws(Gzip.Failure) -> [UInt8] {
+        var stream = z_stream()
+        guard inflateInit_(&stream, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+            throw Gzip.Failure(description: "zlib cannot start inflating")
+        }
+        defer { inflateEnd(&stream) }
+        var output = [UInt8]()
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        var status: Int32 = Z_OK
+        let input = Array(compressed)
+        var consumed = 0
+        while status == Z_OK {
+            let produced: Int = input.withUnsafeBufferPointer { inp in chunk.withUnsafeMutableBufferPointer { out in
+                stream.next_in = UnsafeMutablePointer(mutating: inp.baseAddress! + consumed)
+                stream.avail_in = UInt32(inp.count - consumed)
+                stream.next_out = out.baseAddress
+                stream.avail_out = UInt32(out.count)
+                status = zlib_inflate(&stream)
+                consumed = inp.count - Int(stream.avail_in)
+                return out.count - Int(stream.avail_out)
+            } }
+            output.append(contentsOf: chunk.prefix(produced))
+            guard output.count <= limit else { throw Gzip.Failure(description: "decompresses to more than \(limit) bytes") }
+            if status == Z_BUF_ERROR || (status == Z_OK && produced == 0 && stream.avail_in == 0) {
+                throw Gzip.Failure(description: "truncated compressed data (the zlib stream ends early)")
+            }
+        }
+        guard status == Z_STREAM_END else {
+            throw Gzip.Failure(description: "damaged compressed data (\(stream.msg.map { String(cString: $0) } ?? "error \(status)"))")
+        }
+        return output
+    }
+}
+
+/// zlib's inflate, named apart from `Zlib.inflate`.
+@inline(__always)
+func zlib_inflate(_ stream: UnsafeMutablePointer<z_stream>) -> Int32 { CZlib.inflate(stream, Z_NO_FLUSH) }

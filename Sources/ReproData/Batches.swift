@@ -24,33 +24,42 @@ public enum DataOrder {
     }
 }
 
-/// Applies the notebook's MNIST transform to a batch: ToTensor (pixel/255) → pad 2 zeros on every side
-/// (28→32) → repeat to 3 channels → Normalize(0.5, 0.5), i.e. (x − 0.5)/0.5, all in float32 as torchvision
-/// computes it. Output is channel-major [3][N][32][32].
-public enum MNISTTransform {
-    public static let size = 32, padding = 2
-    /// Every possible pixel value, transformed once with the same float ops the per-pixel formula does.
-    static let table: [Float] = (0...255).map { (Float($0) / 255 - 0.5) / 0.5 }
-
-    public static func batch(_ split: MNISTSplit, indices: some Collection<Int32>) -> (x: FeatureMap<Float>, labels: [Int]) {
+extension ImageDataset {
+    /// The notebook's transform of this dataset applied to a batch, channel-major [3][N][32][32] float32:
+    /// ToTensor (pixel/255), then for MNIST pad 2 zeros on every side (28→32) and repeat to 3 channels, then
+    /// Normalize(0.5, 0.5): (x − 0.5)/0.5, all in float32 as torchvision computes it. SVHN is 3×32×32 as stored.
+    public func batch(_ split: ImageSplit, indices: some Collection<Int32>) -> (x: FeatureMap<Float>, labels: [Int]) {
+        let size = ImageTransform.size
         let n = indices.count, plane = size * size
-        // The padded border normalizes to (0 − 0.5)/0.5 = −1.
+        let padding = (size - split.height) / 2
+        let table = ImageTransform.table
+        // A padded border normalizes to (0 − 0.5)/0.5 = −1.
         var data = [Float](repeating: -1, count: 3 * n * plane)
         var labels = [Int]()
         labels.reserveCapacity(n)
         split.images.withUnsafeBufferPointer { images in data.withUnsafeMutableBufferPointer { out in
             for (j, index) in indices.enumerated() {
-                let source = Int(index) * MNISTSplit.pixels
+                let source = Int(index) * split.pixels
                 labels.append(Int(split.labels[Int(index)]))
-                for r in 0..<MNISTSplit.rows {
-                    for c in 0..<MNISTSplit.columns {
-                        let v = table[Int(images[source + r * MNISTSplit.columns + c])]
-                        let offset = (r + padding) * size + c + padding
-                        for channel in 0..<3 { out[(channel * n + j) * plane + offset] = v }
+                for channel in 0..<3 {
+                    // A one-channel image is repeated into all three.
+                    let plane0 = source + (split.channels == 1 ? 0 : channel) * split.height * split.width
+                    for r in 0..<split.height {
+                        for c in 0..<split.width {
+                            out[(channel * n + j) * plane + (r + padding) * size + c + padding] = table[Int(images[plane0 + r * split.width + c])]
+                        }
                     }
                 }
             }
         } }
         return (FeatureMap(channels: 3, batch: n, height: size, width: size, data: data), labels)
     }
+}
+
+/// What every dataset's transform shares.
+public enum ImageTransform {
+    /// The model's input size.
+    public static let size = 32
+    /// Every possible pixel value, transformed once with the same float ops the per-pixel formula does.
+    static let table: [Float] = (0...255).map { (Float($0) / 255 - 0.5) / 0.5 }
 }

@@ -117,7 +117,7 @@ public struct DataDescription: Equatable, Sendable {
     public var trainSamples: Int
     public var testSamples: Int
 
-    public init(dataset: DatasetName, data: MNIST) {
+    public init(dataset: DatasetName, data: ImageDataset) {
         self.dataset = dataset
         fingerprints = data.fingerprints.map { Fingerprint(file: $0.file, sha256: $0.sha256) }
         trainSamples = data.train.count

@@ -155,7 +155,7 @@ public final class RecordWriter: TrainingObserver {
 public enum Recording {
     /// Trains `config` on `data` and writes the record to `path` (a temporary file renamed into place when
     /// complete; removed on any failure). `checks` is the BatchNorm check table to store.
-    public static func record(config: RunConfig, data: MNIST, to path: String, header: RecordHeader = .init(created: "", reproVersion: ""),
+    public static func record(config: RunConfig, data: ImageDataset, to path: String, header: RecordHeader = .init(created: "", reproVersion: ""),
                               checks: [CheckRow], observers: [TrainingObserver] = [], perturbation: Trainer.Perturbation? = nil,
                               temporaryFileCreated: (String) -> Void = { _ in }) throws {
         let file = try RecordFile(target: path)
@@ -177,7 +177,7 @@ public enum Recording {
     /// `config` — the source's configuration, or the same run made longer (more epochs or steps; another
     /// thread count) — and writes the whole run to `path`: the steps up to the checkpoint replayed from the
     /// source, the rest trained. With the source's configuration the file is byte-identical to the source.
-    public static func resume(_ source: Record, config: RunConfig, from step: Int?, data: MNIST, to path: String,
+    public static func resume(_ source: Record, config: RunConfig, from step: Int?, data: ImageDataset, to path: String,
                               header: RecordHeader, checks: [CheckRow], observers: [TrainingObserver] = [],
                               temporaryFileCreated: (String) -> Void = { _ in }) throws {
         var comparable = source.config

@@ -52,7 +52,7 @@ public struct RecordReplay {
     /// Sends `observers` every event of steps 1 … `step` of a run with `config` — which may continue the
     /// stored run further (more epochs or steps) but must otherwise be the stored configuration — as the
     /// trainer sent them, read from the record. Refuses anything the record does not hold.
-    public func replay(config: RunConfig, data: MNIST, through step: Int, into observers: [TrainingObserver]) throws {
+    public func replay(config: RunConfig, data: ImageDataset, through step: Int, into observers: [TrainingObserver]) throws {
         let source = record.plan
         let (train, validation) = DataOrder.trainValidationSplit(count: data.train.count, seed: config.seed)
         let plan = RunPlan(config: config, trainCount: train.count)

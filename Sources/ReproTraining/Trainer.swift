@@ -161,7 +161,7 @@ public enum TrainingError: Error, CustomStringConvertible {
 /// validation after each), evaluate again. Every random choice comes from the seed's Philox streams.
 public struct Trainer {
     public let config: RunConfig
-    public let data: MNIST
+    public let data: ImageDataset
     /// A deliberate regression, for the negative controls of verification (nil in every real run).
     public var perturbation: Perturbation?
 
@@ -176,7 +176,7 @@ public struct Trainer {
         case validation(fromEpoch: Int)
     }
 
-    public init(config: RunConfig, data: MNIST) {
+    public init(config: RunConfig, data: ImageDataset) {
         self.config = config
         self.data = data
     }
@@ -225,7 +225,7 @@ public struct Trainer {
             while step < plan.endOfEpoch(epoch) && step < last {
                 let b = step - epoch * plan.stepsPerEpoch
                 let indices = order[(b * config.batchSize)..<((b + 1) * config.batchSize)]
-                let batch = MNISTTransform.batch(data.train, indices: indices)
+                let batch = data.batch(data.train, indices: indices)
                 let result: StepResult<Float>
                 do { result = try model.trainStep(batch.x, targets: batch.labels, optimizer: optimizer) }
                 catch { throw TrainingError.batchNorm(error, step: step + 1) }
@@ -302,14 +302,14 @@ public struct Trainer {
     }
 
     /// Batches of the batch size in the given order; the last partial batch is kept unless dropLast.
-    func evaluate(_ model: LeNet5<Float>, _ split: MNISTSplit, indices allIndices: [Int32], dropLast: Bool, step: Int) throws -> Metrics {
+    func evaluate(_ model: LeNet5<Float>, _ split: ImageSplit, indices allIndices: [Int32], dropLast: Bool, step: Int) throws -> Metrics {
         let indices = config.evaluationLimit.map { Array(allIndices.prefix($0)) } ?? allIndices
         var lossSum = 0.0, correct = 0, samples = 0
         var start = 0
         while start < indices.count {
             let end = min(start + config.batchSize, indices.count)
             if dropLast && end - start < config.batchSize { break }
-            let batch = MNISTTransform.batch(split, indices: indices[start..<end])
+            let batch = data.batch(split, indices: indices[start..<end])
             let result: StepResult<Float>
             do { result = try model.evaluate(batch.x, targets: batch.labels) }
             catch { throw TrainingError.batchNorm(error, step: step) }

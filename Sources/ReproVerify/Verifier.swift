@@ -14,7 +14,8 @@ public struct UnusableInput: Error, CustomStringConvertible, Sendable {
 /// Re-runs a golden's own configuration and compares the new record with it. Never writes the golden:
 /// the re-run goes to a temporary file that is removed afterwards.
 public struct Verifier {
-    public var dataDirectory: String
+    /// Where the data are; nil: the dataset's default folder (`Data/mnist`, `Data/svhn`).
+    public var dataDirectory: String?
     public var override: ComparisonMode?
     /// Threads for the re-run; nil uses the golden's (for portable goldens: the machine's cores, same bits).
     public var threads: Int?
@@ -54,7 +55,7 @@ public struct Verifier {
         }
     }
 
-    public init(dataDirectory: String, checks: [CheckRow], override: ComparisonMode? = nil, threads: Int? = nil) {
+    public init(dataDirectory: String?, checks: [CheckRow], override: ComparisonMode? = nil, threads: Int? = nil) {
         self.dataDirectory = dataDirectory
         self.checks = checks
         self.override = override
@@ -71,10 +72,11 @@ public struct Verifier {
         if let threads { config.threads = threads }
         else if config.kernels == .portable { config.threads = min(ProcessInfo.processInfo.activeProcessorCount, 8) }
         fault?.apply(to: &config)
-        let data: MNIST
-        do { data = try MNIST.load(directory: dataDirectory) } catch { throw UnusableInput(error.description) }
+        let data: ImageDataset
+        let directory = dataDirectory ?? golden.config.dataset.defaultDirectory
+        do { data = try ImageDataset.load(golden.config.dataset, directory: directory) } catch { throw UnusableInput(error.description) }
         for (mine, recorded) in zip(data.fingerprints, golden.data.fingerprints) where mine.sha256 != recorded.sha256 {
-            throw UnusableInput("\(dataDirectory)/\(mine.file): not the data \(goldenPath) was recorded on (sha256 differs); pass --data-dir")
+            throw UnusableInput("\(directory)/\(mine.file): not the data \(goldenPath) was recorded on (sha256 differs); pass --data-dir")
         }
         if selection == .full { return try verifyFully(golden, config: config, data: data, observers: observers) }
 
@@ -117,7 +119,7 @@ public struct Verifier {
     }
 
     /// One end-to-end re-run into a temporary record, compared with the golden dataset by dataset.
-    func verifyFully(_ golden: Record, config: RunConfig, data: MNIST, observers: [TrainingObserver]) throws(UnusableInput) -> ComparisonReport {
+    func verifyFully(_ golden: Record, config: RunConfig, data: ImageDataset, observers: [TrainingObserver]) throws(UnusableInput) -> ComparisonReport {
         let folder = NSTemporaryDirectory() + "repro-verify-\(getpid())"
         do { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
         catch { throw UnusableInput("\(folder): cannot create the folder for the re-run (\(error.localizedDescription))") }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import ReproData
 import ReproRecording
+import ReproTensorBoard
 import ReproTraining
 import ReproVerify
 
@@ -9,7 +10,7 @@ import ReproVerify
 struct RecordCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "record",
-        abstract: "Train LeNet-5 on MNIST, seeded, and write a complete, replayable HDF5 record.",
+        abstract: "Train LeNet-5 on MNIST or SVHN, seeded, and write a complete, replayable HDF5 record.",
         discussion: """
             Defaults are the notebook's "mnist_bn" experiment: 50 epochs, batch 128, lr 0.01, weight decay 1e-6, \
             momentum 0.9, BatchNorm on. Bad input (missing or damaged data, unwritable output, invalid numbers) \
@@ -23,9 +24,9 @@ struct RecordCommand: ParsableCommand {
     @Option(help: "SGD weight decay, L2 added to the gradient (default 1e-6).") var weightDecay: Double?
     @Option(help: "SGD momentum (default 0.9).") var momentum: Double?
     @Option(help: "Number of epochs (default 50).") var epochs: Int?
-    @Option(help: "Dataset: mnist (default).") var dataset: String?
+    @Option(help: "Dataset: mnist (default) or svhn.") var dataset: String?
     @Flag(inversion: .prefixedNo, help: "Use the notebook's BatchNorm layers (default; --no-norm: plain LeNet-5).") var norm: Bool?
-    @Option(help: "Run name (default: mnist_bn with BN, mnist without).") var name: String?
+    @Option(help: "Run name (default: the dataset, with _bn for BatchNorm: mnist_bn, mnist, svhn_bn, svhn).") var name: String?
     @Option(help: "Seed of every random stream: initialization, split, shuffles (default 0).") var seed: UInt64?
     @Option(help: "Stop after this many optimizer steps (for short goldens).") var maxSteps: Int?
     @Option(help: "Output file (default: runs/<name>.h5).") var output: String?
@@ -39,7 +40,13 @@ struct RecordCommand: ParsableCommand {
     var profile: String?
     @Option(help: "Steps of each verification window, which starts at a checkpoint (default: up to the next checkpoint).")
     var windowSteps: Int?
-    @Option(help: "Directory with the MNIST IDX files (raw or .gz; also DIR/MNIST/raw/).") var dataDir = "Data/mnist"
+    @Option(help: "Directory with the data: MNIST's IDX files (raw or .gz; also DIR/MNIST/raw/) or SVHN's train_32x32.mat and test_32x32.mat (also DIR/SVHN/). Default: Data/mnist or Data/svhn.")
+    var dataDir: String?
+    @Option(help: "One of the notebook's four experiments: mnist, mnist_bn, svhn or svhn_bn (sets --dataset, --norm/--no-norm and --name).")
+    var experiment: String?
+    @Flag(inversion: .prefixedNo, help: "Also write TensorBoard event files to runs/<name>/ (default on; the same files 'repro tensorboard' makes from the record).")
+    var tensorboard = true
+    @Option(help: "Folder of the TensorBoard runs (default: runs, as the notebook's SummaryWriter).") var logdir = "runs"
     @Flag(help: "Train and print, but write no record (to measure the recording overhead).") var noWrite = false
     @Option(help: "Continue the run in this record from its last checkpoint (or --from-step) and write the whole run to --output; only --epochs, --max-steps and --threads may change.")
     var resume: String?
@@ -68,10 +75,19 @@ struct RecordCommand: ParsableCommand {
         try check(threads, L.threads, "--threads")
         if fromStep != nil && resume == nil { throw BadInput("--from-step goes with --resume") }
         var config = base ?? RunConfig()
+        if let experiment {
+            // The notebook's four runs. (Its cell "SVHN without BN" calls main(visualization_name="svhn_bn",
+            // dataset="svhn", norm=True), a copy-paste slip: repro's svhn is the run without BatchNorm.)
+            guard let (dataset, norm): (DatasetName, Bool) = ["mnist": (.mnist, false), "mnist_bn": (.mnist, true),
+                                                              "svhn": (.svhn, false), "svhn_bn": (.svhn, true)][experiment] else {
+                throw BadInput("unknown experiment '\(experiment)' (available: mnist, mnist_bn, svhn, svhn_bn)")
+            }
+            if self.dataset != nil || self.norm != nil { throw BadInput("--experiment sets --dataset and --norm; give one or the other") }
+            (config.dataset, config.norm, config.name) = (dataset, norm, experiment)
+        }
         if let dataset {
             guard let name = DatasetName(rawValue: dataset) else {
-                throw BadInput(dataset == "svhn" ? "--dataset svhn is not supported yet (only mnist)"
-                               : "unknown dataset '\(dataset)' (available: \(DatasetName.allCases.map(\.rawValue).joined(separator: ", ")))")
+                throw BadInput("unknown dataset '\(dataset)' (available: \(DatasetName.allCases.map(\.rawValue).joined(separator: ", ")))")
             }
             config.dataset = name
         }
@@ -88,7 +104,7 @@ struct RecordCommand: ParsableCommand {
             config.profile = choice
         }
         if let norm { config.norm = norm }
-        if base == nil { config.name = config.norm ? "mnist_bn" : "mnist" }
+        if base == nil && experiment == nil { config.name = config.dataset.rawValue + (config.norm ? "_bn" : "") }
         if let name { config.name = name }
         guard L.isValidName(config.name) else {
             throw BadInput("--name must be 1 to 64 letters, digits, '.', '_' or '-' (not starting with '.'), got '\(config.name)'")
@@ -114,8 +130,9 @@ struct RecordCommand: ParsableCommand {
         }
         let (config, outputPath): (RunConfig, String)
         do { (config, outputPath) = try validated(base: source?.config) } catch { try failWithBadInput(error.description) }
-        let data: MNIST
-        do { data = try MNIST.load(directory: dataDir) } catch { try failWithBadInput(error.description) }
+        let data: ImageDataset
+        do { data = try ImageDataset.load(config.dataset, directory: dataDir ?? config.dataset.defaultDirectory) }
+        catch { try failWithBadInput(error.description) }
         if let source, config.kernels == .blas,
            TolerancePolicy.fingerprint(kernels: .blas, environment: source.environment)
             != TolerancePolicy.fingerprint(kernels: .blas, environment: EnvironmentFacts(current: .blas)) || config.threads != source.config.threads {
@@ -143,6 +160,10 @@ struct RecordCommand: ParsableCommand {
                                      header: RecordHeader(created: created, reproVersion: ReproVersion.string),
                                      checks: try BatchNormChecks.run(), observers: [reporter],
                                      temporaryFileCreated: Interrupts.removeOnInterrupt)
+            }
+            if tensorboard && !noWrite {
+                let events = try TensorBoardExport.write(try Record(path: outputPath), logdir: logdir)
+                print("wrote \(events)")
             }
         } catch let failure as TrainingError {
             // Not bad input: the numbers themselves became unusable (exit 1, as drift would be).

@@ -6,7 +6,8 @@ struct Repro: ParsableCommand {
         commandName: "repro",
         abstract: "Seeded, recorded and verifiable LeNet-5 training.",
         version: ReproVersion.string,
-        subcommands: [RecordCommand.self, VerifyCommand.self, CompareCommand.self, InspectCommand.self, CheckBNCommand.self, BenchCommand.self])
+        subcommands: [RecordCommand.self, VerifyCommand.self, CompareCommand.self, InspectCommand.self, TensorBoardCommand.self,
+                      CheckBNCommand.self, BenchCommand.self])
 }
 
 enum ReproVersion {

@@ -62,7 +62,8 @@ struct VerifyCommand: ParsableCommand {
             """)
 
     @Argument(help: "Golden records to verify.") var goldens: [String]
-    @Option(help: "Directory with the MNIST files the goldens were recorded on.") var dataDir = "Data/mnist"
+    @Option(help: "Directory with the data the goldens were recorded on (default: Data/mnist or Data/svhn, by each golden's dataset).")
+    var dataDir: String?
     @Option(help: "Re-run with this many threads instead of the golden's (portable goldens must still match exactly; a blas golden then compares with tolerance).")
     var threads: Int?
     @Option(help: "Re-run this many windows, chosen deterministically (always the first window, one that crosses an epoch boundary and the last), or 'all' (default).")

@@ -6,9 +6,9 @@ import ReproData
 /// deliberately altered copies (the verify sensitivity tests change one label this way).
 public enum IDXWriter {
     public static func imageFile(_ images: [UInt8], count: Int) -> [UInt8] {
-        precondition(images.count == count * MNISTSplit.pixels)
+        precondition(images.count == count * 784)
         var bytes: [UInt8] = [0, 0, 8, 3]
-        for v in [count, MNISTSplit.rows, MNISTSplit.columns] { bytes += withUnsafeBytes(of: UInt32(v).bigEndian) { Array($0) } }
+        for v in [count, 28, 28] { bytes += withUnsafeBytes(of: UInt32(v).bigEndian) { Array($0) } }
         return bytes + images
     }
 
@@ -17,7 +17,7 @@ public enum IDXWriter {
     }
 
     /// Writes the four files of `train` and `test` into `directory` (created if missing).
-    public static func write(train: MNISTSplit, test: MNISTSplit, to directory: String, gzip: Bool) throws {
+    public static func write(train: ImageSplit, test: ImageSplit, to directory: String, gzip: Bool) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let files = [(MNIST.files.trainImages, imageFile(train.images, count: train.count)),
                      (MNIST.files.trainLabels, labelFile(train.labels)),

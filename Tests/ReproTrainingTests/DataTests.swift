@@ -69,7 +69,7 @@ import ReproNN
 
     @Test func transformIsTheNotebooks() throws {
         let data = try MNIST.load(directory: TinyMNIST().directory)
-        let (x, labels) = MNISTTransform.batch(data.train, indices: [Int32(5), 2])
+        let (x, labels) = data.batch(data.train, indices: [Int32(5), 2])
         #expect(labels == [Int(data.train.labels[5]), Int(data.train.labels[2])])
         #expect(x.channels == 3 && x.batch == 2 && x.height == 32)
         // Padding is −1, pixel (r, c) lands at (r + 2, c + 2) in all three channels, value (p/255 − 0.5)/0.5.

@@ -14,7 +14,7 @@ let checkTable: [CheckRow] = try! BatchNormChecks.run()
 /// A tiny dataset and a short run: 300 training images → 241 train, batch 32 → 7 steps per epoch, 2 epochs.
 struct Fixture {
     let directory: String
-    let data: MNIST
+    let data: ImageDataset
     let config: RunConfig
 
     init(name: String = #function, alterLabel: Int? = nil) throws {
@@ -24,7 +24,7 @@ struct Fixture {
         if let index = alterLabel {
             var labels = train.labels
             labels[index] = (labels[index] + 1) % 10
-            train = MNISTSplit(images: train.images, labels: labels)
+            train = ImageSplit(images: train.images, labels: labels)
         }
         try IDXWriter.write(train: train, test: SyntheticMNIST.split(count: 70, seed: 3), to: directory + "/data", gzip: false)
         data = try MNIST.load(directory: directory + "/data")

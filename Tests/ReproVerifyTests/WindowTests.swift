@@ -3,6 +3,7 @@ import Testing
 import ReproData
 import ReproRecording
 import ReproStorage
+import ReproTestSupport
 import ReproTraining
 import ReproVerify
 
@@ -175,5 +176,33 @@ import ReproVerify
         #expect(chosen.count == 4 && chosen.first?.index == 0 && chosen.last?.end == plan.totalSteps)
         #expect(chosen.contains { w in (0..<50).contains { e in plan.endOfEpoch(e) > w.start && plan.endOfEpoch(e) < w.end } })
         #expect(WindowSelection.choose(4, of: plan.windows, plan: plan) == chosen)  // the same every time
+    }
+}
+
+@Suite struct SVHNRecordTests {
+    /// A short svhn_bn run on generated SVHN files (300 training images: 241 train, 7 steps of 32 per epoch)
+    /// verifies exactly against itself, and a changed label is drift.
+    @Test func svhnRunVerifiesAgainstItself() throws {
+        let folder = NSTemporaryDirectory() + "repro-svhn-record-\(getpid())"
+        try? FileManager.default.removeItem(atPath: folder)
+        try FileManager.default.createDirectory(atPath: folder + "/data", withIntermediateDirectories: true)
+        let train = MATWriter.syntheticSVHN(count: 300, seed: 5), test = MATWriter.syntheticSVHN(count: 70, seed: 6)
+        FileManager.default.createFile(atPath: folder + "/data/train_32x32.mat", contents: Data(MATWriter.svhn(train)))
+        FileManager.default.createFile(atPath: folder + "/data/test_32x32.mat", contents: Data(MATWriter.svhn(test)))
+        let data = try ImageDataset.load(.svhn, directory: folder + "/data")
+        var config = RunConfig()
+        (config.dataset, config.norm, config.name) = (.svhn, true, "svhn_bn")
+        (config.batchSize, config.epochs, config.checkpointEvery) = (32, 2, 4)
+        let path = folder + "/svhn_bn.h5"
+        try Recording.record(config: config, data: data, to: path, checks: checkTable)
+        let record = try Record(path: path)
+        #expect(record.config.dataset == .svhn && record.data.fingerprints.map(\.file) == ["train_32x32.mat", "test_32x32.mat"])
+        let verifier = Verifier(dataDirectory: folder + "/data", checks: checkTable)
+        #expect(try verifier.verify(path).passed)
+        #expect(try verifier.verify(path, windows: .full).passed)
+        // Negative control: the same run on MNIST-shaped data of the same size is another run.
+        let mnist = try Fixture(name: "svhnvsmnist")
+        let other = try mnist.record("mnist") { $0.batchSize = 32; $0.epochs = 2; $0.checkpointEvery = 4 }
+        #expect(!(try Verifier.compare(path, other, override: nil).passed))
     }
 }
