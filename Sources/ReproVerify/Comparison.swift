@@ -87,6 +87,8 @@ public struct ComparisonReport: Sendable {
     public var trainingFailure: Divergence?
     /// For window verification: which windows were re-run, of how many, and the shard.
     public var windows: WindowsVerified?
+    /// The per-step training loss of both sides, for the HTML report's curves.
+    public var lossCurves: LossCurves?
     public var passed: Bool { series.allSatisfy(\.passed) && trainingFailure == nil }
     public var firstDivergence: Divergence? { (series.compactMap(\.firstDivergence) + [trainingFailure].compactMap { $0 }).min() }
 }
@@ -123,8 +125,11 @@ public enum Comparison {
             result.firstDivergence = Locator(record: candidate).divergence(extra, index: 0, detail: "present only in the candidate")
             results.append(result)
         }
-        return ComparisonReport(golden: golden.path, candidate: candidate.path, mode: mode, modeReason: reason,
-                                configurationDifferences: golden.config.differences(from: candidate.config), series: results)
+        var report = ComparisonReport(golden: golden.path, candidate: candidate.path, mode: mode, modeReason: reason,
+                                      configurationDifferences: golden.config.differences(from: candidate.config), series: results)
+        report.lossCurves = LossCurves(golden: try LossCurves.of(golden),
+                                       candidate: try LossCurves.of(candidate).enumerated().map { ($0.offset + 1, $0.element) })
+        return report
     }
 
     /// Compares the values of one series (`a` the golden's, `b` the candidate's, same length).
@@ -271,4 +276,18 @@ public struct WindowsVerified: Sendable {
         let list = verified.count == total ? "all \(total) windows" : "windows \(verified.map { String($0.index) }.joined(separator: ", ")) of \(total)"
         return list + (shard.map { " (shard \($0))" } ?? "")
     }
+}
+
+/// The golden's per-step loss (every step) and the candidate's at the steps it ran (all of them for a
+/// comparison of two records or a full re-run; the windows' steps for window verification).
+public struct LossCurves: Sendable {
+    public var golden: [Float]
+    public var candidate: [(step: Int, loss: Float)]
+
+    public init(golden: [Float], candidate: [(step: Int, loss: Float)]) {
+        self.golden = golden
+        self.candidate = candidate
+    }
+
+    static func of(_ record: Record) throws(RecordError) -> [Float] { try record.values(RecordSchema.stepLoss).values.map(Float.init) }
 }

@@ -88,6 +88,7 @@ public struct Verifier {
         let (mode, reason) = TolerancePolicy.resolve(stored: golden.policy, kernels: config.kernels, goldenEnvironment: golden.environment,
                                                      here: EnvironmentFacts(current: config.kernels), override: override)
         var results = [SeriesResult](), failure: Divergence?
+        var candidateLoss = [(step: Int, loss: Float)]()
         let replay = RecordReplay(golden)
         for window in chosen {
             let capture = CapturedRun()
@@ -103,6 +104,7 @@ public struct Verifier {
             } catch {
                 throw UnusableInput("\(goldenPath): \(window) cannot be re-run: \(error)")
             }
+            candidateLoss += capture.steps.map { ($0.step, $0.loss) }
             do {
                 results += try capture.compare(with: golden, mode: mode).map { result in
                     var tagged = result
@@ -115,6 +117,8 @@ public struct Verifier {
         var report = ComparisonReport(golden: golden.path, candidate: "re-run of \(chosen.count) window(s)", mode: mode,
                                       modeReason: reason, series: mergedByPath(results), trainingFailure: failure)
         report.windows = WindowsVerified(verified: chosen, total: all.count, shard: shard)
+        do { report.lossCurves = LossCurves(golden: try LossCurves.of(golden), candidate: candidateLoss) }
+        catch { throw UnusableInput(error.description) }
         return report
     }
 
@@ -135,9 +139,11 @@ public struct Verifier {
             do { series = try capture.compare(with: golden, mode: .exact) } catch { throw UnusableInput(error.description) }
             let d = Divergence(step: stop.step, stage: .trainingFailure, index: 0,
                                description: "first divergence at step \(stop.step): the re-run failed: \(stop)")
-            return ComparisonReport(golden: golden.path, candidate: rerunPath, mode: .exact,
-                                    modeReason: "the re-run stopped at step \(stop.step), so only what came before it was compared",
-                                    series: series, trainingFailure: d)
+            var report = ComparisonReport(golden: golden.path, candidate: rerunPath, mode: .exact,
+                                          modeReason: "the re-run stopped at step \(stop.step), so only what came before it was compared",
+                                          series: series, trainingFailure: d)
+            report.lossCurves = try? LossCurves(golden: LossCurves.of(golden), candidate: capture.steps.map { ($0.step, $0.loss) })
+            return report
         } catch {
             throw UnusableInput("\(golden.path): the re-run could not be recorded: \(error)")
         }

@@ -11,6 +11,7 @@ struct ComparisonOptions: ParsableArguments {
     @Option(help: "Absolute tolerance to go with --rtol.") var atol: Double = 0
     @Option(help: "Also write the report as JSON to FILE (format: README, 'Reports').") var json: String?
     @Option(help: "Also write a JUnit XML report to FILE (one test case per golden and series group).") var junit: String?
+    @Option(help: "Also write a self-contained HTML report to FILE (loss curves, differences per step, series that differ).") var html: String?
     @Flag(help: "List every series, not only those that differ.") var verbose = false
 
     func validate() throws {
@@ -29,6 +30,7 @@ struct ComparisonOptions: ParsableArguments {
     func finish(_ verdict: Verdict) throws {
         if let json { try writeAtomically(try Report.json(verdict), to: json) }
         if let junit { try writeAtomically(Data(Report.junit(verdict).utf8), to: junit) }
+        if let html { try writeAtomically(Data(HTMLReport.render(verdict, title: "repro — " + verdict.reports.map(\.golden).joined(separator: ", ")).utf8), to: html) }
         if verdict.exitCode != 0 { throw ExitCode(verdict.exitCode) }
     }
 

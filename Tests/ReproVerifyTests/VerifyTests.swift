@@ -264,3 +264,46 @@ struct Fixture {
         #expect(order?.firstDivergence?.description.contains("ULP") == false, "\(order?.firstDivergence?.description ?? "")")
     }
 }
+
+@Suite struct HTMLReportTests {
+    /// Tags open and close in order (void elements excepted), and nothing is fetched: no script, no
+    /// external reference of any kind.
+    static func problems(_ html: String) -> [String] {
+        var out = [String]()
+        if html.lowercased().contains("http") { out.append("an http reference") }
+        if html.lowercased().contains("<script") { out.append("a script") }
+        if html.range(of: #"(src|href)\s*="#, options: .regularExpression) != nil { out.append("an external src or href") }
+        let void: Set<String> = ["meta", "br", "img", "hr", "input", "link", "rect", "line", "circle", "polyline"]
+        var stack = [String]()
+        let tag = try! NSRegularExpression(pattern: #"<(/?)([a-zA-Z][a-zA-Z0-9]*)[^>]*?(/?)>"#)
+        for m in tag.matches(in: html, range: NSRange(html.startIndex..., in: html)) {
+            let closing = (html as NSString).substring(with: m.range(at: 1)) == "/"
+            let name = (html as NSString).substring(with: m.range(at: 2)).lowercased()
+            let selfClosing = (html as NSString).substring(with: m.range(at: 3)) == "/"
+            if void.contains(name) || selfClosing { continue }
+            if closing {
+                guard stack.last == name else { out.append("</\(name)> closes <\(stack.last ?? "nothing")>"); break }
+                stack.removeLast()
+            } else { stack.append(name) }
+        }
+        if !stack.isEmpty { out.append("unclosed <\(stack.joined(separator: "><"))>") }
+        return out
+    }
+
+    @Test func driftReportIsWellFormedAndSelfContained() throws {
+        let f = try Fixture(name: "html")
+        let a = try f.record("a") { $0.maxSteps = 6 }, b = try f.record("b") { $0.maxSteps = 6; $0.learningRate *= 1.001 }
+        var verdict = Verdict()
+        verdict.reports = [try Verifier.compare(a, b, override: nil)]
+        verdict.checks = checkTable
+        verdict.unusable = [("missing.h5", "missing.h5: no such file <&>")]
+        let html = HTMLReport.render(verdict, title: "test <report>")
+        #expect(Self.problems(html).isEmpty, "\(Self.problems(html))")
+        #expect(html.contains("first divergence: step 2") && html.contains("<polyline") && html.contains("DRIFT"))
+        #expect(html.contains("no such file &lt;&amp;&gt;"))
+        // Negative controls: the checker sees a script, an external reference and a broken nesting.
+        #expect(!Self.problems(html.replacingOccurrences(of: "</body>", with: "<script>x()</script></body>")).isEmpty)
+        #expect(!Self.problems(html.replacingOccurrences(of: "<svg ", with: "<img src=\"x.png\"><svg ")).isEmpty)
+        #expect(!Self.problems(html.replacingOccurrences(of: "</section>", with: "")).isEmpty)
+    }
+}
