@@ -35,7 +35,10 @@ let fullGolden = goldenFolder.appendingPathComponent("mnist_bn_full.h5").path
 /// 128, 256 steps, checkpoints every 64 steps, 1,024 samples per evaluation.
 let hostileCases: [HostileCase] = [
     // /config: types, ranges, enums, missing and extra attributes.
-    .init(name: "dataset svhn in the config", mentions: "/config@dataset") { try $0.setAttribute("dataset", .string("svhn"), on: "/config") },
+    .init(name: "dataset svhn in the config of an MNIST record", mentions: "/data@dataset: string 'mnist', the schema expects one of the strings 'svhn'") {
+        try $0.setAttribute("dataset", .string("svhn"), on: "/config")
+    },
+    .init(name: "unknown dataset", mentions: "/config@dataset") { try $0.setAttribute("dataset", .string("cifar10"), on: "/config") },
     .init(name: "norm = 2", mentions: "/config@norm") { try $0.setAttribute("norm", .int32(2), on: "/config") },
     .init(name: "bn_unbiased = 7", mentions: "/config@bn_unbiased") { try $0.setAttribute("bn_unbiased", .int32(7), on: "/config") },
     .init(name: "batch_size as float64 128.5", mentions: "/config@batch_size: float64 128.5") {
