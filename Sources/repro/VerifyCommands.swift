@@ -163,6 +163,8 @@ struct InspectCommand: ParsableCommand {
               + "lr \(c.learningRate), momentum \(c.momentum), weight decay \(c.weightDecay), epochs \(c.epochs)"
               + (c.maxSteps.map { ", max steps \($0)" } ?? "") + ", threads \(c.threads)")
         print("plan: \(record.plan.totalSteps) steps (\(record.plan.stepsPerEpoch) per epoch), \(record.plan.epochsStarted) epoch(s) started")
+        print("profile: \(c.profile.rawValue); \(record.plan.windows.count) verification windows "
+              + (c.windowSteps.map { "of up to \($0) steps from each checkpoint" } ?? "from checkpoint to checkpoint"))
         print("environment: " + record.environment.facts.map { "\($0.name)=\($0.value)" }.joined(separator: "; "))
         let loss = try record.values(RecordSchema.stepLoss).values
         if let first = loss.first, let last = loss.last {
