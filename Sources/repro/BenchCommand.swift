@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ReproData
 import ReproKernels
 import ReproNN
 import ReproTraining
@@ -20,6 +21,11 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print one JSON object instead of text.") var json = false
     @Flag(help: "Also time every layer's forward and backward separately (text output).") var breakdown = false
     @Option(help: "Kernels to time: portable, blas, or both (side by side, with their ratio).") var kernels = "both"
+    @Flag(help: "Instead of timing: the float32 step's error against the same step in Float64, per tensor, along a real trajectory (median and worst over the states).")
+    var accuracy = false
+    @Option(help: "With --accuracy: the number of training states.") var states = 12
+    @Option(help: "With --accuracy: training steps between states.") var stride = 10
+    @Option(help: "With --accuracy: the MNIST folder.") var dataDir = "Data/mnist"
 
     func validate() throws {
         guard batchSize >= 2 else { throw ValidationError("--batch-size must be at least 2 (BatchNorm needs two samples)") }
@@ -35,6 +41,7 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        if accuracy { return try runAccuracy() }
         OpenBLAS.setThreadCount(threads)
         let peak = Self.measureSgemmPeak()
         let fmaPeak = Self.measureFMAPeak(threads: threads)
@@ -95,6 +102,26 @@ struct BenchCommand: ParsableCommand {
         if timings.count == 2 {
             print(String(format: "  portable / blas = %.2f×", timings[0].median / timings[1].median))
         }
+    }
+
+    func runAccuracy() throws {
+        let figures: AccuracyBench.Figures
+        do { figures = try AccuracyBench.run(norm: norm, states: states, stride: stride, threads: threads, dataDirectory: dataDir) }
+        catch let error as DataError { FileHandle.standardError.write(Data("error: \(error.description)\n".utf8)); throw ExitCode(2) }
+        if json {
+            let object: [String: Any] = [
+                "norm": norm, "states": states, "stride": stride, "numeric_build": Self.numericBuild,
+                "accuracy": Dictionary(uniqueKeysWithValues: figures.rows.map { ($0.name, ["median": $0.median, "worst": $0.worst]) }),
+            ]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
+            return
+        }
+        print("LeNet-5\(norm ? " + BN" : ""), float32 vs Float64 of the same step, \(states) states \(stride) steps apart (seed 0, MNIST, batch 128, portable kernels)")
+        print("  " + "tensor".padding(toLength: 58, withPad: " ", startingAt: 0) + "   median rel. error    worst")
+        for r in figures.rows {
+            print("  " + r.name.padding(toLength: 58, withPad: " ", startingAt: 0) + String(format: "   %14.2e   %9.2e", r.median, r.worst))
+        }
+        print("  (gradients: ‖g32 − g64‖/‖g64‖; BN statistics: max |Δ| / max |value| over channels, batch mean and std)")
     }
 
     /// Median milliseconds of each stage of real training steps, timed by the model's own stage hook (so the
