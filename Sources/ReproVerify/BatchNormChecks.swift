@@ -10,6 +10,10 @@ public enum BatchNormChecks {
     /// A deliberately broken layer, to show each check can fail (negative controls).
     public enum Fault: String, CaseIterable, Sendable {
         case wrongGammaGradient = "wrong-gamma-gradient"
+        /// ∂γ one part in a million too large: what a real but small backward error looks like.
+        case gammaGradientOnePPM = "gamma-gradient-1e-6"
+        /// ∂x one part in a million too large.
+        case inputGradientOnePPM = "input-gradient-1e-6"
         case biasedStd = "biased-std"
         case momentumOnNewValue = "momentum-on-new-value"
         case missingOneMinusMomentum = "missing-one-minus-momentum"
@@ -138,40 +142,110 @@ public enum BatchNormChecks {
                    worstError: worstError, bound: boundAtWorst, passed: worstRatio <= 1)
     }
 
-    /// 2. Backward in Float64 against central differences, L = Σ w ⊙ y with random w.
+    /// 2. Backward in Float64 against central differences, L = Σ w ⊙ y with random w, with a bound derived
+    /// from the central difference's own error rather than gradcheck's fixed tolerance.
+    ///
+    /// BN acts per channel, so the derivative with respect to a coordinate of channel c (an input, or γ_c, β_c)
+    /// is that of L_c = Σ_{i∈c} w_i·y_i alone; L_c is summed with Neumaier's compensated summation, so its
+    /// computed value is off by about u·F_c, F_c = Σ_{i∈c} |w_i·y_i| (u = 2⁻⁵³), rather than by the n·u·F of a
+    /// plain sum over all 602,112 outputs of bn1's shape (which made the old check's floor ~1e-5). The central
+    /// difference D(ε) then errs by about ε²·|f‴|/6 (truncation) + u·F_c/ε (rounding of the two evaluations).
+    /// Per case, |f‴| is estimated by the five-point third difference at a few coordinates with a wide step, and
+    /// ε is chosen to balance the two terms: ε = (3·u·F/|f‴|)^(1/3). The bound of each coordinate is
+    /// `Tolerances.derivedBoundFactor` times that error estimate, plus `analyticRoundingUnits`·u·|D| for the
+    /// analytic side's own rounding. A 1e-6 relative error in ∂x, ∂γ or ∂β is then far above the bound on every
+    /// case that has a gradient (the negative controls `gamma-gradient-1e-6` and `input-gradient-1e-6`).
     static func backwardCheck(_ input: Input, _ options: BatchNormOptions, training: Bool, fault: Fault?) throws -> Row {
         let bn: BatchNorm<Double> = makeLayer(input, options, fault: fault)
         if !training, let rs = bn.runningStd { rs.value = rs.value.map { _ in 1.3 * input.scale } }
         var x = seededValues(input.count, seed: 11, substream: UInt32(input.count % 1000), scale: input.scale, offset: input.offset)
         let w = seededValues(input.count, seed: 12, substream: 0, scale: 1, offset: 0)
+        let m = input.count / input.channels
         func map(_ v: [Double]) -> FeatureMap<Double> {
             FeatureMap(channels: input.channels, batch: input.batch, height: input.height, width: input.width, data: v)
         }
-        let loss = { (xs: [Double]) throws -> Double in
+        /// L_c by Neumaier's summation, and F_c: the size of what its rounding scales with. Each y_i is
+        /// γ·(x_i − μ)/s + β computed in Float64, so its rounding error is a few u times |γ|·(|x_i| + |μ|)/s + |β|
+        /// — far more than u·|y_i| when the inputs sit on a large offset (x − μ cancels).
+        func channelLoss(_ xs: [Double], _ c: Int) throws -> (value: Double, magnitude: Double) {
             let y = try bn.forward(map(xs), training: training).data
-            var s = 0.0
-            for i in y.indices { s += w[i] * y[i] }
-            return s
+            let mu = abs(bn.lastMean[c]), sd = bn.lastStd[c], g = abs(bn.gamma?.value[c] ?? 1), b = abs(bn.beta?.value[c] ?? 0)
+            var sum = 0.0, compensation = 0.0, magnitude = 0.0
+            for i in (c * m)..<((c + 1) * m) {
+                let term = w[i] * y[i]
+                let t = sum + term
+                compensation += abs(sum) >= abs(term) ? (sum - t) + term : (term - t) + sum
+                sum = t
+                magnitude += abs(w[i]) * (g * (abs(xs[i]) + mu) / sd + b)
+            }
+            return (sum + compensation, magnitude)
         }
-        _ = try loss(x)
-        let dx = bn.backward(map(w)).data
-        var analytic = [Double](), numeric = [Double]()
-        // Up to 48 input coordinates (all of them for small cases), spread over channels.
-        var rng = Philox(seed: 13, .testData)
-        let picks = input.count <= 48 ? Array(0..<input.count) : (0..<48).map { _ in rng.nextBelow(input.count) }
-        analytic += picks.map { dx[$0] }
-        numeric += try GradientCheck.numericGradient(of: loss, at: &x, indices: picks)
+        _ = try bn.forward(map(x), training: training)
+        var dx = bn.backward(map(w)).data
+        if fault == .inputGradientOnePPM { dx = dx.map { $0 * (1 + 1e-6) } }
         var dGamma = bn.gamma?.grad ?? []
         if fault == .wrongGammaGradient { dGamma = dGamma.map { $0 * 1.05 } }
-        for (tensor, grad) in [(bn.gamma, dGamma), (bn.beta, bn.beta?.grad ?? [])] {
-            guard let tensor else { continue }
-            analytic += grad
-            numeric += try GradientCheck.numericGradient(of: { try loss(x) }, wrt: tensor, indices: Array(0..<tensor.count))
+        if fault == .gammaGradientOnePPM { dGamma = dGamma.map { $0 * (1 + 1e-6) } }
+        let dBeta = bn.beta?.grad ?? []
+        let u = Double.ulpOfOne / 2
+
+        // The coordinates: up to 48 inputs spread over channels (all of them for small cases), then γ and β.
+        enum Coordinate { case input(Int), gamma(Int), beta(Int) }
+        var rng = Philox(seed: 13, .testData)
+        var coordinates = (input.count <= 48 ? Array(0..<input.count) : (0..<48).map { _ in rng.nextBelow(input.count) }).map(Coordinate.input)
+        if bn.gamma != nil { coordinates += (0..<input.channels).map(Coordinate.gamma) + (0..<input.channels).map(Coordinate.beta) }
+        /// The loss of coordinate k's channel with that coordinate moved by h.
+        func shifted(_ coordinate: Coordinate, by h: Double) throws -> (value: Double, magnitude: Double) {
+            switch coordinate {
+            case .input(let i):
+                let saved = x[i]
+                x[i] = saved + h
+                defer { x[i] = saved }
+                return try channelLoss(x, i / m)
+            case .gamma(let c), .beta(let c):
+                let tensor = { if case .gamma = coordinate { return bn.gamma! } else { return bn.beta! } }()
+                let saved = tensor.value[c]
+                tensor.value[c] = saved + h
+                defer { tensor.value[c] = saved }
+                return try channelLoss(x, c)
+            }
         }
-        let result = GradientCheck.compare(analytic: analytic, numeric: numeric)
-        let bound = Tolerances.gradientAbsolute + Tolerances.gradientRelative * abs(numeric[max(result.worstIndex, 0)])
+        func wide(_ coordinate: Coordinate) -> Double {
+            if case .input = coordinate { return Tolerances.thirdDifferenceStep * input.scale } else { return Tolerances.thirdDifferenceStep }
+        }
+        // |f‴| per kind of coordinate, from the five-point third difference at up to 3 coordinates of each kind.
+        var thirdDerivative = [String: Double]()
+        for (kind, samples) in [("input", coordinates.filter { if case .input = $0 { return true } else { return false } }.prefix(3)),
+                                ("parameter", coordinates.filter { if case .input = $0 { return false } else { return true } }.prefix(3))] {
+            var worst = 0.0
+            for c in samples {
+                let h = wide(c)
+                let d3 = (try shifted(c, by: 2 * h).value - 2 * shifted(c, by: h).value + 2 * shifted(c, by: -h).value - shifted(c, by: -2 * h).value) / (2 * h * h * h)
+                worst = max(worst, abs(d3))
+            }
+            thirdDerivative[kind] = worst
+        }
+        var worstRatio = 0.0, worstError = 0.0, worstBound = 0.0, passed = true
+        for coordinate in coordinates {
+            let kind: String, analytic: Double
+            switch coordinate {
+            case .input(let i): (kind, analytic) = ("input", dx[i])
+            case .gamma(let c): (kind, analytic) = ("parameter", dGamma[c])
+            case .beta(let c): (kind, analytic) = ("parameter", dBeta[c])
+            }
+            let magnitude = try shifted(coordinate, by: 0).magnitude
+            let f3 = max(thirdDerivative[kind] ?? 0, .leastNormalMagnitude)
+            let scale = wide(coordinate) / Tolerances.thirdDifferenceStep
+            let eps = min(max(Foundation.cbrt(3 * u * magnitude / f3), 1e-7 * scale), 0.1 * scale)
+            let numeric = (try shifted(coordinate, by: eps).value - shifted(coordinate, by: -eps).value) / (2 * eps)
+            let bound = Tolerances.derivedBoundFactor * (eps * eps * f3 / 6 + u * magnitude / eps) + Tolerances.analyticRoundingUnits * u * abs(numeric)
+            let error = abs(analytic - numeric)
+            let ratio = error / bound
+            if !(ratio <= 1) { passed = false }
+            if !(ratio <= worstRatio) { (worstRatio, worstError, worstBound) = (ratio, error, bound) }
+        }
         return Row(caseName: "", check: "backward vs central differences (\(training ? "train" : "eval"))",
-                   worstError: result.worstAbsolute, bound: bound, passed: result.passed)
+                   worstError: worstError, bound: worstBound, passed: passed)
     }
 
     /// 3. Running buffers after k training forwards against the recurrence computed here, and eval mode

@@ -16,6 +16,8 @@ import ReproVerify
     /// Negative controls: each broken variant fails the check that should catch it.
     @Test(arguments: [
         (BatchNormChecks.Fault.wrongGammaGradient, "backward vs central"),
+        (.gammaGradientOnePPM, "backward vs central"),
+        (.inputGradientOnePPM, "backward vs central"),
         (.biasedStd, "forward f32"),
         (.momentumOnNewValue, "running buffers"),
         (.missingOneMinusMomentum, "running buffers"),
