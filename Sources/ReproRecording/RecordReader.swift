@@ -137,19 +137,7 @@ public final class Record {
     /// A dataset's values as Double (float32 and integers convert exactly), with its stored kind.
     public func values(_ dataset: String) throws(RecordError) -> (values: [Double], kind: HDF5Reader.ElementKind) {
         guard let spec = expected[dataset] else { throw RecordError(path, "\(dataset): no such dataset") }
-        do {
-            switch spec.kind {
-            case .float32: return (try reader.read(dataset, as: Float.self).map(Double.init), spec.kind)
-            case .float64: return (try reader.read(dataset, as: Double.self), spec.kind)
-            case .int32: return (try reader.read(dataset, as: Int32.self).map(Double.init), spec.kind)
-            case .int64: return (try reader.read(dataset, as: Int64.self).map(Double.init), spec.kind)
-            case .uint8: return (try reader.read(dataset, as: UInt8.self).map(Double.init), spec.kind)
-            }
-        } catch let error as StorageError {
-            throw RecordError(path, error.problem)
-        } catch {
-            throw RecordError(path, "\(error)")
-        }
+        return (try values(dataset, rows: 0..<spec.shape[0]), spec.kind)
     }
 
     public func shape(of dataset: String) -> [Int] { expected[dataset]?.shape ?? [] }

@@ -22,9 +22,27 @@ public struct RecordReplay {
     /// The state stored at checkpoint `step`, with the running sums of the epoch it interrupts recomputed
     /// from the stored per-step loss and accuracy (exactly as the trainer summed them).
     public func resumePoint(at step: Int) throws -> ResumePoint {
-        let plan = record.plan, layout = record.layout
-        guard plan.isCheckpoint(step) else {
-            throw ReplayError("\(record.path): no checkpoint at step \(step) (checkpoints: \(plan.checkpointSteps.map(String.init).joined(separator: ", ")))")
+        let plan = record.plan
+        let (model, momentum) = try storedState(at: step)
+        let (epoch, _) = plan.cursor(afterStep: step)
+        let first = min(epoch * plan.stepsPerEpoch, step)  // an epoch that ended at `step` has no steps after it yet
+        let loss = try record.values(RecordSchema.stepLoss, rows: first..<step)
+        let accuracy = try record.values(RecordSchema.stepAccuracy, rows: first..<step)
+        var lossSum = 0.0, correct = 0
+        let b = record.config.batchSize
+        for (l, a) in zip(loss, accuracy) {
+            lossSum += Double(Float(l)) * Double(b)
+            correct += Self.correct(accuracy: Float(a), batchSize: b)
+        }
+        return ResumePoint(step: step, model: model, momentumBuffers: momentum, epochLossSum: lossSum, epochCorrect: correct,
+                           epochSamples: (step - first) * b)
+    }
+
+    /// The state_dict and momentum buffers stored at checkpoint `step` (no momentum buffers at step 0).
+    func storedState(at step: Int) throws -> (model: [TensorValues], momentum: [TensorValues]) {
+        let layout = record.layout
+        guard record.plan.isCheckpoint(step) else {
+            throw ReplayError("\(record.path): no checkpoint at step \(step) (checkpoints: \(record.plan.checkpointSteps.map(String.init).joined(separator: ", ")))")
         }
         let model = try layout.stateDict.map {
             TensorValues(name: $0.name, shape: $0.shape, values: try floats(RecordSchema.checkpointModel(step: step) + "/" + $0.name))
@@ -32,18 +50,7 @@ public struct RecordReplay {
         let momentum = step == 0 ? [] : try layout.parameters.map {
             TensorValues(name: $0.name, shape: $0.shape, values: try floats(RecordSchema.checkpointMomentum(step: step) + "/" + $0.name))
         }
-        let (epoch, _) = plan.cursor(afterStep: step)
-        let epochStart = epoch * plan.stepsPerEpoch
-        let first = min(epochStart, step)  // an epoch that ended at `step` has no steps after it yet
-        let loss = try floats(RecordSchema.stepLoss), accuracy = try floats(RecordSchema.stepAccuracy)
-        var lossSum = 0.0, correct = 0
-        let b = record.config.batchSize
-        for i in first..<step {
-            lossSum += Double(loss[i]) * Double(b)
-            correct += Self.correct(accuracy: accuracy[i], batchSize: b)
-        }
-        return ResumePoint(step: step, model: model, momentumBuffers: momentum, epochLossSum: lossSum, epochCorrect: correct,
-                           epochSamples: (step - first) * b)
+        return (model, momentum)
     }
 
     /// The number of correct samples a stored accuracy stands for (the reader checked it is whole).
@@ -127,9 +134,8 @@ public struct RecordReplay {
     func state(at step: Int, plan: RunPlan) throws -> StateCapture {
         let (epoch, batchInEpoch) = plan.cursor(afterStep: step)
         if record.plan.isCheckpoint(step) {
-            let point = try resumePoint(at: step)
-            return StateCapture(step: step, epoch: epoch, batchInEpoch: batchInEpoch,
-                                content: .tensors(model: point.model, momentumBuffers: point.momentumBuffers))
+            let (model, momentum) = try storedState(at: step)
+            return StateCapture(step: step, epoch: epoch, batchInEpoch: batchInEpoch, content: .tensors(model: model, momentumBuffers: momentum))
         }
         guard record.plan.capturesState(step) else { throw ReplayError("\(record.path): holds no state at step \(step)") }
         let group = RecordSchema.stateDigest(step: step)

@@ -324,17 +324,10 @@ public final class HDF5Reader {
     }
 
     /// Reads a whole dataset whose element type and shape the caller has already checked against the schema.
-    public func read<T: HDF5Element & Numeric>(_ objectPath: String, as _: T.Type = T.self) throws -> [T] {
-        let count = try shape(of: objectPath).reduce(1, *)
-        guard count <= 1 << 31 else { throw StorageError(path: path, problem: "\(objectPath) is implausibly large") }
-        var values = [T](repeating: 0, count: count)
-        if count == 0 { return values }
-        let dataset = H5Dopen2(file, objectPath, 0)
-        guard dataset >= 0 else { throw StorageError(path: path, problem: "missing dataset \(objectPath)") }
-        defer { H5Dclose(dataset) }
-        let status = values.withUnsafeMutableBytes { H5Dread(dataset, T.memoryType, 0, 0, 0, $0.baseAddress) }
-        guard status >= 0 else { throw StorageError(path: path, problem: "cannot read \(objectPath) (damaged data or checksum mismatch)") }
-        return values
+    public func read<T: HDF5Element & Numeric>(_ objectPath: String, as type: T.Type = T.self) throws -> [T] {
+        let shape = try shape(of: objectPath)
+        guard shape.reduce(1, *) <= 1 << 31 else { throw StorageError(path: path, problem: "\(objectPath) is implausibly large") }
+        return try read(objectPath, rows: 0..<shape[0], as: type)
     }
 
     /// Reads rows `rows` (first-axis slices) of a dataset whose element type and shape the caller has checked.
