@@ -196,7 +196,8 @@ enum PortableConvolution<T: KernelScalar> {
             let p0 = rowRange.lowerBound, count = rowRange.count
             var chunk = [T](repeating: 0, count: count * group * plane)
             var lanes = [V](repeating: V(), count: outs * count)  // lanes[o·count + (p − p0)]
-            chunk.withUnsafeMutableBufferPointer { cp in lanes.withUnsafeMutableBufferPointer { lp in
+            var gradient = [T](repeating: 0, count: outs * group * plane)
+            chunk.withUnsafeMutableBufferPointer { cp in lanes.withUnsafeMutableBufferPointer { lp in gradient.withUnsafeMutableBufferPointer { gp in
                 var width = 0, start = 0
                 for n0 in stride(from: 0, to: s.batch, by: group) {
                     let n1 = min(s.batch, n0 + group)
@@ -206,11 +207,21 @@ enum PortableConvolution<T: KernelScalar> {
                         Im2col.fill(s, image: n, rows: rowRange, from: x, into: cp.baseAddress! + (n - n0) * plane,
                                     rowStride: width)
                     }
+                    // The chunk's dY rows side by side (in place they are a whole batch apart: the same cache sets).
+                    for o in 0..<outs { (gp.baseAddress! + o * width).update(from: dy + o * cols + start, count: width) }
+                    let dyChunk = UnsafePointer(gp.baseAddress!)
                     let columnBytes = width * MemoryLayout<T>.stride
-                    for p in 0..<count {
-                        accumulateAllOutputs(outs, lanes: lp.baseAddress! + p, laneStride: count, dy: dy + start,
-                                             dyStride: cols, blocks: width / 16,
-                                             column: StoredColumn<T>(start: UnsafeRawPointer(cp.baseAddress!) + p * columnBytes))
+                    let columnBase = UnsafeRawPointer(cp.baseAddress!)
+                    @inline(__always) func column(_ p: Int) -> StoredColumn<T> { StoredColumn<T>(start: columnBase + p * columnBytes) }
+                    var p = 0
+                    while p + tapsPerPass <= count {
+                        accumulateTaps(outs, lanes: lp.baseAddress! + p, laneStride: count, dy: dyChunk, dyStride: width,
+                                       blocks: width / 16, columns: (column(p), column(p + 1), column(p + 2)))
+                        p += tapsPerPass
+                    }
+                    for p in p..<count {
+                        accumulateAllOutputs(outs, lanes: lp.baseAddress! + p, laneStride: count, dy: dyChunk,
+                                             dyStride: width, blocks: width / 16, column: column(p))
                     }
                 }
                 // Lanes combined as the dot form combines them, then the batch's last (cols mod 16) columns in
@@ -221,7 +232,7 @@ enum PortableConvolution<T: KernelScalar> {
                     for j in tail { total.addProduct(dy[o * cols + start + j], cp[p * width + j]) }
                     dw[o * rows + p0 + p] = total
                 } }
-            } }
+            } } }
         }
     }
 
@@ -238,11 +249,16 @@ enum PortableConvolution<T: KernelScalar> {
         nonisolated(unsafe) let weight = weight, dy = dy, dx = dx
         Parallel.forEach(chunks, threads: threads) { chunkRange in
             var chunk = [T](repeating: 0, count: rows * group * plane)
-            chunk.withUnsafeMutableBufferPointer { cp in
+            var gradient = [T](repeating: 0, count: s.outChannels * group * plane)
+            chunk.withUnsafeMutableBufferPointer { cp in gradient.withUnsafeMutableBufferPointer { gp in
                 for g in chunkRange {
                     let n0 = g * group, n1 = min(s.batch, n0 + group), width = (n1 - n0) * plane
+                    // The chunk's dY rows side by side, as in `weightGradient`.
+                    for o in 0..<s.outChannels {
+                        (gp.baseAddress! + o * width).update(from: dy + o * cols + n0 * plane, count: width)
+                    }
                     PortableGEMM<T>.axpyForm(m: rows, columns: 0..<width, k: s.outChannels, alpha: 1, a: weight, aRow: 1,
-                                             aColumn: rows, b: dy + n0 * plane, ldb: cols, beta: 0, c: cp.baseAddress!,
+                                             aColumn: rows, b: gp.baseAddress!, ldb: width, beta: 0, c: cp.baseAddress!,
                                              ldc: width)
                     for c in 0..<s.inChannels {
                         for n in n0..<n1 { (dx + (c * s.batch + n) * h * w).update(repeating: 0, count: h * w) }
@@ -258,7 +274,7 @@ enum PortableConvolution<T: KernelScalar> {
                         } }
                     }
                 }
-            }
+            } }
         }
     }
 
@@ -274,6 +290,57 @@ enum PortableConvolution<T: KernelScalar> {
             accumulate(rows: block, lanes: lanes + o * laneStride, laneStride: laneStride,
                        dy: dy + o * dyStride, dyStride: dyStride, blocks: blocks, column: column)
             o += block
+        }
+    }
+
+    /// Taps of the weight gradient per pass over dY: 3 where 32 vector registers hold 6 channels × 3 taps of
+    /// 16-lane sums (AVX-512 builds: each block of dY is loaded once for 18 multiply-adds instead of 6), else 1
+    /// (AVX2's 16 registers hold 6 × 1 as two halves each); `tapsPerPass` larger than the taps falls back.
+    /// Which taps share a pass changes loads, never an output's arithmetic.
+    #if REPRO_TARGET_AVX512
+    @inlinable static var tapsPerPass: Int { 3 }
+    #else
+    @inlinable static var tapsPerPass: Int { Int.max / 2 }
+    #endif
+
+    /// `accumulateAllOutputs` for three neighbouring taps p, p+1, p+2 (lanes of tap p + t at lanes + t).
+    @inlinable @inline(__always)
+    static func accumulateTaps<C: ColumnVectors>(_ outs: Int, lanes: UnsafeMutablePointer<V>, laneStride: Int,
+                                                 dy: UnsafePointer<T>, dyStride: Int, blocks: Int, columns: (C, C, C))
+    where C.Scalar == T {
+        var o = 0
+        while o < outs {
+            let rows = min(6, outs - o)
+            if rows < 6 {
+                for t in 0..<3 {
+                    accumulateAllOutputs(rows, lanes: lanes + o * laneStride + t, laneStride: laneStride, dy: dy + o * dyStride,
+                                         dyStride: dyStride, blocks: blocks, column: t == 0 ? columns.0 : t == 1 ? columns.1 : columns.2)
+                }
+                return
+            }
+            let l = lanes + o * laneStride, dRaw = UnsafeRawPointer(dy + o * dyStride)
+            let vBytes = 16 &* MemoryLayout<T>.stride, rowBytes = dyStride &* MemoryLayout<T>.stride
+            var a0 = l[0], a1 = l[laneStride], a2 = l[2 &* laneStride], a3 = l[3 &* laneStride], a4 = l[4 &* laneStride], a5 = l[5 &* laneStride]
+            var b0 = l[1], b1 = l[laneStride &+ 1], b2 = l[2 &* laneStride &+ 1], b3 = l[3 &* laneStride &+ 1]
+            var b4 = l[4 &* laneStride &+ 1], b5 = l[5 &* laneStride &+ 1]
+            var c0 = l[2], c1 = l[laneStride &+ 2], c2 = l[2 &* laneStride &+ 2], c3 = l[3 &* laneStride &+ 2]
+            var c4 = l[4 &* laneStride &+ 2], c5 = l[5 &* laneStride &+ 2]
+            for b in 0..<blocks {
+                let x0 = columns.0.vector(b), x1 = columns.1.vector(b), x2 = columns.2.vector(b)
+                @inline(__always) func load(_ r: Int) -> V { dRaw.loadUnaligned(fromByteOffset: r &* rowBytes &+ b &* vBytes, as: V.self) }
+                var d = load(0); a0.addProduct(d, x0); b0.addProduct(d, x1); c0.addProduct(d, x2)
+                d = load(1); a1.addProduct(d, x0); b1.addProduct(d, x1); c1.addProduct(d, x2)
+                d = load(2); a2.addProduct(d, x0); b2.addProduct(d, x1); c2.addProduct(d, x2)
+                d = load(3); a3.addProduct(d, x0); b3.addProduct(d, x1); c3.addProduct(d, x2)
+                d = load(4); a4.addProduct(d, x0); b4.addProduct(d, x1); c4.addProduct(d, x2)
+                d = load(5); a5.addProduct(d, x0); b5.addProduct(d, x1); c5.addProduct(d, x2)
+            }
+            l[0] = a0; l[laneStride] = a1; l[2 &* laneStride] = a2; l[3 &* laneStride] = a3; l[4 &* laneStride] = a4; l[5 &* laneStride] = a5
+            l[1] = b0; l[laneStride &+ 1] = b1; l[2 &* laneStride &+ 1] = b2; l[3 &* laneStride &+ 1] = b3
+            l[4 &* laneStride &+ 1] = b4; l[5 &* laneStride &+ 1] = b5
+            l[2] = c0; l[laneStride &+ 2] = c1; l[2 &* laneStride &+ 2] = c2; l[3 &* laneStride &+ 2] = c3
+            l[4 &* laneStride &+ 2] = c4; l[5 &* laneStride &+ 2] = c5
+            o += 6
         }
     }
 
@@ -355,18 +422,34 @@ extension PortableConvolution where T == Float {
             // Loads of the second run may reach `shift` + 15 values past the last image row: pad.
             var image = [Float](repeating: 0, count: s.inChannels * hw + w + 16)
             var lanes = [V](repeating: V(), count: outs * count)
+            var gradient = [Float](repeating: 0, count: outs * plane)
             image.withUnsafeMutableBufferPointer { ip in lanes.withUnsafeMutableBufferPointer { lp in
+              gradient.withUnsafeMutableBufferPointer { gp in
                 blockStarts.withUnsafeBufferPointer { bs in blockMasks.withUnsafeBufferPointer { bm in
                     for n in 0..<s.batch {
                         for c in 0..<s.inChannels { (ip.baseAddress! + c * hw).update(from: x + (c * s.batch + n) * hw, count: hw) }
-                        for p in rowRange {
-                            let column = ColumnFromRuns(tap: UnsafeRawPointer(ip.baseAddress! + taps[p]), starts: bs.baseAddress!,
-                                                        masks: bm.baseAddress!, shiftBytes: shiftBytes)
+                        // The image's dY rows side by side: in place they are a whole batch apart (392 KB for
+                        // conv1, a multiple of 4 KiB, so every row maps to the same cache sets).
+                        for o in 0..<outs { (gp.baseAddress! + o * plane).update(from: dy + o * cols + n * plane, count: plane) }
+                        let dyImage = UnsafePointer(gp.baseAddress!)
+                        let imageBase = ip.baseAddress!
+                        @inline(__always) func column(_ p: Int) -> ColumnFromRuns {
+                            ColumnFromRuns(tap: UnsafeRawPointer(imageBase + taps[p]), starts: bs.baseAddress!,
+                                           masks: bm.baseAddress!, shiftBytes: shiftBytes)
+                        }
+                        var p = p0
+                        while p + tapsPerPass <= rowRange.upperBound {
+                            accumulateTaps(outs, lanes: lp.baseAddress! + (p - p0), laneStride: count, dy: dyImage,
+                                           dyStride: plane, blocks: blocks, columns: (column(p), column(p + 1), column(p + 2)))
+                            p += tapsPerPass
+                        }
+                        for p in p..<rowRange.upperBound {
                             accumulateAllOutputs(outs, lanes: lp.baseAddress! + (p - p0), laneStride: count,
-                                                 dy: dy + n * plane, dyStride: cols, blocks: blocks, column: column)
+                                                 dy: dyImage, dyStride: plane, blocks: blocks, column: column(p))
                         }
                     }
                 } }
+              }
                 for o in 0..<outs { for p in 0..<count {
                     dw[o * rows + p0 + p] = FixedOrderReductions.combine(lp[o * count + p])
                 } }
