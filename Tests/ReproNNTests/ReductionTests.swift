@@ -6,19 +6,25 @@ import Testing
 /// `FixedOrderReductions` against a plain scalar transcription of its documented tree, and its error growth
 /// against the bound of that tree.
 @Suite struct ReductionTests {
-    /// The documented order, written as its definition (recursive halving, lane by lane, then the lanes pairwise,
-    /// then the tail in order) rather than as the kernel's binary counter over 16-vector groups.
+    /// The documented order, written as its definition (blocks of 16 vectors summed lane by lane in a row, the
+    /// block sums by recursive halving, then the lanes pairwise, then the tail in order) rather than as the
+    /// kernel's binary counter.
     static func documentedTree<T: KernelScalar>(_ terms: [T]) -> T {
-        let n = terms.count, vectors = n / 16
+        let n = terms.count, vectors = n / 16, blocks = (vectors + 15) / 16
         var result = T.zero
         if vectors > 0 {
+            func block(_ k: Int) -> [T] {
+                var acc = Array(terms[(k * 256)..<(k * 256 + 16)])
+                for v in (k * 16 + 1)..<min(vectors, k * 16 + 16) { for lane in 0..<16 { acc[lane] += terms[v * 16 + lane] } }
+                return acc
+            }
             func lanes(_ lo: Int, _ hi: Int) -> [T] {
-                if hi - lo == 1 { return Array(terms[(lo * 16)..<(lo * 16 + 16)]) }
+                if hi - lo == 1 { return block(lo) }
                 var h = 1
                 while h * 2 < hi - lo { h *= 2 }
                 return zip(lanes(lo, lo + h), lanes(lo + h, hi)).map { $0 + $1 }
             }
-            var l = lanes(0, vectors), width = 16
+            var l = lanes(0, blocks), width = 16
             while width > 1 {
                 width /= 2
                 for i in 0..<width { l[i] = l[i] + l[i + width] }
@@ -44,7 +50,7 @@ import Testing
         return result
     }
 
-    static let sizes = [0, 1, 15, 16, 17, 31, 33, 255, 256, 257, 511, 4095, 4096 + 16 * 5 + 7, 100_352, 100_355]
+    static let sizes = [0, 1, 15, 16, 17, 31, 33, 255, 256, 257, 511, 4095, 4096 + 16 * 5 + 7, 16 * 256 * 7 + 3, 100_352, 100_355]
 
     @Test(arguments: sizes)
     func floatReductionsMatchTheDocumentedTreeBitForBit(n: Int) {
