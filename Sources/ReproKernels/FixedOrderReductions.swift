@@ -17,7 +17,7 @@
 /// them costs one add per 256 terms.
 public enum FixedOrderReductions {
     /// Step 3: the lanes of one vector, pairwise.
-    @inlinable
+    @inlinable @inline(__always)
     static func combine<T: KernelScalar>(_ v: SIMD16<T>) -> T {
         let h8 = v.lowHalf + v.highHalf
         let h4 = h8.lowHalf + h8.highHalf
