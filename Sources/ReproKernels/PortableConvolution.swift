@@ -268,7 +268,19 @@ enum PortableConvolution<T: KernelScalar> {
                                 let target = dx + (c * s.batch + n) * h * w + ki * w + kj, source = row + (n - n0) * plane
                                 for r in 0..<oh {
                                     let out = target + r * w, inp = source + r * ow
-                                    for q in 0..<ow { out[q] += inp[q] }
+                                    // Elementwise, eight lanes at a time (rows of 10 are too short for the
+                                    // loop vectorizer): each position's additions keep their order.
+                                    var q = 0
+                                    if T.self == Float.self {
+                                        let o = UnsafeMutableRawPointer(out), i = UnsafeRawPointer(inp), size = MemoryLayout<Float>.stride
+                                        while q + 8 <= ow {
+                                            let sum = o.loadUnaligned(fromByteOffset: q * size, as: SIMD8<Float>.self)
+                                                + i.loadUnaligned(fromByteOffset: q * size, as: SIMD8<Float>.self)
+                                            o.storeBytes(of: sum, toByteOffset: q * size, as: SIMD8<Float>.self)
+                                            q += 8
+                                        }
+                                    }
+                                    while q < ow { out[q] += inp[q]; q += 1 }
                                 }
                             }
                         } }
