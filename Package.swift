@@ -18,8 +18,7 @@ let numericCodeSettings: [SwiftSetting] = {
     #if os(Linux) && arch(x86_64)
     // The define tells `repro bench` what it was built for.
     func target(_ cpu: String) -> [SwiftSetting] {
-        let name = cpu == "haswell" ? "REPRO_TARGET_HASWELL" : cpu == "skylake-avx512" ? "REPRO_TARGET_AVX512" : "REPRO_TARGET_OTHER"
-        return [.unsafeFlags(["-target-cpu", cpu]), .define(name)]
+        [.unsafeFlags(["-target-cpu", cpu]), .define(cpu == "haswell" ? "REPRO_TARGET_HASWELL" : "REPRO_TARGET_OTHER")]
     }
     if let chosen = ProcessInfo.processInfo.environment["REPRO_TARGET_CPU"] {
         return chosen == "baseline" ? [] : target(chosen)

@@ -16,7 +16,7 @@
 /// both kernel implementations share these. Speed: the blocks are the plain 16-lane loop; the tree above
 /// them costs one add per 256 terms.
 public enum FixedOrderReductions {
-    /// Step 3: the lanes of one vector, pairwise.
+    /// Step 4: the lanes of one vector, pairwise.
     @inlinable @inline(__always)
     static func combine<T: KernelScalar>(_ v: SIMD16<T>) -> T {
         let h8 = v.lowHalf + v.highHalf

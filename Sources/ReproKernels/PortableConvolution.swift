@@ -213,13 +213,7 @@ enum PortableConvolution<T: KernelScalar> {
                     let columnBytes = width * MemoryLayout<T>.stride
                     let columnBase = UnsafeRawPointer(cp.baseAddress!)
                     @inline(__always) func column(_ p: Int) -> StoredColumn<T> { StoredColumn<T>(start: columnBase + p * columnBytes) }
-                    var p = 0
-                    while p + tapsPerPass <= count {
-                        accumulateTaps(outs, lanes: lp.baseAddress! + p, laneStride: count, dy: dyChunk, dyStride: width,
-                                       blocks: width / 16, columns: (column(p), column(p + 1), column(p + 2)))
-                        p += tapsPerPass
-                    }
-                    for p in p..<count {
+                    for p in 0..<count {
                         accumulateAllOutputs(outs, lanes: lp.baseAddress! + p, laneStride: count, dy: dyChunk,
                                              dyStride: width, blocks: width / 16, column: column(p))
                     }
@@ -302,57 +296,6 @@ enum PortableConvolution<T: KernelScalar> {
             accumulate(rows: block, lanes: lanes + o * laneStride, laneStride: laneStride,
                        dy: dy + o * dyStride, dyStride: dyStride, blocks: blocks, column: column)
             o += block
-        }
-    }
-
-    /// Taps of the weight gradient per pass over dY: 3 where 32 vector registers hold 6 channels × 3 taps of
-    /// 16-lane sums (AVX-512 builds: each block of dY is loaded once for 18 multiply-adds instead of 6), else 1
-    /// (AVX2's 16 registers hold 6 × 1 as two halves each); `tapsPerPass` larger than the taps falls back.
-    /// Which taps share a pass changes loads, never an output's arithmetic.
-    #if REPRO_TARGET_AVX512
-    @inlinable static var tapsPerPass: Int { 3 }
-    #else
-    @inlinable static var tapsPerPass: Int { Int.max / 2 }
-    #endif
-
-    /// `accumulateAllOutputs` for three neighbouring taps p, p+1, p+2 (lanes of tap p + t at lanes + t).
-    @inlinable @inline(__always)
-    static func accumulateTaps<C: ColumnVectors>(_ outs: Int, lanes: UnsafeMutablePointer<V>, laneStride: Int,
-                                                 dy: UnsafePointer<T>, dyStride: Int, blocks: Int, columns: (C, C, C))
-    where C.Scalar == T {
-        var o = 0
-        while o < outs {
-            let rows = min(6, outs - o)
-            if rows < 6 {
-                for t in 0..<3 {
-                    accumulateAllOutputs(rows, lanes: lanes + o * laneStride + t, laneStride: laneStride, dy: dy + o * dyStride,
-                                         dyStride: dyStride, blocks: blocks, column: t == 0 ? columns.0 : t == 1 ? columns.1 : columns.2)
-                }
-                return
-            }
-            let l = lanes + o * laneStride, dRaw = UnsafeRawPointer(dy + o * dyStride)
-            let vBytes = 16 &* MemoryLayout<T>.stride, rowBytes = dyStride &* MemoryLayout<T>.stride
-            var a0 = l[0], a1 = l[laneStride], a2 = l[2 &* laneStride], a3 = l[3 &* laneStride], a4 = l[4 &* laneStride], a5 = l[5 &* laneStride]
-            var b0 = l[1], b1 = l[laneStride &+ 1], b2 = l[2 &* laneStride &+ 1], b3 = l[3 &* laneStride &+ 1]
-            var b4 = l[4 &* laneStride &+ 1], b5 = l[5 &* laneStride &+ 1]
-            var c0 = l[2], c1 = l[laneStride &+ 2], c2 = l[2 &* laneStride &+ 2], c3 = l[3 &* laneStride &+ 2]
-            var c4 = l[4 &* laneStride &+ 2], c5 = l[5 &* laneStride &+ 2]
-            for b in 0..<blocks {
-                let x0 = columns.0.vector(b), x1 = columns.1.vector(b), x2 = columns.2.vector(b)
-                @inline(__always) func load(_ r: Int) -> V { dRaw.loadUnaligned(fromByteOffset: r &* rowBytes &+ b &* vBytes, as: V.self) }
-                var d = load(0); a0.addProduct(d, x0); b0.addProduct(d, x1); c0.addProduct(d, x2)
-                d = load(1); a1.addProduct(d, x0); b1.addProduct(d, x1); c1.addProduct(d, x2)
-                d = load(2); a2.addProduct(d, x0); b2.addProduct(d, x1); c2.addProduct(d, x2)
-                d = load(3); a3.addProduct(d, x0); b3.addProduct(d, x1); c3.addProduct(d, x2)
-                d = load(4); a4.addProduct(d, x0); b4.addProduct(d, x1); c4.addProduct(d, x2)
-                d = load(5); a5.addProduct(d, x0); b5.addProduct(d, x1); c5.addProduct(d, x2)
-            }
-            l[0] = a0; l[laneStride] = a1; l[2 &* laneStride] = a2; l[3 &* laneStride] = a3; l[4 &* laneStride] = a4; l[5 &* laneStride] = a5
-            l[1] = b0; l[laneStride &+ 1] = b1; l[2 &* laneStride &+ 1] = b2; l[3 &* laneStride &+ 1] = b3
-            l[4 &* laneStride &+ 1] = b4; l[5 &* laneStride &+ 1] = b5
-            l[2] = c0; l[laneStride &+ 2] = c1; l[2 &* laneStride &+ 2] = c2; l[3 &* laneStride &+ 2] = c3
-            l[4 &* laneStride &+ 2] = c4; l[5 &* laneStride &+ 2] = c5
-            o += 6
         }
     }
 
@@ -449,13 +392,7 @@ extension PortableConvolution where T == Float {
                             ColumnFromRuns(tap: UnsafeRawPointer(imageBase + taps[p]), starts: bs.baseAddress!,
                                            masks: bm.baseAddress!, shiftBytes: shiftBytes)
                         }
-                        var p = p0
-                        while p + tapsPerPass <= rowRange.upperBound {
-                            accumulateTaps(outs, lanes: lp.baseAddress! + (p - p0), laneStride: count, dy: dyImage,
-                                           dyStride: plane, blocks: blocks, columns: (column(p), column(p + 1), column(p + 2)))
-                            p += tapsPerPass
-                        }
-                        for p in p..<rowRange.upperBound {
+                        for p in rowRange {
                             accumulateAllOutputs(outs, lanes: lp.baseAddress! + (p - p0), laneStride: count,
                                                  dy: dyImage, dyStride: plane, blocks: blocks, column: column(p))
                         }
