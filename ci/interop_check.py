@@ -1,5 +1,6 @@
 """Checks a repro record against what TensorBoard and h5py read from it (see ci/interop)."""
 import glob
+import gzip
 import sys
 
 import h5py
@@ -79,9 +80,37 @@ def main(record, logdir):
         assert got == sorted(NOTEBOOK_STATE), f"checkpoint {step}: {got}"
     # Negative control of the state_dict check: a missing tensor is noticed.
     assert sorted(NOTEBOOK_STATE[1:]) != sorted(NOTEBOOK_STATE)
+    probes = check_probes(f)
     print(f"{len(expected)} scalars in {len(set(t for t, _ in expected))} tags equal the record; "
-          f"{len(f['checkpoints'])} checkpoints have the notebook's state_dict")
+          f"{len(f['checkpoints'])} checkpoints have the notebook's state_dict; {probes}")
     print("interop: 2 passed, 0 failed")
+
+
+def check_probes(f):
+    """The labels' probe of every step, recomputed from the MNIST labels file and the stored epoch order;
+    the update points name the notebook's parameters in order."""
+    points = f["steps/probes"].attrs["points"].decode().split("\n")
+    assert points[0] == "data/input/labels", points[0]
+    params = [n for n, _ in NOTEBOOK_STATE if not n.endswith(("running_mean", "running_std"))]
+    updates = [p.split(":", 1)[1] for p in points if p.startswith("update/")]
+    assert updates == params, f"update points {updates}"
+    with gzip.open("Data/mnist/train-labels-idx1-ubyte.gz", "rb") as g:
+        labels = np.frombuffer(g.read()[8:], dtype=np.uint8).astype(np.float64)
+    order, b = f["data/epoch_order"][()], int(f["config"].attrs["batch_size"])
+    sums, squares = f["steps/probes/sum"][()][:, 0], f["steps/probes/sum_of_squares"][()][:, 0]
+    per_epoch = order.shape[1] // b
+
+    def expected(step):  # small whole numbers: exact in float64 whatever the order
+        epoch, k = divmod(step - 1, per_epoch)
+        batch = labels[order[epoch, k * b:(k + 1) * b]]
+        return batch.sum(), (batch * batch).sum()
+
+    for step in range(1, len(sums) + 1):
+        s, q = expected(step)
+        assert (s, q) == (sums[step - 1], squares[step - 1]), f"step {step}: labels probe {sums[step - 1]}, expected {s}"
+    # Negative control: the next step's batch gives another probe.
+    assert expected(2) != (sums[0], squares[0]), "negative control: another batch's labels went unnoticed"
+    return f"{len(sums)} steps' label probes equal the labels file's"
 
 
 if __name__ == "__main__":

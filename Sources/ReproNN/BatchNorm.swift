@@ -56,6 +56,16 @@ public final class BatchNorm<T: KernelScalar> {
     public let runningStd: NamedTensor<T>?
     @usableFromInline let kernels: any Kernels
 
+    /// 1 in every real run. The localization tests set another factor to plant a wrong ∂γ (a negative control
+    /// that must be reported as this layer's backward).
+    public var gammaGradientFactor: T = 1
+
+    /// The names of the statistics a training forward pass computes, in order: those it normalizes with,
+    /// then the running buffers it updates (when it tracks them). The record's per-step BN series.
+    public var statisticNames: [String] {
+        ["batch_mean", "batch_std"] + (options.trackRunningStats ? ["running_mean", "running_std"] : [])
+    }
+
     /// The statistics used by the last forward pass (batch statistics in training, running ones in eval).
     public var lastMean: [T]
     public var lastStd: [T]
@@ -220,7 +230,7 @@ public final class BatchNorm<T: KernelScalar> {
           }
         } } }
         if let gamma, let beta {
-            gamma.grad = sumsDyXhat
+            gamma.grad = gammaGradientFactor == 1 ? sumsDyXhat : sumsDyXhat.map { $0 * gammaGradientFactor }
             beta.grad = sumsDy
         }
         return FeatureMap(channels: dy.channels, batch: dy.batch, height: dy.height, width: dy.width, data: dx)

@@ -14,6 +14,8 @@ public final class LeNet5<T: KernelScalar> {
 
     /// Called after each stage of a step with its name, for `repro bench --breakdown`; nil (free) otherwise.
     public var stageDone: ((StaticString) -> Void)?
+    /// Collects the step's probes in execution order (`StepTrace`) when set; nil (free) otherwise.
+    public var trace: StepTrace?
 
     public init(normalized: Bool, batchNorm: BatchNormOptions = .notebook, kernels: any Kernels) {
         self.normalized = normalized
@@ -63,25 +65,58 @@ public final class LeNet5<T: KernelScalar> {
     @inlinable
     public func forward(_ x: FeatureMap<T>, training: Bool) throws(BatchNormError) -> FeatureMap<T> {
         // Each BN applies the ReLU after it (`fusedReLU`); without BN the ReLU layers run on their own.
+        trace?.probe(TracePoint(.data, "input", .images), x.data)
         var a = conv1.forward(x)
+        traced("conv1", output: a)
         stageDone?("conv1 forward")
-        if let bn1 { a = try bn1.forward(a, training: training, fusedReLU: true) } else { relu1.forward(&a) }
+        if let bn1 { a = try forward(bn1, a, training: training) } else { relu1.forward(&a); traced("relu1", output: a) }
         stageDone?("bn1 + relu1 forward")
         a = pool1.forward(a)
+        traced("pool1", output: a)
         stageDone?("pool1 forward")
         a = conv2.forward(a)
+        traced("conv2", output: a)
         stageDone?("conv2 forward")
-        if let bn2 { a = try bn2.forward(a, training: training, fusedReLU: true) } else { relu2.forward(&a) }
+        if let bn2 { a = try forward(bn2, a, training: training) } else { relu2.forward(&a); traced("relu2", output: a) }
         stageDone?("bn2 + relu2 forward")
         a = pool2.forward(a)
+        traced("pool2", output: a)
         stageDone?("pool2 forward")
         a = fc3.forward(Self.flatten(a))
-        if let bn3 { a = try bn3.forward(a, training: training, fusedReLU: true) } else { relu3.forward(&a) }
+        traced("fc3", output: a)
+        if let bn3 { a = try forward(bn3, a, training: training) } else { relu3.forward(&a); traced("relu3", output: a) }
         a = fc4.forward(a)
-        if let bn4 { a = try bn4.forward(a, training: training, fusedReLU: true) } else { relu4.forward(&a) }
+        traced("fc4", output: a)
+        if let bn4 { a = try forward(bn4, a, training: training) } else { relu4.forward(&a); traced("relu4", output: a) }
         a = fc5.forward(a)
+        traced("fc5", output: a)
         stageDone?("flatten, fc3..fc5 forward (bn3, bn4)")
         return a
+    }
+
+    /// A BatchNorm layer with its fused ReLU; the trace gets the statistics it computed, then its output.
+    @inlinable
+    func forward(_ bn: BatchNorm<T>, _ a: FeatureMap<T>, training: Bool) throws(BatchNormError) -> FeatureMap<T> {
+        let y = try bn.forward(a, training: training, fusedReLU: true)
+        if let trace {
+            if training { for name in bn.statisticNames { trace.mark(TracePoint(.forward, bn.name, .statistic(name))) } }
+            trace.probe(TracePoint(.forward, bn.name, .output), y.data)
+        }
+        return y
+    }
+
+    @inlinable
+    func traced(_ layer: String, output a: FeatureMap<T>) { trace?.probe(TracePoint(.forward, layer, .output), a.data) }
+
+    /// Before a layer's backward: the gradient flowing into it.
+    @inlinable
+    func traced(_ layer: String, gradientIn g: FeatureMap<T>) { trace?.probe(TracePoint(.backward, layer, .outputGradient), g.data) }
+
+    /// After a layer's backward: its parameters' gradients.
+    @inlinable
+    func traced(_ layer: String, gradientsOf parameters: [NamedTensor<T>]) {
+        guard let trace else { return }
+        for p in parameters { trace.probe(TracePoint(.backward, layer, .parameterGradient(p.name)), p.grad) }
     }
 
     /// Back-propagates ∂L/∂logits, filling every parameter's grad. Returns ∂L/∂input only when asked
@@ -89,25 +124,51 @@ public final class LeNet5<T: KernelScalar> {
     @inlinable
     @discardableResult
     public func backward(_ dLogits: FeatureMap<T>, inputGradient: Bool = false) -> FeatureMap<T>? {
-        var g = fc5.backward(dLogits)
-        if let bn4 { g = bn4.backward(g) } else { relu4.backward(&g) }
+        var g = dLogits
+        traced("fc5", gradientIn: g)
+        g = fc5.backward(g)
+        traced("fc5", gradientsOf: fc5.parameters)
+        backward(bn4, relu4, "relu4", &g)
+        traced("fc4", gradientIn: g)
         g = fc4.backward(g)
-        if let bn3 { g = bn3.backward(g) } else { relu3.backward(&g) }
+        traced("fc4", gradientsOf: fc4.parameters)
+        backward(bn3, relu3, "relu3", &g)
+        traced("fc3", gradientIn: g)
         g = Self.unflatten(fc3.backward(g), channels: 16, height: 5, width: 5)
+        traced("fc3", gradientsOf: fc3.parameters)
         stageDone?("fc5..fc3 backward (bn4, bn3), unflatten")
+        traced("pool2", gradientIn: g)
         g = pool2.backward(g)
         stageDone?("pool2 backward")
-        if let bn2 { g = bn2.backward(g) } else { relu2.backward(&g) }
+        backward(bn2, relu2, "relu2", &g)
         stageDone?("bn2 + relu2 backward")
+        traced("conv2", gradientIn: g)
         g = conv2.backward(g)!
+        traced("conv2", gradientsOf: conv2.parameters)
         stageDone?("conv2 backward")
+        traced("pool1", gradientIn: g)
         g = pool1.backward(g)
         stageDone?("pool1 backward")
-        if let bn1 { g = bn1.backward(g) } else { relu1.backward(&g) }
+        backward(bn1, relu1, "relu1", &g)
         stageDone?("bn1 + relu1 backward")
+        traced("conv1", gradientIn: g)
         let dx = conv1.backward(g, inputGradient: inputGradient)
+        traced("conv1", gradientsOf: conv1.parameters)
         stageDone?(inputGradient ? "conv1 backward" : "conv1 backward (weights only)")
         return dx
+    }
+
+    /// The backward of a BatchNorm layer with its fused ReLU, or of the plain ReLU in the model without BN.
+    @inlinable
+    func backward(_ bn: BatchNorm<T>?, _ relu: ReLU<T>, _ reluName: String, _ g: inout FeatureMap<T>) {
+        if let bn {
+            traced(bn.name, gradientIn: g)
+            g = bn.backward(g)
+            traced(bn.name, gradientsOf: bn.parameters)
+        } else {
+            traced(reluName, gradientIn: g)
+            relu.backward(&g)  // in place: `g` is the caller's only reference
+        }
     }
 
     /// [C][N][H][W] → [C·H·W][N], feature index c·H·W + h·W + w: PyTorch's x.view(N, −1) on NCHW.
@@ -153,11 +214,21 @@ extension LeNet5 {
     /// forward (training mode) → cross-entropy → backward → SGD step.
     @inlinable
     public func trainStep(_ x: FeatureMap<T>, targets: [Int], optimizer: SGD<T>) throws(BatchNormError) -> StepResult<T> {
+        trace?.probe(TracePoint(.data, "input", .labels), targets.map { T($0) })
         let logits = try forward(x, training: true)
         let ce = CrossEntropy.evaluate(logits: logits, targets: targets, kernels: kernels)
+        trace?.mark(TracePoint(.loss, "loss", .loss))
+        trace?.mark(TracePoint(.loss, "loss", .accuracy))
         stageDone?("loss")
         backward(ce.gradient!)
+        let before = trace == nil ? [] : optimizer.parameters.map(\.value)
         optimizer.step()
+        if let trace {
+            for (p, old) in zip(optimizer.parameters, before) {
+                let layer = String(p.name.prefix { $0 != "." })  // "conv1" of "conv1.weight"
+                trace.probeUpdate(TracePoint(.update, layer, .update(p.name)), new: p.value, old: old)
+            }
+        }
         stageDone?("SGD step")
         return StepResult(loss: ce.loss, correct: ce.correct)
     }

@@ -20,8 +20,14 @@ public struct ModelLayout: Sendable, Equatable {
         public let tracksRunningStatistics: Bool
     }
 
-    /// Layer names in the order a forward pass runs them ("conv1", "bn1", "pool1", …, "fc5").
-    public let forwardOrder: [String]
+    /// One training step's places in execution order, as the model passes them (`StepTrace`): data, each
+    /// layer's forward, the loss, each layer's backward, each parameter's update.
+    public let trace: [TracePoint]
+    /// The points a step's probes summarize (`/steps/probes`), in execution order.
+    public var probePoints: [TracePoint] { trace.filter(\.isProbed) }
+    /// The probed points of a forward pass alone (the evaluation before training): the images and every
+    /// layer's output.
+    public var forwardProbePoints: [TracePoint] { probePoints.filter { $0.quantity == .images || ($0.pass == .forward) } }
     public let batchNorms: [BatchNormLayer]
     public let stateDict: [Tensor]
     /// net.parameters() order: the state_dict without buffers.
@@ -53,18 +59,34 @@ extension LeNet5 {
     public static var inputSize: Int { 32 }
 
     public var layout: ModelLayout {
-        let bnNames = Set(batchNorms.map(\.name))
         // conv1's output (bn1's input), then pooled by 2 and through conv2 (bn2's input); bn3, bn4 are 1d.
         let size1 = Self.inputSize - conv1.kernelSize + 1, size2 = size1 / 2 - conv2.kernelSize + 1
         let sizes = ["bn1": size1, "bn2": size2]
         return ModelLayout(
-            forwardOrder: ["conv1", "bn1", "relu1", "pool1", "conv2", "bn2", "relu2", "pool2", "fc3", "bn3", "relu3",
-                           "fc4", "bn4", "relu4", "fc5"].filter { !$0.hasPrefix("bn") || bnNames.contains($0) },
+            trace: Self.traceOrder(normalized: normalized, batchNorm: bn1?.options ?? .notebook),
             batchNorms: batchNorms.map {
                 .init(name: $0.name, channels: $0.channels, height: sizes[$0.name] ?? 1, width: sizes[$0.name] ?? 1,
                       tracksRunningStatistics: $0.options.trackRunningStats)
             },
             stateDict: stateDict.map { .init(name: $0.name, shape: $0.shape, isParameter: $0.isParameter) })
+    }
+
+    /// The order of a training step's trace points, found by running one: a fresh model of this
+    /// configuration takes an SGD step on four fixed images with a names-only trace.
+    public static func traceOrder(normalized: Bool, batchNorm: BatchNormOptions) -> [TracePoint] {
+        let model = LeNet5<Float>(normalized: normalized, batchNorm: batchNorm, kernels: PortableKernels(threads: 1))
+        model.initialize(seed: 0)
+        let n = 4, size = inputSize * inputSize
+        // Distinct images, so no BatchNorm channel has a zero standard deviation.
+        let x = FeatureMap(channels: 3, batch: n, height: inputSize, width: inputSize,
+                           data: (0..<(3 * n * size)).map { Float(($0 * 7_919) % 251) / 251 })
+        let trace = StepTrace(namesOnly: true)
+        model.trace = trace
+        let optimizer = SGD(parameters: model.parameters, options: SGDOptions())
+        do { _ = try model.trainStep(x, targets: [0, 1, 2, 3], optimizer: optimizer) } catch {
+            preconditionFailure("the trace dry run failed: \(error)")
+        }
+        return trace.points
     }
 
     /// The layout of the model a configuration builds, without training one.

@@ -307,3 +307,30 @@ public enum Digest {
 
     static func bytes<T>(_ values: [T]) -> [UInt8] { values.withUnsafeBytes { SHA256.digest($0) } }
 }
+
+/// `/steps/probes@points`: the probed points of the model's trace, one `TracePoint.key` per line, in
+/// execution order — the columns of the probe datasets.
+enum ProbePointsAttribute {
+    static func text(_ layout: ModelLayout) -> String { layout.probePoints.map(\.key).joined(separator: "\n") }
+
+    static func write(_ layout: ModelLayout, to w: HDF5Writer) throws {
+        try w.setAttribute(RecordSchema.probePointsAttribute, text(layout), on: RecordSchema.probes)
+    }
+
+    /// The attribute must name exactly the layout's points, in its order.
+    static func check(_ attributes: [(name: String, value: AttributeValue)], layout: ModelLayout) throws(SchemaViolation) {
+        var p = AttributeParser(object: RecordSchema.probes, attributes: attributes)
+        let text = try p.string(RecordSchema.probePointsAttribute, maximumBytes: RecordSchema.maximumProbePointsBytes)
+        try p.finish()
+        let expected = Self.text(layout)
+        guard text == expected else {
+            let found = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            let wanted = layout.probePoints.map(\.key)
+            let i = found.indices.first { $0 >= wanted.count || found[$0] != wanted[$0] } ?? wanted.count
+            throw SchemaViolation("\(RecordSchema.probes)@\(RecordSchema.probePointsAttribute)",
+                                  found: i < found.count ? "line \(i + 1) '\(found[i])'" : "\(found.count) lines",
+                                  expected: i < wanted.count ? "'\(wanted[i])' (the model's \(wanted.count) probe points in execution order)"
+                                                             : "\(wanted.count) lines")
+        }
+    }
+}

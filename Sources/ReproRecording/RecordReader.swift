@@ -86,7 +86,8 @@ public final class Record {
     private static func walk(_ group: String, reader: HDF5Reader, tree: inout ExpectedTree, found: inout [String]) throws {
         let groupAttributes = try reader.attributes(
             on: group, limit: 32,
-            maximumStringBytes: group == RecordSchema.batchNormChecks ? RecordSchema.maximumCheckTableBytes : RecordSchema.maximumStringBytes)
+            maximumStringBytes: group == RecordSchema.batchNormChecks ? RecordSchema.maximumCheckTableBytes
+                : group == RecordSchema.probes ? RecordSchema.maximumProbePointsBytes : RecordSchema.maximumStringBytes)
         try tree.checkAttributes(of: group, groupAttributes)
         let children = try reader.children(of: group, expected: tree.childCount(of: group))
         for (name, kind) in children {
@@ -226,6 +227,27 @@ public final class Record {
                 }
             }
         }
+        // Probes: finite sums and sums of squares ≥ 0 where the profile keeps the step, the not-stored NaN elsewhere.
+        let points = layout.probePoints.count
+        for (path, isSquares) in [(RecordSchema.probeSums, false), (RecordSchema.probeSumsOfSquares, true)] {
+            let values = try reader.read(path, as: Double.self)
+            if let bad = values.indices.first(where: { i in
+                let v = values[i]
+                return plan.isKept(i / points + 1, profile: config.profile) ? !v.isFinite || (isSquares && v < 0)
+                    : v.bitPattern != RecordSchema.notStoredFloat64.bitPattern
+            }) {
+                let step = bad / points + 1
+                throw SchemaViolation(path, found: "step \(step) point \(layout.probePoints[bad % points].key) is \(values[bad])",
+                                      expected: !plan.isKept(step, profile: config.profile) ? "the not-stored NaN outside the windows (golden profile)"
+                                                : isSquares ? "finite sums of squares ≥ 0" : "finite sums")
+            }
+        }
+        for (path, isSquares) in [(RecordSchema.forwardProbeSums, false), (RecordSchema.forwardProbeSumsOfSquares, true)] {
+            let values = try reader.read(path, as: Double.self)
+            if let bad = values.firstIndex(where: { !$0.isFinite || (isSquares && $0 < 0) }) {
+                throw SchemaViolation("\(path)[\(bad)]", found: "\(values[bad])", expected: isSquares ? "finite sums of squares ≥ 0" : "finite sums")
+            }
+        }
         // Per-epoch metrics and evaluations.
         for series in RecordSchema.EpochSeries.allCases {
             let path = RecordSchema.epochSeries(series)
@@ -295,10 +317,12 @@ struct ExpectedTree {
     var children: [String: Int] = [:]
     let config: RunConfig
     let plan: RunPlan
+    let layout: ModelLayout
 
     init(config: RunConfig, plan: RunPlan, layout: ModelLayout, data: DataDescription) {
         self.config = config
         self.plan = plan
+        self.layout = layout
         let s = plan.totalSteps, e = plan.epochsStarted
         for group in [RecordSchema.config, RecordSchema.data, RecordSchema.environment, RecordSchema.tolerance, RecordSchema.split,
                       RecordSchema.steps, RecordSchema.epochs, RecordSchema.evaluation, RecordSchema.checks, RecordSchema.batchNormChecks,
@@ -324,6 +348,11 @@ struct ExpectedTree {
             add(group: RecordSchema.steps + "/" + bn.name)
             for series in RecordSchema.BatchNormSeries.recorded(by: bn) { add(RecordSchema.stepBatchNorm(bn.name, series), .float32, [s, bn.channels]) }
         }
+        add(group: RecordSchema.probes)
+        add(RecordSchema.probeSums, .float64, [s, layout.probePoints.count])
+        add(RecordSchema.probeSumsOfSquares, .float64, [s, layout.probePoints.count])
+        add(RecordSchema.forwardProbeSums, .float64, [layout.forwardProbePoints.count])
+        add(RecordSchema.forwardProbeSumsOfSquares, .float64, [layout.forwardProbePoints.count])
         for series in RecordSchema.EpochSeries.allCases { add(RecordSchema.epochSeries(series), .float64, [e]) }
         for phase in EvaluationPhase.allCases {
             add(RecordSchema.evaluation(phase.rawValue, .loss), .float64, [3])
@@ -364,6 +393,8 @@ struct ExpectedTree {
         switch group {
         case "/", RecordSchema.config, RecordSchema.data, RecordSchema.environment, RecordSchema.tolerance:
             return  // parsed by their codecs before the walk
+        case RecordSchema.probes:
+            try ProbePointsAttribute.check(attributes, layout: layout)
         case RecordSchema.batchNormChecks:
             let rows = try CheckTable.rowCount(parsing: attributes)
             for (name, kind) in CheckTable.datasets.sorted(by: { $0.key < $1.key }) { add(group + "/" + name, kind, [rows]) }

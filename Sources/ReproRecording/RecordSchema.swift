@@ -7,8 +7,10 @@ import ReproStorage
 public enum RecordSchema {
     public static let formatName = "repro-record"
     /// 2: the record profile and verification windows (`/config@profile`, `@window_steps`), window-end state
-    /// digests, epoch-order digests in the golden profile. Version 1 records are refused (re-record them).
-    public static let version: Int32 = 2
+    /// digests, epoch-order digests in the golden profile.
+    /// 3: per-step probes (`/steps/probes`) and the probes of the first forward pass
+    /// (`/evaluation/before/probe_*`). Older records are refused (re-record them).
+    public static let version: Int32 = 3
 
     public static let config = "/config"
     public static let environment = "/environment"
@@ -26,6 +28,19 @@ public enum RecordSchema {
     /// running_std (after the step; only for layers that track running statistics). In the golden profile the
     /// rows of steps outside every window hold `notStored`.
     public static func stepBatchNorm(_ layer: String, _ series: BatchNormSeries) -> String { "/steps/\(layer)/\(series.rawValue)" }
+
+    /// Per-step probes: Σx and Σx² (`Probe`) of every probed point of the step's trace, float64 [S, P], P =
+    /// `ModelLayout.probePoints.count`, column j = the j-th point of the group's attribute `points` (one
+    /// `TracePoint.key` per line, in execution order). The golden profile keeps the window steps' rows;
+    /// the others hold `notStoredFloat64`.
+    public static let probes = "/steps/probes"
+    public static let probeSums = "/steps/probes/sum"
+    public static let probeSumsOfSquares = "/steps/probes/sum_of_squares"
+    public static let probePointsAttribute = "points"
+    /// The first forward pass (the first test batch of the evaluation before training): float64 [F] each,
+    /// F = `ModelLayout.forwardProbePoints.count`, in that order.
+    public static let forwardProbeSums = "/evaluation/before/probe_sum"
+    public static let forwardProbeSumsOfSquares = "/evaluation/before/probe_sum_of_squares"
 
     public enum BatchNormSeries: String, CaseIterable, Sendable {
         case batchMean = "batch_mean", batchStd = "batch_std", runningMean = "running_mean", runningStd = "running_std"
@@ -58,6 +73,7 @@ public enum RecordSchema {
 
     /// The value of a per-step series at a step the profile does not keep: one quiet NaN bit pattern.
     public static let notStored = Float(bitPattern: 0x7fc0_0000)
+    public static let notStoredFloat64 = Double(bitPattern: 0x7ff8_0000_0000_0000)
 
     /// The state at the end of a window that is not a checkpoint: the SHA-256 of each tensor's little-endian
     /// float32 bytes, uint8 [T, 32] for the state_dict and [P, 32] for the momentum buffers, in their orders.
@@ -78,6 +94,8 @@ public enum RecordSchema {
     /// Bounds on what the reader is willing to look at before the schema says more: attribute strings
     /// (names, versions, environment facts) and the check table.
     static let maximumStringBytes = 1024
+    /// The probe point names: about 40 bytes per point, 60 points for the model with BatchNorm.
+    static let maximumProbePointsBytes = 8192
     static let maximumCheckRows = 1000
     static let maximumCheckTableBytes = 1 << 17
 }

@@ -19,6 +19,10 @@ public final class RecordWriter: TrainingObserver {
     /// Per BN layer (forward order), per recorded series: [S × C] row-major.
     var batchNormSeries: [(layer: String, series: [(RecordSchema.BatchNormSeries, [Float])])] = []
     var epochSeries = [[Double]](repeating: [], count: RecordSchema.EpochSeries.allCases.count)
+    /// [S × P] row-major, like the BatchNorm series.
+    var probeSums: [Double] = [], probeSumsOfSquares: [Double] = []
+
+    public var wantsProbes: Bool { true }
 
     public init(file: RecordFile, config: RunConfig, data: DataDescription, header: RecordHeader,
                 checks: [CheckRow]) throws {
@@ -49,8 +53,18 @@ public final class RecordWriter: TrainingObserver {
                 try w.create(Float.self, shape: [plan.totalSteps, bn.channels], at: RecordSchema.stepBatchNorm(bn.name, series))
             }
         }
+        try w.create(Double.self, shape: [plan.totalSteps, layout.probePoints.count], at: RecordSchema.probeSums)
+        try w.create(Double.self, shape: [plan.totalSteps, layout.probePoints.count], at: RecordSchema.probeSumsOfSquares)
+        try ProbePointsAttribute.write(layout, to: w)
         try w.write(split.train, shape: [split.train.count], at: RecordSchema.trainIndices)
         try w.write(split.validation, shape: [split.validation.count], at: RecordSchema.validationIndices)
+    }
+
+    public func forwardProbed(_ probes: [Probe]) throws {
+        guard let layout else { preconditionFailure("probes before runStarted") }
+        precondition(probes.count == layout.forwardProbePoints.count, "forward probes do not match the layout")
+        try file.writer.write(probes.map(\.sum), shape: [probes.count], at: RecordSchema.forwardProbeSums)
+        try file.writer.write(probes.map(\.sumOfSquares), shape: [probes.count], at: RecordSchema.forwardProbeSumsOfSquares)
     }
 
     public func evaluated(_ phase: EvaluationPhase, train: Metrics, validation: Metrics, test: Metrics) throws {
@@ -74,8 +88,17 @@ public final class RecordWriter: TrainingObserver {
         guard let plan else { preconditionFailure("step before runStarted") }
         stepLoss.append(outcome.loss)
         stepAccuracy.append(outcome.accuracy)
-        // The golden profile keeps BatchNorm series inside the windows only.
+        // The golden profile keeps BatchNorm series and probes inside the windows only.
         let kept = config.profile == .complete || plan.isInWindow(outcome.step)
+        let points = layout!.probePoints.count
+        if kept {
+            guard let probes = outcome.probes, probes.count == points else { preconditionFailure("step \(outcome.step) has no probes") }
+            probeSums += probes.map(\.sum)
+            probeSumsOfSquares += probes.map(\.sumOfSquares)
+        } else {
+            probeSums += repeatElement(RecordSchema.notStoredFloat64, count: points)
+            probeSumsOfSquares += repeatElement(RecordSchema.notStoredFloat64, count: points)
+        }
         for (i, statistics) in outcome.batchNorm.enumerated() {
             for j in batchNormSeries[i].series.indices {
                 let values: [Float]
@@ -106,6 +129,10 @@ public final class RecordWriter: TrainingObserver {
                 batchNormSeries[i].series[j].1.removeAll(keepingCapacity: true)
             }
         }
+        try w.writeRows(probeSums, from: stepsWritten, at: RecordSchema.probeSums)
+        try w.writeRows(probeSumsOfSquares, from: stepsWritten, at: RecordSchema.probeSumsOfSquares)
+        probeSums.removeAll(keepingCapacity: true)
+        probeSumsOfSquares.removeAll(keepingCapacity: true)
         stepsWritten += stepLoss.count
         stepLoss.removeAll(keepingCapacity: true)
         stepAccuracy.removeAll(keepingCapacity: true)

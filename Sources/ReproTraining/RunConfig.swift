@@ -139,6 +139,10 @@ public struct RunPlan: Sendable, Equatable {
         return step > start && step <= start + windowSteps
     }
 
+    /// Whether a record of this profile keeps step `step`'s BatchNorm series and probes (the golden profile:
+    /// inside the windows only).
+    public func isKept(_ step: Int, profile: RecordProfile) -> Bool { profile == .complete || isInWindow(step) }
+
     /// The last step of the epoch `epoch` (an epoch cut short by max_steps ends at the last step).
     public func endOfEpoch(_ epoch: Int) -> Int { min((epoch + 1) * stepsPerEpoch, totalSteps) }
 

@@ -25,12 +25,16 @@ public struct StepOutcome: Sendable {
     public let batchSize: Int
     /// Every BatchNorm layer's statistics of the step, in forward order.
     public let batchNorm: [BatchNormStatistics<Float>]
-    public init(step: Int, loss: Float, correct: Int, batchSize: Int, batchNorm: [BatchNormStatistics<Float>]) {
+    /// The step's probes in `ModelLayout.probePoints` order, when an observer asked for them (`wantsProbes`)
+    /// and the record keeps this step; nil otherwise.
+    public let probes: [Probe]?
+    public init(step: Int, loss: Float, correct: Int, batchSize: Int, batchNorm: [BatchNormStatistics<Float>], probes: [Probe]? = nil) {
         self.step = step
         self.loss = loss
         self.correct = correct
         self.batchSize = batchSize
         self.batchNorm = batchNorm
+        self.probes = probes
     }
 
     /// The batch's accuracy in percent, as recorded.
@@ -107,9 +111,15 @@ public struct DataSplit: Sendable {
 /// What the trainer reports as it goes; the recorder and the console printer are observers. They receive
 /// values, never the model.
 public protocol TrainingObserver: AnyObject {
+    /// Whether this observer uses the probes (`StepOutcome.probes`, `forwardProbed`); computing them costs
+    /// a pass over every activation and gradient, so the trainer does it only when someone asks.
+    var wantsProbes: Bool { get }
     func runStarted(plan: RunPlan, split: DataSplit, layout: ModelLayout) throws
     /// Training continues from a stored state after `step` (instead of `runStarted`).
     func runResumed(plan: RunPlan, after step: Int) throws
+    /// The probes of the first forward pass (the first test batch of the evaluation before training), in
+    /// `ModelLayout.forwardProbePoints` order; sent just before `evaluated(.before, …)`.
+    func forwardProbed(_ probes: [Probe]) throws
     func evaluated(_ phase: EvaluationPhase, train: Metrics, validation: Metrics, test: Metrics) throws
     /// The order of an epoch that training starts, or continues inside after a resume.
     func epochStarted(_ epoch: Int, order: [Int32]) throws
@@ -119,6 +129,8 @@ public protocol TrainingObserver: AnyObject {
 }
 
 extension TrainingObserver {
+    public var wantsProbes: Bool { false }
+    public func forwardProbed(_ probes: [Probe]) throws {}
     public func runStarted(plan: RunPlan, split: DataSplit, layout: ModelLayout) throws {}
     public func runResumed(plan: RunPlan, after step: Int) throws {}
     public func evaluated(_ phase: EvaluationPhase, train: Metrics, validation: Metrics, test: Metrics) throws {}
@@ -174,6 +186,10 @@ public struct Trainer {
         case epochTrainingMetric(fromEpoch: Int)
         /// The validation loss after this epoch and later ones is one ULP larger.
         case validation(fromEpoch: Int)
+        /// conv2's forward accumulates its input channels in reverse order: the same sums, other roundings.
+        case conv2ForwardReordered
+        /// The named BatchNorm layer's ∂γ is multiplied by `factor` (1 + 1e-3 in the localization tests).
+        case batchNormGammaGradient(layer: String, factor: Float)
     }
 
     public init(config: RunConfig, data: ImageDataset) {
@@ -193,7 +209,8 @@ public struct Trainer {
     /// capture, the end of its epoch, the evaluation after training) — by default to the end.
     public func run(observers: [TrainingObserver], from start: ResumePoint? = nil, through last: Int? = nil) throws {
         OpenBLAS.setThreadCount(config.threads)
-        let kernels = Self.kernels(config.kernels, threads: config.threads)
+        var kernels = Self.kernels(config.kernels, threads: config.threads)
+        if perturbation == .conv2ForwardReordered { kernels = ReorderedConv2Kernels(base: kernels) }
         let (train, validation) = DataOrder.trainValidationSplit(count: data.train.count, seed: config.seed)
         let split = DataSplit(train: train, validation: validation)
         let plan = RunPlan(config: config, trainCount: split.train.count)
@@ -201,6 +218,14 @@ public struct Trainer {
 
         let model = LeNet5<Float>(normalized: config.norm, batchNorm: config.batchNorm, kernels: kernels)
         model.initialize(seed: config.seed)
+        if case let .batchNormGammaGradient(layer, factor) = perturbation {
+            guard let bn = model.batchNorms.first(where: { $0.name == layer }) else {
+                throw ResumeError("a fault planted in \(layer)'s ∂γ needs a model with that BatchNorm layer (this one has none)")
+            }
+            bn.gammaGradientFactor = factor
+        }
+        let probing = observers.contains { $0.wantsProbes }
+        let trace = StepTrace(threads: kernels.threads), probePoints = probing ? model.layout.probePoints : []
         let optimizer = SGD(parameters: model.parameters, options: SGDOptions(
             learningRate: config.learningRate, momentum: config.momentum, weightDecay: config.weightDecay))
         var step = 0
@@ -212,7 +237,7 @@ public struct Trainer {
             (lossSum, correct, samples) = (start.epochLossSum, start.epochCorrect, start.epochSamples)
         } else {
             try observers.forEach { try $0.runStarted(plan: plan, split: split, layout: model.layout) }
-            try evaluateAll(.before, model: model, split: split, step: 0, observers: observers)
+            try evaluateAll(.before, model: model, split: split, step: 0, observers: observers, probing: probing)
             try capture(after: 0, plan: plan, model: model, optimizer: optimizer, observers: observers)
         }
 
@@ -227,15 +252,20 @@ public struct Trainer {
                 let indices = order[(b * config.batchSize)..<((b + 1) * config.batchSize)]
                 let batch = data.batch(data.train, indices: indices)
                 let result: StepResult<Float>
+                // The golden profile keeps probes inside the windows only.
+                let probed = probing && (config.profile == .complete || plan.isInWindow(step + 1))
+                if probed { trace.reset(); model.trace = trace }
+                defer { model.trace = nil }
                 do { result = try model.trainStep(batch.x, targets: batch.labels, optimizer: optimizer) }
                 catch { throw TrainingError.batchNorm(error, step: step + 1) }
+                if probed { precondition(trace.points.filter(\.isProbed) == probePoints, "the step's trace is not the layout's") }
                 step += 1
                 guard result.loss.isFinite else { throw TrainingError.nonFiniteLoss(result.loss, step: step) }
                 lossSum += Double(result.loss) * Double(indices.count)
                 correct += result.correct
                 samples += indices.count
                 let outcome = StepOutcome(step: step, loss: result.loss, correct: result.correct, batchSize: indices.count,
-                                          batchNorm: model.batchNormStatistics)
+                                          batchNorm: model.batchNormStatistics, probes: probed ? trace.probes : nil)
                 try observers.forEach { try $0.stepFinished(outcome) }
                 if plan.capturesState(step) {
                     try capture(after: step, plan: plan, model: model, optimizer: optimizer, observers: observers)
@@ -251,7 +281,7 @@ public struct Trainer {
             epoch += 1
         }
         if step == plan.totalSteps && last == plan.totalSteps {
-            try evaluateAll(.after, model: model, split: split, step: step, observers: observers)
+            try evaluateAll(.after, model: model, split: split, step: step, observers: observers, probing: false)
         }
     }
 
@@ -293,16 +323,24 @@ public struct Trainer {
 
     /// Train (in split order, drop_last as the notebook's train loader), validation and test in eval mode.
     /// `step`: the steps run so far, named if evaluation fails.
+    /// `probing`: also probe the forward pass of the first test batch (`forwardProbed`).
     func evaluateAll(_ phase: EvaluationPhase, model: LeNet5<Float>, split: DataSplit, step: Int,
-                     observers: [TrainingObserver]) throws {
+                     observers: [TrainingObserver], probing: Bool) throws {
         let train = try evaluate(model, data.train, indices: split.train, dropLast: true, step: step)
         let validation = try evaluate(model, data.train, indices: split.validation, dropLast: false, step: step)
-        let test = try evaluate(model, data.test, indices: (0..<Int32(data.test.count)).map { $0 }, dropLast: false, step: step)
+        let trace = probing ? StepTrace(threads: model.kernels.threads) : nil
+        let test = try evaluate(model, data.test, indices: (0..<Int32(data.test.count)).map { $0 }, dropLast: false, step: step,
+                                tracingFirstBatch: trace)
+        if let trace {
+            precondition(trace.points == model.layout.forwardProbePoints, "the forward's trace is not the layout's")
+            try observers.forEach { try $0.forwardProbed(trace.probes) }
+        }
         try observers.forEach { try $0.evaluated(phase, train: train, validation: validation, test: test) }
     }
 
     /// Batches of the batch size in the given order; the last partial batch is kept unless dropLast.
-    func evaluate(_ model: LeNet5<Float>, _ split: ImageSplit, indices allIndices: [Int32], dropLast: Bool, step: Int) throws -> Metrics {
+    func evaluate(_ model: LeNet5<Float>, _ split: ImageSplit, indices allIndices: [Int32], dropLast: Bool, step: Int,
+                  tracingFirstBatch trace: StepTrace? = nil) throws -> Metrics {
         let indices = config.evaluationLimit.map { Array(allIndices.prefix($0)) } ?? allIndices
         var lossSum = 0.0, correct = 0, samples = 0
         var start = 0
@@ -311,6 +349,8 @@ public struct Trainer {
             if dropLast && end - start < config.batchSize { break }
             let batch = data.batch(split, indices: indices[start..<end])
             let result: StepResult<Float>
+            model.trace = start == 0 ? trace : nil
+            defer { model.trace = nil }
             do { result = try model.evaluate(batch.x, targets: batch.labels) }
             catch { throw TrainingError.batchNorm(error, step: step) }
             lossSum += Double(result.loss) * Double(end - start)

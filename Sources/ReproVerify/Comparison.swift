@@ -45,14 +45,15 @@ public struct SeriesResult: Sendable {
 }
 
 /// Where a value sits in the order a step produces values: the localization order of a first divergence.
-/// Within a step: the data order, then each BatchNorm layer's statistics and buffers in forward order,
-/// the loss and accuracy, then the state after the step (checkpoint tensors in state_dict order, then the
-/// momentum buffers), then the per-epoch metrics and the evaluations.
+/// Within a step: the data order, then the step's trace in execution order (the model's own, from
+/// `ModelLayout.trace`: the batch, each layer's forward with its BatchNorm statistics, the loss and
+/// accuracy, each layer's backward, each parameter's update), then the state after the step (checkpoint
+/// tensors in state_dict order, then the momentum buffers), then the per-epoch metrics and the evaluations.
+/// At step 0 the trace places are those of the first forward pass (the evaluation before training).
 public enum Stage: Comparable, Sendable {
     case data
-    case batchNorm(layer: Int, series: Int)
-    case loss
-    case accuracy
+    /// The index of a place in `ModelLayout.trace`.
+    case trace(Int)
     case checkpointTensor(Int)
     case checkpointMomentum(Int)
     case epochMetrics
@@ -67,6 +68,9 @@ public struct Divergence: Sendable, Comparable {
     public var stage: Stage
     public var index: Int
     public var description: String
+    /// For a difference inside a step (or in the first forward pass, at step 0): the place in the step's
+    /// execution order — pass, layer and quantity.
+    public var point: TracePoint?
     /// The window whose re-run found it (window verification).
     public var window: Int?
 
@@ -140,10 +144,13 @@ public enum Comparison {
         result.elements = a.count
         result.isInteger = kind.isInteger
         if !kind.isInteger { result.worstULP = 0 }
+        let judged = TolerancePolicy.judges(path, under: mode)
         for i in a.indices {
             let g = a[i], c = b[i]
             let same: Bool
-            if kind.isInteger || mode == .exact {
+            if !judged {
+                same = true
+            } else if kind.isInteger || mode == .exact {
                 same = kind == .float32 ? Float(g).bitPattern == Float(c).bitPattern : g.bitPattern == c.bitPattern
             } else if case let .tolerance(atol, rtol) = mode {
                 if g.isNaN || c.isNaN { same = g.isNaN && c.isNaN }
@@ -209,8 +216,10 @@ struct Locator {
 
     func divergence(_ path: String, index: Int, detail: String) -> Divergence {
         let (step, stage) = position(path, index: index)
+        var point: TracePoint?
+        if case .trace(let i) = stage, i < layout.trace.count { point = layout.trace[i] }
         return Divergence(step: step, stage: stage, index: index,
-                          description: "first divergence at step \(step): \(place(path, index: index)) \(detail)")
+                          description: "first divergence at step \(step), \(place(path, index: index)): \(detail)", point: point)
     }
 
     /// The step a value belongs to and its stage within the step.
@@ -226,12 +235,14 @@ struct Locator {
             if path == RecordSchema.epochOrderDigests { return ((index / 32) * plan.stepsPerEpoch + 1, .data) }
             return (0, .data)
         case "steps":
-            if parts.count == 3, let layer = layout.batchNorms.firstIndex(where: { $0.name == parts[1] }),
-               let series = RecordSchema.BatchNormSeries(rawValue: parts[2]),
-               let s = RecordSchema.BatchNormSeries.allCases.firstIndex(of: series) {
-                return (index / layout.batchNorms[layer].channels + 1, .batchNorm(layer: layer, series: s))
+            if path == RecordSchema.probeSums || path == RecordSchema.probeSumsOfSquares {
+                let points = layout.probePoints
+                return (index / points.count + 1, .trace(traceIndex(points[index % points.count])))
             }
-            return (index + 1, parts.last == "loss" ? .loss : .accuracy)
+            if parts.count == 3, let bn = layout.batchNorm(named: parts[1]) {
+                return (index / bn.channels + 1, .trace(traceIndex(TracePoint(.forward, bn.name, .statistic(parts[2])))))
+            }
+            return (index + 1, .trace(traceIndex(TracePoint(.loss, "loss", parts.last == "loss" ? .loss : .accuracy))))
         case "checkpoints":
             let step = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
             let tensor = layout.stateDict.firstIndex { $0.name == parts.last } ?? 0
@@ -239,19 +250,33 @@ struct Locator {
         case "epochs":
             return (min((index + 1) * plan.stepsPerEpoch, plan.totalSteps), .epochMetrics)
         default:  // evaluation
+            if path == RecordSchema.forwardProbeSums || path == RecordSchema.forwardProbeSumsOfSquares {
+                return (0, .trace(traceIndex(layout.forwardProbePoints[index % layout.forwardProbePoints.count])))
+            }
             return (parts.count > 1 && parts[1] == EvaluationPhase.before.rawValue ? 0 : plan.totalSteps, .evaluation)
         }
     }
 
-    /// "bn2.running_std[11]" (with `withStep`: "step 137 bn2.running_std[11]"), "checkpoint 00000064
-    /// conv1.weight[3]", "loss", "epochs/val_loss[0]".
+    /// The place of a point in the step's trace (the end, should a record name a point the model lacks).
+    func traceIndex(_ point: TracePoint) -> Int { layout.trace.firstIndex(of: point) ?? layout.trace.count }
+
+    /// "forward of bn2: bn2.running_std[11]" (with `withStep`: "step 137, forward of bn2: …"), "backward of
+    /// bn1: ∂bn1.weight, Σx", "checkpoint 00000064 conv1.weight[3]", "loss", "epochs/val_loss[0]".
     func place(_ path: String, index: Int, withStep: Bool = false) -> String {
         let parts = path.split(separator: "/").map(String.init)
+        let probeKind = [RecordSchema.probeSums, RecordSchema.forwardProbeSums].contains(path) ? "Σx"
+            : [RecordSchema.probeSumsOfSquares, RecordSchema.forwardProbeSumsOfSquares].contains(path) ? "Σx²" : nil
+        if let probeKind {
+            let perStep = parts.first == "steps"
+            let points = perStep ? layout.probePoints : layout.forwardProbePoints
+            let prefix = withStep ? (perStep ? "step \(index / points.count + 1), " : "step 0 (evaluation before training), ") : ""
+            return prefix + "\(points[index % points.count]), \(probeKind)"
+        }
         if parts.first == "steps" {
             let channels = parts.count == 3 ? layout.batchNorm(named: parts[1])?.channels ?? 1 : 1
             let prefix = withStep ? "step \(index / channels + 1) " : ""
-            if parts.count == 3 { return prefix + "\(parts[1]).\(parts[2])[\(index % channels)]" }
-            return prefix + (parts.last ?? path)
+            if parts.count == 3 { return prefix + "forward of \(parts[1]): \(parts[1]).\(parts[2])[\(index % channels)]" }
+            return prefix + "loss: " + (parts.last ?? path)
         }
         if path == RecordSchema.epochOrder {
             let n = max(plan.trainCount, 1)

@@ -37,6 +37,8 @@ public enum Report {
         // The configurations first: when they differ, that is the likely cause of everything below.
         for difference in r.configurationDifferences { lines.append("  configuration differs: \(difference)") }
         if !r.passed, let first = r.firstDivergence { lines.append("  " + first.description) }
+        // A re-run that failed later than the first difference: the failure too.
+        if let failure = r.trainingFailure, let first = r.firstDivergence, failure != first { lines.append("  " + failure.description) }
         lines.append("  comparison: \(r.mode), because \(r.modeReason)")
         if let weak = TolerancePolicy.weakness(of: r.mode) { lines.append("  note: " + weak) }
         // Without --verbose: the failing series in order of their first divergence, at most 12.

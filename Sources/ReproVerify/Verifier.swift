@@ -36,11 +36,18 @@ public struct Verifier {
         case laterShuffle = "later-shuffle"
         case laterEpochMetric = "later-epoch-metric"
         case laterValidation = "later-validation"
+        /// Localization demonstrations (`Trainer.Perturbation`): conv2's forward accumulating in another
+        /// order (first seen at step 0, forward of conv2), bn2's ∂γ × (1 + 1e-3) (step 1, backward of bn2),
+        /// no weight decay (step 1, the update pass).
+        case reorderedConv2Forward = "reordered-conv2-forward"
+        case batchNormGammaGradient = "bn2-gamma-gradient"
+        case noWeightDecay = "no-weight-decay"
 
         func apply(to config: inout RunConfig) {
             switch self {
             case .infiniteLearningRate: config.learningRate = .infinity
             case .batchNormMomentum: config.batchNorm.momentum = 0.899
+            case .noWeightDecay: config.weightDecay = 0
             default: break
             }
         }
@@ -50,6 +57,8 @@ public struct Verifier {
             case .laterShuffle: return .shuffle(fromEpoch: 1)
             case .laterEpochMetric: return .epochTrainingMetric(fromEpoch: 1)
             case .laterValidation: return .validation(fromEpoch: 1)
+            case .reorderedConv2Forward: return .conv2ForwardReordered
+            case .batchNormGammaGradient: return .batchNormGammaGradient(layer: "bn2", factor: 1 + 1e-3)
             default: return nil
             }
         }
@@ -99,7 +108,7 @@ public struct Verifier {
                 try trainer.run(observers: observers + [capture], from: start, through: window.end)
             } catch let stop as TrainingError {
                 let d = Divergence(step: stop.step, stage: .trainingFailure, index: 0,
-                                   description: "\(window): first divergence at step \(stop.step): the re-run failed: \(stop)", window: window.index)
+                                   description: "\(window): the re-run failed at step \(stop.step): \(stop)", window: window.index)
                 if failure.map({ d < $0 }) ?? true { failure = d }
             } catch {
                 throw UnusableInput("\(goldenPath): \(window) cannot be re-run: \(error)")
@@ -138,7 +147,7 @@ public struct Verifier {
             let series: [SeriesResult]
             do { series = try capture.compare(with: golden, mode: .exact) } catch { throw UnusableInput(error.description) }
             let d = Divergence(step: stop.step, stage: .trainingFailure, index: 0,
-                               description: "first divergence at step \(stop.step): the re-run failed: \(stop)")
+                               description: "the re-run failed at step \(stop.step): \(stop)")
             var report = ComparisonReport(golden: golden.path, candidate: rerunPath, mode: .exact,
                                           modeReason: "the re-run stopped at step \(stop.step), so only what came before it was compared",
                                           series: series, trainingFailure: d)

@@ -66,6 +66,10 @@ final class CapturedRun: TrainingObserver {
     var steps: [StepOutcome] = []
     var states: [StateCapture] = []
     var epochs: [(epoch: Int, train: Metrics, validation: Metrics)] = []
+    var forwardProbes: [Probe]?
+
+    var wantsProbes: Bool { true }
+    func forwardProbed(_ probes: [Probe]) throws { forwardProbes = probes }
 
     func runStarted(plan: RunPlan, split: DataSplit, layout: ModelLayout) throws { self.split = split }
     func evaluated(_ phase: EvaluationPhase, train: Metrics, validation: Metrics, test: Metrics) throws {
@@ -121,6 +125,9 @@ final class CapturedRun: TrainingObserver {
                         try compare(RecordSchema.stepBatchNorm(bn.name, kind), rows: (run.lowerBound - 1)..<run.upperBound, values)
                     }
                 }
+                let probes = run.map { steps[$0 - first].probes ?? [] }
+                try compare(RecordSchema.probeSums, rows: (run.lowerBound - 1)..<run.upperBound, probes.flatMap { $0.map(\.sum) })
+                try compare(RecordSchema.probeSumsOfSquares, rows: (run.lowerBound - 1)..<run.upperBound, probes.flatMap { $0.map(\.sumOfSquares) })
             }
         }
         for state in states {
@@ -141,6 +148,10 @@ final class CapturedRun: TrainingObserver {
             for (series, value) in zip(RecordSchema.EpochSeries.allCases, values) {
                 try compare(RecordSchema.epochSeries(series), rows: epoch..<(epoch + 1), [value])
             }
+        }
+        if let forwardProbes {
+            try compare(RecordSchema.forwardProbeSums, rows: 0..<forwardProbes.count, forwardProbes.map(\.sum))
+            try compare(RecordSchema.forwardProbeSumsOfSquares, rows: 0..<forwardProbes.count, forwardProbes.map(\.sumOfSquares))
         }
         for (phase, sets) in evaluations {
             try compare(RecordSchema.evaluation(phase.rawValue, .loss), rows: 0..<3, sets.map(\.loss))

@@ -50,6 +50,7 @@ struct BenchCommand: ParsableCommand {
         // Portable first: they are record's default, so `ms_per_step` reports them.
         let choices = kernels == "both" ? [KernelChoice.portable, .blas] : [KernelChoice(rawValue: kernels)!]
         var timings = [Timing]()
+        var probeCost: (untraced: Double, traced: Double)?
         for choice in choices {
             let name = choice.rawValue
             let k = Trainer.kernels(choice, threads: threads)
@@ -69,6 +70,7 @@ struct BenchCommand: ParsableCommand {
             }
             times.sort()
             timings.append(Timing(kernels: name, median: times[times.count / 2], best: times[0]))
+            if probeCost == nil { probeCost = try Self.probeCost(net, x: x, targets: targets, optimizer: sgd, steps: steps) }
             if breakdown && !json {
                 print("\(name) kernels:")
                 try Self.printBreakdown(net, x: x, targets: targets, optimizer: sgd, steps: steps)
@@ -84,6 +86,7 @@ struct BenchCommand: ParsableCommand {
                 "ms_per_step": primary.median, "ms_per_step_best": primary.best,
                 "images_per_second": Double(n) / (primary.median * 1e-3),
                 "gflops": flops / (primary.median * 1e-3) / 1e9, "share_of_sgemm_peak": flops / (primary.median * 1e-3) / 1e9 / peak,
+                "probe_overhead": probeCost.map { $0.traced / $0.untraced - 1 } ?? 0,
             ]
             for t in timings { object["ms_per_step_\(t.kernels)"] = t.median }
             if timings.count == 2 { object["portable_over_blas"] = timings[0].median / timings[1].median }
@@ -102,6 +105,29 @@ struct BenchCommand: ParsableCommand {
         if timings.count == 2 {
             print(String(format: "  portable / blas = %.2f×", timings[0].median / timings[1].median))
         }
+        if let probeCost {
+            print(String(format: "  %@ step with the record's probes: %.2f ms vs %.2f ms without (alternating, medians): %+.1f%%",
+                         primary.kernels, probeCost.traced, probeCost.untraced, 100 * (probeCost.traced / probeCost.untraced - 1)))
+        }
+    }
+
+    /// Median milliseconds of a step without and with the per-step probes a record stores (`StepTrace`),
+    /// the two kinds of step alternating so that drifts of the machine's speed hit both alike.
+    static func probeCost(_ net: LeNet5<Float>, x: FeatureMap<Float>, targets: [Int], optimizer: SGD<Float>, steps: Int) throws
+        -> (untraced: Double, traced: Double) {
+        var untraced = [Double](), traced = [Double]()
+        let trace = StepTrace(threads: net.kernels.threads)
+        for i in 0..<(2 * steps) {
+            let probing = i % 2 == 1
+            trace.reset()
+            net.trace = probing ? trace : nil
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            _ = try net.trainStep(x, targets: targets, optimizer: optimizer)
+            let ms = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
+            if probing { traced.append(ms) } else { untraced.append(ms) }
+        }
+        net.trace = nil
+        return (untraced.sorted()[steps / 2], traced.sorted()[steps / 2])
     }
 
     func runAccuracy() throws {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import ReproNN
 import ReproRecording
 import ReproStorage
 import ReproTestSupport
@@ -172,7 +173,38 @@ let hostileCases: [HostileCase] = [
     .init(name: "digests of the wrong width", mentions: "/data/epoch_order_sha256: element type int32", source: fullGolden) { e in
         try e.replaceDataset("/data/epoch_order_sha256", with: [Double](repeating: 1, count: 800), as: .int32, shape: [50, 16])
     },
+    // Probes (60 points per step in the BN model: 0 labels, 1 images, 2 conv1 output, 3 bn1 output, …).
+    .init(name: "a probe point renamed", mentions: "/steps/probes@points: line 6 'forward/conv3/output', the schema expects 'forward/conv2/output'") {
+        try $0.setAttribute("points", .string(probePointsText.replacingOccurrences(of: "forward/conv2/", with: "forward/conv3/")), on: "/steps/probes")
+    },
+    .init(name: "probe points in another order", mentions: "/steps/probes@points: line 1 'data/input/images'") {
+        var lines = probePointsText.split(separator: "\n").map(String.init)
+        lines.swapAt(0, 1)
+        try $0.setAttribute("points", .string(lines.joined(separator: "\n")), on: "/steps/probes")
+    },
+    .init(name: "probe points missing", mentions: "/steps/probes@points: missing") { try $0.deleteAttribute("points", on: "/steps/probes") },
+    .init(name: "probe sums one point short", mentions: "/steps/probes/sum: shape [256, 59], the schema expects shape [256, 60]") { e in
+        try e.replaceDataset("/steps/probes/sum", with: [Double](repeating: 1, count: 256 * 59), as: .float64, shape: [256, 59])
+    },
+    .init(name: "a NaN probe", mentions: "/steps/probes/sum: step 3 point forward/bn1/output is nan, the schema expects finite sums") {
+        try $0.change("/steps/probes/sum", at: 2 * 60 + 3, to: .nan)
+    },
+    .init(name: "a negative sum of squares", mentions: "/steps/probes/sum_of_squares: step 1 point data/input/labels is -1.0") {
+        try $0.change("/steps/probes/sum_of_squares", at: 0, to: -1)
+    },
+    .init(name: "forward probes as float32", mentions: "/evaluation/before/probe_sum: element type float32") { e in
+        try e.replaceDataset("/evaluation/before/probe_sum", with: [Double](repeating: 1, count: 13), as: .float32, shape: [13])
+    },
+    .init(name: "an infinite forward probe", mentions: "/evaluation/before/probe_sum_of_squares[4]: inf") {
+        try $0.change("/evaluation/before/probe_sum_of_squares", at: 4, to: .infinity)
+    },
+    .init(name: "a probe outside the windows", mentions: "/steps/probes/sum: step 200 point data/input/labels is 0.5", source: fullGolden) {
+        try $0.change("/steps/probes/sum", at: 199 * 60, to: 0.5)
+    },
 ]
+
+/// The BN model's probe points, as the golden stores them.
+let probePointsText = LeNet5<Float>.layout(normalized: true, batchNorm: .notebook).probePoints.map(\.key).joined(separator: "\n")
 
 @Suite(.serialized) struct HostileRecordTests {
     static let folder: String = {

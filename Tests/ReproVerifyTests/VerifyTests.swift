@@ -37,22 +37,60 @@ struct Fixture {
 
     var dataDirectory: String { directory + "/data" }
 
-    func record(_ name: String, _ change: (inout RunConfig) -> Void = { _ in }) throws -> String {
+    func record(_ name: String, perturbation: Trainer.Perturbation? = nil, _ change: (inout RunConfig) -> Void = { _ in }) throws -> String {
         var c = config
         change(&c)
         let path = directory + "/" + name + ".h5"
-        try Recording.record(config: c, data: data, to: path, checks: checkTable)
+        try Recording.record(config: c, data: data, to: path, checks: checkTable, perturbation: perturbation)
         return path
     }
 }
 
 @Suite struct SensitivityTests {
-    func firstDivergence(_ change: (inout RunConfig) -> Void) throws -> Divergence? {
+    func firstDivergence(norm: Bool = true, perturbation: Trainer.Perturbation? = nil,
+                         _ change: (inout RunConfig) -> Void = { _ in }) throws -> Divergence? {
         let f = try Fixture(name: "sens")
-        let golden = try f.record("golden"), changed = try f.record("changed", change)
+        let golden = try f.record("golden") { $0.norm = norm }
+        let changed = try f.record("changed", perturbation: perturbation) { $0.norm = norm; change(&$0) }
         let report = try Verifier.compare(golden, changed, override: nil)
         #expect(!report.passed)
         return report.firstDivergence
+    }
+
+    // Localization in pass order (issue: "Localize drift to the step, the layer and the pass"): each planted
+    // change is reported at the exact step and place of the step's execution order where it acts.
+
+    /// Weight decay dropped, model without BN: steps 1's forward, loss and backward are untouched; its update
+    /// is not (the first parameter updated is conv1.weight).
+    @Test func weightDecayDroppedActsInStep1sUpdate() throws {
+        let d = try firstDivergence(norm: false) { $0.weightDecay = 0 }
+        #expect(d?.step == 1 && d?.point == TracePoint(.update, "conv1", .update("conv1.weight")), "\(d?.description ?? "none")")
+        #expect(d?.description.contains("update of conv1.weight") == true, "\(d?.description ?? "none")")
+    }
+
+    /// conv2's forward accumulating in another order, model without BN: the first forward pass that runs it
+    /// is the evaluation before training (step 0); there conv2's output is the first value to differ (the
+    /// images and conv1, relu1, pool1 before it do not).
+    @Test func reorderedConv2ForwardActsInItsForward() throws {
+        let d = try firstDivergence(norm: false, perturbation: .conv2ForwardReordered)
+        #expect(d?.step == 0 && d?.point == TracePoint(.forward, "conv2", .output), "\(d?.description ?? "none")")
+        #expect(d?.description.contains("forward of conv2: output") == true, "\(d?.description ?? "none")")
+    }
+
+    /// ∂γ of one BN layer scaled by 1 + 1e-3: step 1, that layer's backward (not a later forward statistic,
+    /// and not an earlier layer's backward: everything before it in backward order is unchanged).
+    @Test(arguments: ["bn1", "bn2", "bn3", "bn4"])
+    func wrongGammaGradientActsInThatLayersBackward(layer: String) throws {
+        let d = try firstDivergence(perturbation: .batchNormGammaGradient(layer: layer, factor: 1 + 1e-3))
+        #expect(d?.step == 1 && d?.point == TracePoint(.backward, layer, .parameterGradient("\(layer).gamma")),
+                "\(d?.description ?? "none")")
+    }
+
+    /// An optimizer-only change acts in the update pass of the step where it first matters: momentum from
+    /// step 2 on (step 1 has no momentum buffer yet), the learning rate from step 1 on.
+    @Test func momentumActsInStep2sUpdate() throws {
+        let d = try firstDivergence { $0.momentum = 0.85 }
+        #expect(d?.step == 2 && d?.point?.pass == .update && d?.point?.layer == "conv1", "\(d?.description ?? "none")")
     }
 
     @Test func identicalRunsPass() throws {
@@ -72,9 +110,9 @@ struct Fixture {
         #expect(d?.step == 1 && d?.description.contains("bn1.batch_std") == true, "\(d?.description ?? "none")")
     }
 
-    @Test func learningRateActsAtStep2() throws {
+    @Test func learningRateActsInStep1sUpdate() throws {
         let d = try firstDivergence { $0.learningRate *= 1.001 }
-        #expect(d?.step == 2 && d?.description.contains("bn1.batch_mean") == true, "\(d?.description ?? "none")")
+        #expect(d?.step == 1 && d?.point == TracePoint(.update, "conv1", .update("conv1.weight")), "\(d?.description ?? "none")")
     }
 
     @Test func anotherSeedActsAtStep0() throws {
@@ -83,7 +121,7 @@ struct Fixture {
     }
 
     /// One training label changed: nothing moves until the first step whose batch holds that sample, and
-    /// there the loss is the first value to differ (BN statistics do not see labels). The sample is one of
+    /// there the labels' probe (the data pass) is the first value to differ. The sample is one of
     /// the last 17 of the split, which the pre-training evaluation of the train set (full batches of 32
     /// only: 224 of 241) never sees; a sample it does see makes the divergence step 0, correctly.
     @Test func oneLabelActsAtTheFirstStepThatSeesIt() throws {
@@ -107,7 +145,7 @@ struct Fixture {
         let report = try Verifier.compare(golden, path, override: nil)
         let d = report.firstDivergence
         #expect(expected != nil && d?.step == expected, "expected step \(expected ?? -1), got \(d?.description ?? "none")")
-        #expect(d?.description.contains(": loss ") == true, "\(d?.description ?? "none")")
+        #expect(d?.point == TracePoint(.data, "input", .labels), "\(d?.description ?? "none")")
     }
 
     @Test func toleranceModeReportsMarginAndWeakness() throws {
@@ -189,8 +227,9 @@ struct Fixture {
 
 /// Exit codes mean one thing each, and one golden's failure never hides another's report.
 @Suite struct VerdictTests {
-    /// A valid golden whose re-run fails mid-training (the re-run's learning rate made infinite: step 1 is
-    /// unchanged, every weight is non-finite after it, and step 2's loss is NaN) is drift at step 2, exit 1.
+    /// A valid golden whose re-run fails mid-training (the re-run's learning rate made infinite: step 1's
+    /// forward and backward are unchanged, its update makes every weight non-finite, and step 2's loss is
+    /// NaN) is drift, exit 1: first seen in step 1's update, the training failure at step 2.
     @Test func rerunThatFailsIsDriftAtItsStep() throws {
         let f = try Fixture(name: "rerunfails")
         let golden = try f.record("golden") { $0.maxSteps = 5 }
@@ -199,7 +238,7 @@ struct Fixture {
         let report = try verifier.verify(golden)
         #expect(!report.passed)
         #expect(report.trainingFailure?.step == 2, "\(report.trainingFailure?.description ?? "none")")
-        #expect(report.firstDivergence?.step == 2 && report.firstDivergence?.description.contains("the re-run failed") == true,
+        #expect(report.firstDivergence?.step == 1 && report.firstDivergence?.point == TracePoint(.update, "conv1", .update("conv1.weight")),
                 "\(report.firstDivergence?.description ?? "none")")
         // Windows 0–4 and 4–5: step 1, before the failure, was compared and matches, and so does step 5, whose
         // forward pass starts from the golden's checkpoint 4 (its update is what goes wrong).
@@ -207,7 +246,7 @@ struct Fixture {
         var verdict = Verdict()
         verdict.reports = [report]
         #expect(verdict.exitCode == 1)
-        #expect(Report.junit(verdict).contains("name=\"training\">\n      <failure message=\"window 0 (steps 1–4): first divergence at step 2"))
+        #expect(Report.junit(verdict).contains("name=\"training\">\n      <failure message=\"window 0 (steps 1–4): the re-run failed at step 2"))
         // The same failure in one full re-run.
         let full = try verifier.verify(golden, windows: .full)
         #expect(full.trainingFailure?.step == 2 && full.series.first { $0.path == RecordSchema.stepLoss }.map { $0.elements == 1 && $0.passed } == true)
@@ -299,7 +338,7 @@ struct Fixture {
         verdict.unusable = [("missing.h5", "missing.h5: no such file <&>")]
         let html = HTMLReport.render(verdict, title: "test <report>")
         #expect(Self.problems(html).isEmpty, "\(Self.problems(html))")
-        #expect(html.contains("first divergence: step 2") && html.contains("<polyline") && html.contains("DRIFT"))
+        #expect(html.contains("first divergence: step 1") && html.contains("<polyline") && html.contains("DRIFT"))
         #expect(html.contains("no such file &lt;&amp;&gt;"))
         // Negative controls: the checker sees a script, an external reference and a broken nesting.
         #expect(!Self.problems(html.replacingOccurrences(of: "</body>", with: "<script>x()</script></body>")).isEmpty)
