@@ -274,7 +274,7 @@ struct Locator {
         }
         if parts.first == "steps" {
             let channels = parts.count == 3 ? layout.batchNorm(named: parts[1])?.channels ?? 1 : 1
-            let prefix = withStep ? "step \(index / channels + 1) " : ""
+            let prefix = withStep ? "step \(index / channels + 1), " : ""
             if parts.count == 3 { return prefix + "forward of \(parts[1]): \(parts[1]).\(parts[2])[\(index % channels)]" }
             return prefix + "loss: " + (parts.last ?? path)
         }
