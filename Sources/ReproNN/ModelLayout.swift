@@ -1,7 +1,7 @@
 import ReproKernels
 
-/// What a model looks like from outside, derived from the model itself: its layers in forward order, its
-/// BatchNorm layers with their channel counts, and its state_dict (PyTorch names and shapes, in
+/// What a model looks like from outside, derived from the model itself: the places of a training step in
+/// execution order (`trace`, found by running one), its BatchNorm layers with their channel counts, and its state_dict (PyTorch names and shapes, in
 /// registration order). Records, comparisons and checks read the layout instead of repeating it, so another
 /// architecture changes one place.
 public struct ModelLayout: Sendable, Equatable {

@@ -26,7 +26,7 @@ public struct SeriesResult: Sendable {
     public var isInteger = false
     public var worstAbsolute: Double = 0
     public var worstRelative: Double = 0
-    /// Distance in units in the last place of the stored float type; nil for integer series.
+    /// Distance in units in the last place of the stored float type; nil for integer series and probes.
     public var worstULP: UInt64?
     /// Flat index and human-readable place (step, tensor, index) of the worst difference.
     public var worstIndex: Int = -1
@@ -143,8 +143,10 @@ public enum Comparison {
         var result = SeriesResult(path: path)
         result.elements = a.count
         result.isInteger = kind.isInteger
-        if !kind.isInteger { result.worstULP = 0 }
         let judged = TolerancePolicy.judges(path, under: mode)
+        let isProbe = [RecordSchema.probeSums, RecordSchema.probeSumsOfSquares, RecordSchema.forwardProbeSums,
+                       RecordSchema.forwardProbeSumsOfSquares].contains(path)
+        if !kind.isInteger && !isProbe { result.worstULP = 0 }
         for i in a.indices {
             let g = a[i], c = b[i]
             let same: Bool
@@ -162,7 +164,7 @@ public enum Comparison {
                 }
             } else { same = true }
             let diff = abs(g - c)
-            let ulp = kind.isInteger ? nil : ulps(g, c, float32: kind == .float32)
+            let ulp = kind.isInteger || isProbe ? nil : ulps(g, c, float32: kind == .float32)
             if diff > result.worstAbsolute || (diff.isNaN && !result.worstAbsolute.isNaN) || (result.worstIndex < 0 && !same) {
                 result.worstAbsolute = diff
                 result.worstRelative = g == 0 ? (c == 0 ? 0 : .infinity) : diff / abs(g)
@@ -172,7 +174,10 @@ public enum Comparison {
             if !same {
                 result.mismatches += 1
                 if result.firstDivergence == nil {
-                    let distance = ulp.map { " (\($0 == .max ? "∞" : String($0)) ULP)" } ?? " (Δ \(Int64(c) - Int64(g)))"
+                    // A probe's sum of many values is not a float32 value: its difference in ULPs of float64
+                    // says nothing; the relative difference does.
+                    let distance = isProbe ? String(format: " (relative difference %.2g)", g == 0 ? .infinity : abs(c - g) / abs(g))
+                        : ulp.map { " (\($0 == .max ? "∞" : String($0)) ULP)" } ?? " (Δ \(Int64(c) - Int64(g)))"
                     result.firstDivergence = locator.divergence(path, index: offset + i, detail: "\(format(g, kind)) vs \(format(c, kind))\(distance)")
                 }
             }

@@ -53,8 +53,8 @@ public enum Report {
                 if s.isInteger {
                     line += "; worst |Δ| \(Int64(s.worstAbsolute)) at \(s.worstPlace)"
                 } else {
-                    line += String(format: "; worst |Δ| %.3g (rel %.3g, %@ ULP) at %@", s.worstAbsolute, s.worstRelative,
-                                   s.worstULP == .max ? "∞" : "\(s.worstULP ?? 0)", s.worstPlace)
+                    let ulp = s.worstULP.map { $0 == .max ? ", ∞ ULP" : ", \($0) ULP" } ?? ""
+                    line += String(format: "; worst |Δ| %.3g (rel %.3g%@) at %@", s.worstAbsolute, s.worstRelative, ulp, s.worstPlace)
                 }
             }
             if case .tolerance = r.mode, s.passed { line += String(format: "; margin %.0f%%", 100 * (1 - s.worstRatio)) }
@@ -84,9 +84,15 @@ public enum Report {
                 return o
             },
         ]
-        if let d = r.firstDivergence { object["first_divergence"] = ["step": d.step, "message": d.description] }
+        if let d = r.firstDivergence {
+            var first: [String: Any] = ["step": d.step, "message": d.description]
+            if let w = d.window { first["window"] = w }
+            // Where in the step: the pass ("data", "forward", "loss", "backward", "update"), the layer and the
+            // point's name in /steps/probes@points form.
+            if let p = d.point { first["pass"] = p.pass.rawValue; first["layer"] = p.layer; first["place"] = p.key }
+            object["first_divergence"] = first
+        }
         if let f = r.trainingFailure { object["training_failure"] = ["step": f.step, "message": f.description] }
-        if let d = r.firstDivergence, let w = d.window { object["first_divergence"] = ["step": d.step, "message": d.description, "window": w] }
         if let w = r.windows {
             var windows: [String: Any] = ["verified": w.verified.map(\.index), "total": w.total,
                                           "steps": w.verified.map { [$0.start, $0.end] }]

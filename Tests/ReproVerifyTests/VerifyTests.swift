@@ -68,6 +68,17 @@ struct Fixture {
         #expect(d?.description.contains("update of conv1.weight") == true, "\(d?.description ?? "none")")
     }
 
+    /// The JSON report names the pass, layer and place of the first divergence for CI tooling.
+    @Test func jsonReportNamesThePlace() throws {
+        let f = try Fixture(name: "sensjson")
+        let golden = try f.record("golden") { $0.norm = false }
+        let changed = try f.record("changed", perturbation: .conv2ForwardReordered) { $0.norm = false }
+        let first = Report.jsonObject(try Verifier.compare(golden, changed, override: nil))["first_divergence"] as? [String: Any]
+        #expect(first?["step"] as? Int == 0 && first?["pass"] as? String == "forward" && first?["layer"] as? String == "conv2"
+                && first?["place"] as? String == "forward/conv2/output", "\(first ?? [:])")
+        #expect((first?["message"] as? String)?.contains("relative difference") == true, "\(first ?? [:])")
+    }
+
     /// conv2's forward accumulating in another order, model without BN: the first forward pass that runs it
     /// is the evaluation before training (step 0); there conv2's output is the first value to differ (the
     /// images and conv1, relu1, pool1 before it do not).
