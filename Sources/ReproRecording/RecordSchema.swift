@@ -41,6 +41,10 @@ public enum RecordSchema {
     /// F = `ModelLayout.forwardProbePoints.count`, in that order.
     public static let forwardProbeSums = "/evaluation/before/probe_sum"
     public static let forwardProbeSumsOfSquares = "/evaluation/before/probe_sum_of_squares"
+    /// The datasets of probes' Σx and of their Σx².
+    public static let probeSumDatasets = [probeSums, forwardProbeSums]
+    public static let probeSquareDatasets = [probeSumsOfSquares, forwardProbeSumsOfSquares]
+    public static func isProbe(_ path: String) -> Bool { probeSumDatasets.contains(path) || probeSquareDatasets.contains(path) }
 
     public enum BatchNormSeries: String, CaseIterable, Sendable {
         case batchMean = "batch_mean", batchStd = "batch_std", runningMean = "running_mean", runningStd = "running_std"

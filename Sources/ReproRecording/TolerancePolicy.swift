@@ -35,7 +35,7 @@ public enum TolerancePolicy {
     /// tolerance can tell drift from a bug there. Σx² (a squared norm, no cancellation) is judged like
     /// every other value; Σx is still shown, with its worst difference.
     public static func judges(_ path: String, under mode: ComparisonMode) -> Bool {
-        mode == .exact || (path != RecordSchema.probeSums && path != RecordSchema.forwardProbeSums)
+        mode == .exact || !RecordSchema.probeSumDatasets.contains(path)
     }
 
     /// The environment facts that decide whether a blas golden can be compared exactly here.

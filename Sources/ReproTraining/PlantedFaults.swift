@@ -1,5 +1,11 @@
 import ReproKernels
 
+/// A planted fault that does not fit the run (a BatchNorm layer the model does not have): bad input.
+public struct PlantedFaultError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
 /// The run's kernels, except that conv2's forward (the convolution with 6 input channels) adds its input
 /// channels in reverse order: mathematically the same sums, rounded differently. A planted regression for
 /// the localization tests (`Trainer.Perturbation.conv2ForwardReordered`); never used by a real run.

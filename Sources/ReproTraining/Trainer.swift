@@ -220,12 +220,12 @@ public struct Trainer {
         model.initialize(seed: config.seed)
         if case let .batchNormGammaGradient(layer, factor) = perturbation {
             guard let bn = model.batchNorms.first(where: { $0.name == layer }) else {
-                throw ResumeError("a fault planted in \(layer)'s ∂γ needs a model with that BatchNorm layer (this one has none)")
+                throw PlantedFaultError("a fault planted in \(layer)'s ∂γ needs a model with that BatchNorm layer (this one has none)")
             }
             bn.gammaGradientFactor = factor
         }
-        let probing = observers.contains { $0.wantsProbes }
-        let trace = StepTrace(threads: kernels.threads), probePoints = probing ? model.layout.probePoints : []
+        let layout = model.layout, probing = observers.contains { $0.wantsProbes }
+        let trace = StepTrace(threads: kernels.threads)
         let optimizer = SGD(parameters: model.parameters, options: SGDOptions(
             learningRate: config.learningRate, momentum: config.momentum, weightDecay: config.weightDecay))
         var step = 0
@@ -236,8 +236,9 @@ public struct Trainer {
             try observers.forEach { try $0.runResumed(plan: plan, after: step) }
             (lossSum, correct, samples) = (start.epochLossSum, start.epochCorrect, start.epochSamples)
         } else {
-            try observers.forEach { try $0.runStarted(plan: plan, split: split, layout: model.layout) }
-            try evaluateAll(.before, model: model, split: split, step: 0, observers: observers, probing: probing)
+            try observers.forEach { try $0.runStarted(plan: plan, split: split, layout: layout) }
+            try evaluateAll(.before, model: model, split: split, step: 0, observers: observers,
+                            probing: probing ? layout.forwardProbePoints : nil)
             try capture(after: 0, plan: plan, model: model, optimizer: optimizer, observers: observers)
         }
 
@@ -258,7 +259,7 @@ public struct Trainer {
                 defer { model.trace = nil }
                 do { result = try model.trainStep(batch.x, targets: batch.labels, optimizer: optimizer) }
                 catch { throw TrainingError.batchNorm(error, step: step + 1) }
-                if probed { precondition(trace.points.filter(\.isProbed) == probePoints, "the step's trace is not the layout's") }
+                if probed { precondition(trace.points == layout.trace, "the step's trace is not the layout's") }
                 step += 1
                 guard result.loss.isFinite else { throw TrainingError.nonFiniteLoss(result.loss, step: step) }
                 lossSum += Double(result.loss) * Double(indices.count)
@@ -281,7 +282,7 @@ public struct Trainer {
             epoch += 1
         }
         if step == plan.totalSteps && last == plan.totalSteps {
-            try evaluateAll(.after, model: model, split: split, step: step, observers: observers, probing: false)
+            try evaluateAll(.after, model: model, split: split, step: step, observers: observers, probing: nil)
         }
     }
 
@@ -323,16 +324,16 @@ public struct Trainer {
 
     /// Train (in split order, drop_last as the notebook's train loader), validation and test in eval mode.
     /// `step`: the steps run so far, named if evaluation fails.
-    /// `probing`: also probe the forward pass of the first test batch (`forwardProbed`).
+    /// `probing`: also probe the forward pass of the first test batch (`forwardProbed`), whose points these are.
     func evaluateAll(_ phase: EvaluationPhase, model: LeNet5<Float>, split: DataSplit, step: Int,
-                     observers: [TrainingObserver], probing: Bool) throws {
+                     observers: [TrainingObserver], probing points: [TracePoint]?) throws {
         let train = try evaluate(model, data.train, indices: split.train, dropLast: true, step: step)
         let validation = try evaluate(model, data.train, indices: split.validation, dropLast: false, step: step)
-        let trace = probing ? StepTrace(threads: model.kernels.threads) : nil
+        let trace = points == nil ? nil : StepTrace(threads: model.kernels.threads)
         let test = try evaluate(model, data.test, indices: (0..<Int32(data.test.count)).map { $0 }, dropLast: false, step: step,
                                 tracingFirstBatch: trace)
         if let trace {
-            precondition(trace.points == model.layout.forwardProbePoints, "the forward's trace is not the layout's")
+            precondition(trace.points == points, "the forward's trace is not the layout's")
             try observers.forEach { try $0.forwardProbed(trace.probes) }
         }
         try observers.forEach { try $0.evaluated(phase, train: train, validation: validation, test: test) }

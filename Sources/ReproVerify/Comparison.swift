@@ -144,8 +144,7 @@ public enum Comparison {
         result.elements = a.count
         result.isInteger = kind.isInteger
         let judged = TolerancePolicy.judges(path, under: mode)
-        let isProbe = [RecordSchema.probeSums, RecordSchema.probeSumsOfSquares, RecordSchema.forwardProbeSums,
-                       RecordSchema.forwardProbeSumsOfSquares].contains(path)
+        let isProbe = RecordSchema.isProbe(path)
         if !kind.isInteger && !isProbe { result.worstULP = 0 }
         for i in a.indices {
             let g = a[i], c = b[i]
@@ -269,8 +268,7 @@ struct Locator {
     /// bn1: ∂bn1.weight, Σx", "checkpoint 00000064 conv1.weight[3]", "loss", "epochs/val_loss[0]".
     func place(_ path: String, index: Int, withStep: Bool = false) -> String {
         let parts = path.split(separator: "/").map(String.init)
-        let probeKind = [RecordSchema.probeSums, RecordSchema.forwardProbeSums].contains(path) ? "Σx"
-            : [RecordSchema.probeSumsOfSquares, RecordSchema.forwardProbeSumsOfSquares].contains(path) ? "Σx²" : nil
+        let probeKind = RecordSchema.probeSumDatasets.contains(path) ? "Σx" : RecordSchema.probeSquareDatasets.contains(path) ? "Σx²" : nil
         if let probeKind {
             let perStep = parts.first == "steps"
             let points = perStep ? layout.probePoints : layout.forwardProbePoints
