@@ -221,14 +221,9 @@ extension LeNet5 {
         trace?.mark(TracePoint(.loss, "loss", .accuracy))
         stageDone?("loss")
         backward(ce.gradient!)
-        let before = trace == nil ? [] : optimizer.parameters.map(\.value)
+        trace?.parametersWillUpdate(optimizer.parameters)
         optimizer.step()
-        if let trace {
-            for (p, old) in zip(optimizer.parameters, before) {
-                let layer = String(p.name.prefix { $0 != "." })  // "conv1" of "conv1.weight"
-                trace.probeUpdate(TracePoint(.update, layer, .update(p.name)), new: p.value, old: old)
-            }
-        }
+        trace?.parametersUpdated(optimizer.parameters)
         stageDone?("SGD step")
         return StepResult(loss: ce.loss, correct: ce.correct)
     }

@@ -84,15 +84,16 @@ public struct TracePoint: Hashable, Sendable, CustomStringConvertible {
 /// A probe: Σx and Σx² of a tensor, both accumulated in Float64 from its float32 (or Float64) values in
 /// one fixed order: the tensor is cut into chunks of `chunkSize` elements; within a chunk, element i goes
 /// into lane i mod 16, each lane sequential, then the lanes by halving (`lanes`); the chunks' results are
-/// added in chunk order. Threads take whole chunks, so the bits do not depend on their number.
+/// added in chunk order. One thread: splitting a tensor between two was measured slower on this machine
+/// (each call's wake-up, and half of each tensor in the other core's cache).
 /// Cheap enough for every step, and a change of any value by one ULP changes Σx or Σx² in all but
 /// contrived cases (float32 values summed in Float64 are often exact outright).
 public struct Probe: Equatable, Sendable {
     public var sum: Double
     public var sumOfSquares: Double
 
-    /// 64 Ki elements (256 KiB of float32): chunks stay in L2, and conv1's output (602,112 values at batch
-    /// 128) makes ten of them to share between threads.
+    /// 64 Ki elements (256 KiB of float32): a chunk stays in L2. Part of the documented order (the goldens'
+    /// probes depend on it), not a tuning knob.
     public static let chunkSize = 1 << 16
 
     @inlinable
@@ -102,23 +103,54 @@ public struct Probe: Equatable, Sendable {
     }
 
     @inlinable
-    public init<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, threads: Int = 1) {
-        let chunks = (x.count + Self.chunkSize - 1) / Self.chunkSize
-        if chunks <= 1 { self = Self.chunk(x); return }
-        var partial = [Probe](repeating: Probe(sum: 0, sumOfSquares: 0), count: chunks)
-        partial.withUnsafeMutableBufferPointer { out in
-            nonisolated(unsafe) let results = out.baseAddress!, values = x
-            Parallel.forEach(chunks, threads: threads, minimumPerPart: 2) { range in
-                // Last chunk first: a tensor just written still has its end in this core's cache.
-                for c in range.reversed() {
-                    let lower = c * Self.chunkSize, upper = Swift.min(lower + Self.chunkSize, values.count)
-                    results[c] = Self.chunk(UnsafeBufferPointer(rebasing: values[lower..<upper]))
-                }
-            }
-        }
+    public init<T: KernelScalar>(_ x: UnsafeBufferPointer<T>) {
         var total = Probe(sum: 0, sumOfSquares: 0)
-        for p in partial { total.sum += p.sum; total.sumOfSquares += p.sumOfSquares }
+        for lower in stride(from: 0, to: x.count, by: Self.chunkSize) {
+            let p = Self.chunk(UnsafeBufferPointer(rebasing: x[lower..<Swift.min(lower + Self.chunkSize, x.count)]))
+            total.sum += p.sum
+            total.sumOfSquares += p.sumOfSquares
+        }
         self = total
+    }
+
+    /// The probe of `new[i] − old[i]` (formed in Float64), in the same order as the probe of a tensor
+    /// holding those differences; one thread (parameters are small).
+    public init<T: KernelScalar>(differencesOf new: UnsafeBufferPointer<T>, from old: UnsafeBufferPointer<Double>) {
+        precondition(new.count == old.count)
+        var total = Probe(sum: 0, sumOfSquares: 0)
+        for lower in stride(from: 0, to: new.count, by: Self.chunkSize) {
+            let upper = Swift.min(lower + Self.chunkSize, new.count)
+            let p = Self.differenceChunk(UnsafeBufferPointer(rebasing: new[lower..<upper]), UnsafeBufferPointer(rebasing: old[lower..<upper]))
+            total.sum += p.sum
+            total.sumOfSquares += p.sumOfSquares
+        }
+        self = total
+    }
+
+    static func differenceChunk<T: KernelScalar>(_ new: UnsafeBufferPointer<T>, _ old: UnsafeBufferPointer<Double>) -> Probe {
+        var sl = [Double](repeating: 0, count: 16), ql = [Double](repeating: 0, count: 16)
+        let n = new.count
+        var full = 0
+        if T.self == Float.self, let nb = UnsafeRawPointer(new.baseAddress), let ob = UnsafeRawPointer(old.baseAddress) {
+            // Sixteen lanes at a time: lanes 0–7 and 8–15, each a running sum, as the scalar loop below.
+            var s0 = SIMD8<Double>(), s1 = SIMD8<Double>(), q0 = SIMD8<Double>(), q1 = SIMD8<Double>()
+            full = n & ~15
+            var i = 0
+            while i < full {
+                let d0 = SIMD8<Double>(nb.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
+                    - ob.loadUnaligned(fromByteOffset: 8 * i, as: SIMD8<Double>.self)
+                let d1 = SIMD8<Double>(nb.loadUnaligned(fromByteOffset: 4 * (i + 8), as: SIMD8<Float>.self))
+                    - ob.loadUnaligned(fromByteOffset: 8 * (i + 8), as: SIMD8<Double>.self)
+                s0 += d0
+                s1 += d1
+                q0 += d0 * d0  // a difference's square is not exact: rounded product, then the sum
+                q1 += d1 * d1
+                i += 16
+            }
+            for l in 0..<8 { (sl[l], sl[l + 8], ql[l], ql[l + 8]) = (s0[l], s1[l], q0[l], q1[l]) }
+        }
+        for i in full..<n { let d = Double(new[i]) - old[i]; sl[i & 15] += d; ql[i & 15] += d * d }
+        return Probe(sum: lanes(sl), sumOfSquares: lanes(ql))
     }
 
     @inlinable
@@ -183,13 +215,8 @@ public final class StepTrace {
     public private(set) var probes: [Probe] = []
     /// Only the order of points, no sums (the layout's dry run).
     public let namesOnly: Bool
-    /// Threads for the probes of large tensors (the bits do not depend on it).
-    public let threads: Int
 
-    public init(namesOnly: Bool = false, threads: Int = 1) {
-        self.namesOnly = namesOnly
-        self.threads = threads
-    }
+    public init(namesOnly: Bool = false) { self.namesOnly = namesOnly }
 
     /// Empties the trace for the next step.
     public func reset() {
@@ -204,18 +231,37 @@ public final class StepTrace {
 
     public func probe<T: KernelScalar>(_ point: TracePoint, _ values: UnsafeBufferPointer<T>) {
         points.append(point)
-        probes.append(namesOnly ? Probe(sum: 0, sumOfSquares: 0) : Probe(values, threads: threads))
+        probes.append(namesOnly ? Probe(sum: 0, sumOfSquares: 0) : Probe(values))
     }
 
     /// A point whose values are recorded in full elsewhere (BN statistics, the loss): its place only.
     public func mark(_ point: TracePoint) { points.append(point) }
 
-    /// The probe of new − old, each difference formed in Float64 (exact for float32 values within a factor 2^29),
-    /// in the documented order.
-    public func probeUpdate<T: KernelScalar>(_ point: TracePoint, new: [T], old: [T]) {
-        points.append(point)
-        guard !namesOnly else { probes.append(Probe(sum: 0, sumOfSquares: 0)); return }
-        let difference = zip(new, old).map { Double($0) - Double($1) }  // at most 48,120 values (fc3.weight)
-        probes.append(difference.withUnsafeBufferPointer { Probe($0) })
+    /// Keeps the parameters' values before the optimizer step, for the update probes (in buffers kept from
+    /// step to step: no allocation in the step).
+    public func parametersWillUpdate<T: KernelScalar>(_ parameters: [NamedTensor<T>]) {
+        if parametersBefore.map(\.count) != parameters.map(\.count) {
+            parametersBefore = parameters.map { [Double](repeating: 0, count: $0.count) }
+        }
+        for (i, p) in parameters.enumerated() {
+            p.value.withUnsafeBufferPointer { v in
+                parametersBefore[i].withUnsafeMutableBufferPointer { old in for j in v.indices { old[j] = Double(v[j]) } }
+            }
+        }
     }
+
+    /// The update pass: for each parameter (in the optimizer's order) the probe of new − old, each
+    /// difference formed in Float64 (exact for float32 values within a factor 2^29 of each other).
+    public func parametersUpdated<T: KernelScalar>(_ parameters: [NamedTensor<T>]) {
+        precondition(parametersBefore.count == parameters.count, "parametersUpdated without parametersWillUpdate")
+        for (i, p) in parameters.enumerated() {
+            let layer = String(p.name.prefix { $0 != "." })  // "conv1" of "conv1.weight"
+            points.append(TracePoint(.update, layer, .update(p.name)))
+            probes.append(namesOnly ? Probe(sum: 0, sumOfSquares: 0)
+                          : p.value.withUnsafeBufferPointer { v in
+                              parametersBefore[i].withUnsafeBufferPointer { Probe(differencesOf: v, from: $0) }
+                          })
+        }
+    }
+    private var parametersBefore: [[Double]] = []
 }
