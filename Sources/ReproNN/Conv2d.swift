@@ -5,6 +5,8 @@ import ReproKernels
 /// activations, whose column matrix has one row per (c, ki, kj) and one column per output position
 /// (n, oh, ow), so Y = W·cols lands directly in channel-major [out][N][OH][OW].
 public final class Conv2d<T: KernelScalar> {
+    /// The layer's name in the model ("conv1"): its parameters' prefix and its place in the trace.
+    public let name: String
     public let inChannels: Int
     public let outChannels: Int
     public let kernelSize: Int
@@ -17,6 +19,7 @@ public final class Conv2d<T: KernelScalar> {
     @usableFromInline var input: FeatureMap<T>?
 
     public init(_ name: String, inChannels: Int, outChannels: Int, kernelSize: Int, kernels: any Kernels) {
+        self.name = name
         self.inChannels = inChannels
         self.outChannels = outChannels
         self.kernelSize = kernelSize

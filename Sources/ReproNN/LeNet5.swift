@@ -9,7 +9,7 @@ public final class LeNet5<T: KernelScalar> {
     public let conv1: Conv2d<T>, conv2: Conv2d<T>
     public let fc3: Linear<T>, fc4: Linear<T>, fc5: Linear<T>
     public let bn1: BatchNorm<T>?, bn2: BatchNorm<T>?, bn3: BatchNorm<T>?, bn4: BatchNorm<T>?
-    @usableFromInline let relu1 = ReLU<T>(), relu2 = ReLU<T>(), relu3 = ReLU<T>(), relu4 = ReLU<T>()
+    @usableFromInline let relu1 = ReLU<T>("relu1"), relu2 = ReLU<T>("relu2"), relu3 = ReLU<T>("relu3"), relu4 = ReLU<T>("relu4")
     @usableFromInline let pool1: MaxPool2x2<T>, pool2: MaxPool2x2<T>
 
     /// Called after each stage of a step with its name, for `repro bench --breakdown`; nil (free) otherwise.
@@ -20,8 +20,8 @@ public final class LeNet5<T: KernelScalar> {
     public init(normalized: Bool, batchNorm: BatchNormOptions = .notebook, kernels: any Kernels) {
         self.normalized = normalized
         self.kernels = kernels
-        pool1 = MaxPool2x2(threads: kernels.threads)
-        pool2 = MaxPool2x2(threads: kernels.threads)
+        pool1 = MaxPool2x2("pool1", threads: kernels.threads)
+        pool2 = MaxPool2x2("pool2", threads: kernels.threads)
         conv1 = Conv2d("conv1", inChannels: 3, outChannels: 6, kernelSize: 5, kernels: kernels)
         conv2 = Conv2d("conv2", inChannels: 6, outChannels: 16, kernelSize: 5, kernels: kernels)
         fc3 = Linear("fc3", inFeatures: 400, outFeatures: 120, kernels: kernels)
@@ -67,29 +67,29 @@ public final class LeNet5<T: KernelScalar> {
         // Each BN applies the ReLU after it (`fusedReLU`); without BN the ReLU layers run on their own.
         trace?.probe(TracePoint(.data, "input", .images), x.data)
         var a = conv1.forward(x)
-        traced("conv1", output: a)
+        traced(conv1.name, output: a)
         stageDone?("conv1 forward")
-        if let bn1 { a = try forward(bn1, a, training: training) } else { relu1.forward(&a); traced("relu1", output: a) }
+        if let bn1 { a = try forward(bn1, a, training: training) } else { relu1.forward(&a); traced(relu1.name, output: a) }
         stageDone?("bn1 + relu1 forward")
         a = pool1.forward(a)
-        traced("pool1", output: a)
+        traced(pool1.name, output: a)
         stageDone?("pool1 forward")
         a = conv2.forward(a)
-        traced("conv2", output: a)
+        traced(conv2.name, output: a)
         stageDone?("conv2 forward")
-        if let bn2 { a = try forward(bn2, a, training: training) } else { relu2.forward(&a); traced("relu2", output: a) }
+        if let bn2 { a = try forward(bn2, a, training: training) } else { relu2.forward(&a); traced(relu2.name, output: a) }
         stageDone?("bn2 + relu2 forward")
         a = pool2.forward(a)
-        traced("pool2", output: a)
+        traced(pool2.name, output: a)
         stageDone?("pool2 forward")
         a = fc3.forward(Self.flatten(a))
-        traced("fc3", output: a)
-        if let bn3 { a = try forward(bn3, a, training: training) } else { relu3.forward(&a); traced("relu3", output: a) }
+        traced(fc3.name, output: a)
+        if let bn3 { a = try forward(bn3, a, training: training) } else { relu3.forward(&a); traced(relu3.name, output: a) }
         a = fc4.forward(a)
-        traced("fc4", output: a)
-        if let bn4 { a = try forward(bn4, a, training: training) } else { relu4.forward(&a); traced("relu4", output: a) }
+        traced(fc4.name, output: a)
+        if let bn4 { a = try forward(bn4, a, training: training) } else { relu4.forward(&a); traced(relu4.name, output: a) }
         a = fc5.forward(a)
-        traced("fc5", output: a)
+        traced(fc5.name, output: a)
         stageDone?("flatten, fc3..fc5 forward (bn3, bn4)")
         return a
     }
@@ -125,48 +125,48 @@ public final class LeNet5<T: KernelScalar> {
     @discardableResult
     public func backward(_ dLogits: FeatureMap<T>, inputGradient: Bool = false) -> FeatureMap<T>? {
         var g = dLogits
-        traced("fc5", gradientIn: g)
+        traced(fc5.name, gradientIn: g)
         g = fc5.backward(g)
-        traced("fc5", gradientsOf: fc5.parameters)
-        backward(bn4, relu4, "relu4", &g)
-        traced("fc4", gradientIn: g)
+        traced(fc5.name, gradientsOf: fc5.parameters)
+        backward(bn4, relu4, &g)
+        traced(fc4.name, gradientIn: g)
         g = fc4.backward(g)
-        traced("fc4", gradientsOf: fc4.parameters)
-        backward(bn3, relu3, "relu3", &g)
-        traced("fc3", gradientIn: g)
+        traced(fc4.name, gradientsOf: fc4.parameters)
+        backward(bn3, relu3, &g)
+        traced(fc3.name, gradientIn: g)
         g = Self.unflatten(fc3.backward(g), channels: 16, height: 5, width: 5)
-        traced("fc3", gradientsOf: fc3.parameters)
+        traced(fc3.name, gradientsOf: fc3.parameters)
         stageDone?("fc5..fc3 backward (bn4, bn3), unflatten")
-        traced("pool2", gradientIn: g)
+        traced(pool2.name, gradientIn: g)
         g = pool2.backward(g)
         stageDone?("pool2 backward")
-        backward(bn2, relu2, "relu2", &g)
+        backward(bn2, relu2, &g)
         stageDone?("bn2 + relu2 backward")
-        traced("conv2", gradientIn: g)
+        traced(conv2.name, gradientIn: g)
         g = conv2.backward(g)!
-        traced("conv2", gradientsOf: conv2.parameters)
+        traced(conv2.name, gradientsOf: conv2.parameters)
         stageDone?("conv2 backward")
-        traced("pool1", gradientIn: g)
+        traced(pool1.name, gradientIn: g)
         g = pool1.backward(g)
         stageDone?("pool1 backward")
-        backward(bn1, relu1, "relu1", &g)
+        backward(bn1, relu1, &g)
         stageDone?("bn1 + relu1 backward")
-        traced("conv1", gradientIn: g)
+        traced(conv1.name, gradientIn: g)
         let dx = conv1.backward(g, inputGradient: inputGradient)
-        traced("conv1", gradientsOf: conv1.parameters)
+        traced(conv1.name, gradientsOf: conv1.parameters)
         stageDone?(inputGradient ? "conv1 backward" : "conv1 backward (weights only)")
         return dx
     }
 
     /// The backward of a BatchNorm layer with its fused ReLU, or of the plain ReLU in the model without BN.
     @inlinable
-    func backward(_ bn: BatchNorm<T>?, _ relu: ReLU<T>, _ reluName: String, _ g: inout FeatureMap<T>) {
+    func backward(_ bn: BatchNorm<T>?, _ relu: ReLU<T>, _ g: inout FeatureMap<T>) {
         if let bn {
             traced(bn.name, gradientIn: g)
             g = bn.backward(g)
             traced(bn.name, gradientsOf: bn.parameters)
         } else {
-            traced(reluName, gradientIn: g)
+            traced(relu.name, gradientIn: g)
             relu.backward(&g)  // in place: `g` is the caller's only reference
         }
     }

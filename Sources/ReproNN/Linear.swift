@@ -2,6 +2,8 @@ import ReproKernels
 
 /// y = W·x + b on feature-major activations: X is [in][N], Y is [out][N], W is [out, in] as in PyTorch.
 public final class Linear<T: KernelScalar> {
+    /// The layer's name in the model ("fc3"): its parameters' prefix and its place in the trace.
+    public let name: String
     public let inFeatures: Int
     public let outFeatures: Int
     public let weight: NamedTensor<T>
@@ -10,6 +12,7 @@ public final class Linear<T: KernelScalar> {
     @usableFromInline var input: FeatureMap<T>?
 
     public init(_ name: String, inFeatures: Int, outFeatures: Int, kernels: any Kernels) {
+        self.name = name
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
         self.kernels = kernels

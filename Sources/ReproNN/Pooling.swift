@@ -5,7 +5,9 @@ import ReproKernels
 /// Both directions work in place: activations of this size are not worth a copy.
 public final class ReLU<T: KernelScalar> {
     @usableFromInline var output: [T] = []
-    public init() {}
+    /// The layer's name in the model ("relu1"): its place in the trace.
+    public let name: String
+    public init(_ name: String = "relu") { self.name = name }
 
     @inlinable
     public func forward(_ x: inout FeatureMap<T>) {
@@ -35,7 +37,12 @@ public final class MaxPool2x2<T: KernelScalar> {
     @usableFromInline var argmax: [UInt8] = []
     @usableFromInline var inputShape = (channels: 0, batch: 0, height: 0, width: 0)
     @usableFromInline let threads: Int
-    public init(threads: Int = 1) { self.threads = max(1, threads) }
+    /// The layer's name in the model ("pool1"): its place in the trace.
+    public let name: String
+    public init(_ name: String = "pool", threads: Int = 1) {
+        self.name = name
+        self.threads = max(1, threads)
+    }
 
     @inlinable
     public func forward(_ x: FeatureMap<T>) -> FeatureMap<T> {
