@@ -21,6 +21,7 @@ public final class RecordWriter: TrainingObserver {
     var epochSeries = [[Double]](repeating: [], count: RecordSchema.EpochSeries.allCases.count)
     /// [S × P] row-major, like the BatchNorm series.
     var probeSums: [Double] = [], probeSumsOfSquares: [Double] = []
+    var probePointCount = 0
 
     public var wantsProbes: Bool { true }
 
@@ -56,6 +57,7 @@ public final class RecordWriter: TrainingObserver {
         try w.create(Double.self, shape: [plan.totalSteps, layout.probePoints.count], at: RecordSchema.probeSums)
         try w.create(Double.self, shape: [plan.totalSteps, layout.probePoints.count], at: RecordSchema.probeSumsOfSquares)
         try ProbePointsAttribute.write(layout, to: w)
+        probePointCount = layout.probePoints.count
         try w.write(split.train, shape: [split.train.count], at: RecordSchema.trainIndices)
         try w.write(split.validation, shape: [split.validation.count], at: RecordSchema.validationIndices)
     }
@@ -90,7 +92,7 @@ public final class RecordWriter: TrainingObserver {
         stepAccuracy.append(outcome.accuracy)
         // The golden profile keeps BatchNorm series and probes inside the windows only.
         let kept = config.profile == .complete || plan.isInWindow(outcome.step)
-        let points = layout!.probePoints.count
+        let points = probePointCount
         if kept {
             guard let probes = outcome.probes, probes.count == points else { preconditionFailure("step \(outcome.step) has no probes") }
             probeSums += probes.map(\.sum)
