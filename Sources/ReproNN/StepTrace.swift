@@ -104,95 +104,54 @@ public struct Probe: Equatable, Sendable {
 
     @inlinable
     public init<T: KernelScalar>(_ x: UnsafeBufferPointer<T>) {
-        var total = Probe(sum: 0, sumOfSquares: 0)
-        for lower in stride(from: 0, to: x.count, by: Self.chunkSize) {
-            let p = Self.chunk(UnsafeBufferPointer(rebasing: x[lower..<Swift.min(lower + Self.chunkSize, x.count)]))
-            total.sum += p.sum
-            total.sumOfSquares += p.sumOfSquares
-        }
-        self = total
+        self = T.self == Float.self
+            ? Self.accumulate(FloatTerms(x: UnsafeRawPointer(x.baseAddress), count: x.count))
+            : Self.accumulate(ScalarTerms(count: x.count) { Double(x[$0]) })
     }
 
     /// The probe of `new[i] − old[i]` (formed in Float64), in the same order as the probe of a tensor
-    /// holding those differences; one thread (parameters are small).
+    /// holding those differences.
+    @inlinable
     public init<T: KernelScalar>(differencesOf new: UnsafeBufferPointer<T>, from old: UnsafeBufferPointer<Double>) {
         precondition(new.count == old.count)
+        self = T.self == Float.self
+            ? Self.accumulate(FloatDifferenceTerms(new: UnsafeRawPointer(new.baseAddress), old: UnsafeRawPointer(old.baseAddress), count: new.count))
+            : Self.accumulate(ScalarTerms(count: new.count) { Double(new[$0]) - old[$0] })
+    }
+
+    /// The documented order over any terms: chunks; in a chunk sixteen lanes (lanes 0–7 and 8–15 as two
+    /// vectors, so each addition does not wait on the previous one), the n mod 16 tail into its lanes, the
+    /// lanes by halving; the chunks' results in order.
+    @inlinable
+    static func accumulate<Terms: ProbeTerms>(_ terms: Terms) -> Probe {
         var total = Probe(sum: 0, sumOfSquares: 0)
-        for lower in stride(from: 0, to: new.count, by: Self.chunkSize) {
-            let upper = Swift.min(lower + Self.chunkSize, new.count)
-            let p = Self.differenceChunk(UnsafeBufferPointer(rebasing: new[lower..<upper]), UnsafeBufferPointer(rebasing: old[lower..<upper]))
-            total.sum += p.sum
-            total.sumOfSquares += p.sumOfSquares
-        }
-        self = total
-    }
-
-    static func differenceChunk<T: KernelScalar>(_ new: UnsafeBufferPointer<T>, _ old: UnsafeBufferPointer<Double>) -> Probe {
-        var sl = [Double](repeating: 0, count: 16), ql = [Double](repeating: 0, count: 16)
-        let n = new.count
-        var full = 0
-        if T.self == Float.self, let nb = UnsafeRawPointer(new.baseAddress), let ob = UnsafeRawPointer(old.baseAddress) {
-            // Sixteen lanes at a time: lanes 0–7 and 8–15, each a running sum, as the scalar loop below.
+        for lower in stride(from: 0, to: terms.count, by: chunkSize) {
+            let upper = Swift.min(lower + chunkSize, terms.count), full = lower + (upper - lower) / 16 * 16
             var s0 = SIMD8<Double>(), s1 = SIMD8<Double>(), q0 = SIMD8<Double>(), q1 = SIMD8<Double>()
-            full = n & ~15
-            var i = 0
+            var i = lower
             while i < full {
-                let d0 = SIMD8<Double>(nb.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
-                    - ob.loadUnaligned(fromByteOffset: 8 * i, as: SIMD8<Double>.self)
-                let d1 = SIMD8<Double>(nb.loadUnaligned(fromByteOffset: 4 * (i + 8), as: SIMD8<Float>.self))
-                    - ob.loadUnaligned(fromByteOffset: 8 * (i + 8), as: SIMD8<Double>.self)
-                s0 += d0
-                s1 += d1
-                q0 += d0 * d0  // a difference's square is not exact: rounded product, then the sum
-                q1 += d1 * d1
-                i += 16
-            }
-            for l in 0..<8 { (sl[l], sl[l + 8], ql[l], ql[l + 8]) = (s0[l], s1[l], q0[l], q1[l]) }
-        }
-        for i in full..<n { let d = Double(new[i]) - old[i]; sl[i & 15] += d; ql[i & 15] += d * d }
-        return Probe(sum: lanes(sl), sumOfSquares: lanes(ql))
-    }
-
-    @inlinable
-    static func chunk<T: KernelScalar>(_ x: UnsafeBufferPointer<T>) -> Probe {
-        if T.self == Float.self {
-            return ofFloats(UnsafeBufferPointer(start: UnsafeRawPointer(x.baseAddress)?.assumingMemoryBound(to: Float.self), count: x.count))
-        }
-        var s = [Double](repeating: 0, count: 16), q = [Double](repeating: 0, count: 16)
-        for i in x.indices { let v = Double(x[i]); s[i & 15] += v; q[i & 15] += v * v }
-        return Probe(sum: lanes(s), sumOfSquares: lanes(q))
-    }
-
-    /// The same order as the generic path, sixteen lanes at a time (two independent accumulators per sum:
-    /// one would wait on the latency of each addition).
-    @inlinable
-    static func ofFloats(_ x: UnsafeBufferPointer<Float>) -> Probe {
-        var s0 = SIMD8<Double>(), s1 = SIMD8<Double>(), q0 = SIMD8<Double>(), q1 = SIMD8<Double>()
-        let n = x.count, full = n & ~15
-        if let base = x.baseAddress {
-            var i = 0
-            while i < full {
-                let v0 = SIMD8<Double>(UnsafeRawPointer(base + i).loadUnaligned(as: SIMD8<Float>.self))
-                let v1 = SIMD8<Double>(UnsafeRawPointer(base + i + 8).loadUnaligned(as: SIMD8<Float>.self))
+                let v0 = terms.eight(from: i), v1 = terms.eight(from: i + 8)
                 s0 += v0
                 s1 += v1
-                // v·v of a float32 value is exact in Float64 (48 significant bits), so a fused multiply-add
-                // rounds exactly where the scalar path's product-then-sum does: the same bits. On x86 the
-                // conversions and additions share pipes the multiply-adds leave free: 1.45× faster (measured).
+                // A float32 value's square is exact in Float64 (48 significant bits), so there a fused
+                // multiply-add rounds exactly where product-then-sum does: the same bits, and the additions
+                // leave the pipes the conversions also need (1.45× faster, measured). A difference's square
+                // is not exact: rounded product, then the sum.
                 #if REPRO_TARGET_HASWELL
-                q0.addProduct(v0, v0)
-                q1.addProduct(v1, v1)
+                if Terms.squaresAreExact { q0.addProduct(v0, v0); q1.addProduct(v1, v1) } else { q0 += v0 * v0; q1 += v1 * v1 }
                 #else
                 q0 += v0 * v0
                 q1 += v1 * v1
                 #endif
                 i += 16
             }
+            var sl = [Double](repeating: 0, count: 16), ql = [Double](repeating: 0, count: 16)
+            for l in 0..<8 { (sl[l], sl[l + 8], ql[l], ql[l + 8]) = (s0[l], s1[l], q0[l], q1[l]) }
+            for i in full..<upper { let v = terms.term(i); sl[(i - lower) & 15] += v; ql[(i - lower) & 15] += v * v }
+            total.sum += lanes(sl)
+            total.sumOfSquares += lanes(ql)
         }
-        var sl = [Double](repeating: 0, count: 16), ql = [Double](repeating: 0, count: 16)
-        for l in 0..<8 { (sl[l], sl[l + 8], ql[l], ql[l + 8]) = (s0[l], s1[l], q0[l], q1[l]) }
-        for i in full..<n { let v = Double(x[i]); sl[i & 15] += v; ql[i & 15] += v * v }
-        return Probe(sum: lanes(sl), sumOfSquares: lanes(ql))
+        return total
     }
 
     /// Sixteen lanes to one by halving: l[i] += l[i + 8], then + l[i + 4], + l[i + 2], then l[0] + l[1].
@@ -204,6 +163,57 @@ public struct Probe: Equatable, Sendable {
             for i in 0..<width { l[i] = l[i] + l[i + width] }
         }
         return l[0]
+    }
+}
+
+/// What a probe sums: term i in Float64, singly or eight at a time.
+@usableFromInline
+protocol ProbeTerms {
+    var count: Int { get }
+    /// Whether every term's square is exact in Float64 (the terms are float32 values).
+    static var squaresAreExact: Bool { get }
+    func term(_ i: Int) -> Double
+    func eight(from i: Int) -> SIMD8<Double>
+}
+
+/// A float32 tensor's values.
+@usableFromInline
+struct FloatTerms: ProbeTerms {
+    @usableFromInline let x: UnsafeRawPointer?
+    @usableFromInline let count: Int
+    @inlinable init(x: UnsafeRawPointer?, count: Int) { self.x = x; self.count = count }
+    @inlinable static var squaresAreExact: Bool { true }
+    @inlinable func term(_ i: Int) -> Double { Double(x!.load(fromByteOffset: 4 * i, as: Float.self)) }
+    @inlinable func eight(from i: Int) -> SIMD8<Double> { SIMD8<Double>(x!.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)) }
+}
+
+/// new − old for a float32 parameter and its Float64 copy from before the step.
+@usableFromInline
+struct FloatDifferenceTerms: ProbeTerms {
+    @usableFromInline let new: UnsafeRawPointer?, old: UnsafeRawPointer?
+    @usableFromInline let count: Int
+    @inlinable init(new: UnsafeRawPointer?, old: UnsafeRawPointer?, count: Int) { self.new = new; self.old = old; self.count = count }
+    @inlinable static var squaresAreExact: Bool { false }
+    @inlinable func term(_ i: Int) -> Double {
+        Double(new!.load(fromByteOffset: 4 * i, as: Float.self)) - old!.load(fromByteOffset: 8 * i, as: Double.self)
+    }
+    @inlinable func eight(from i: Int) -> SIMD8<Double> {
+        SIMD8<Double>(new!.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)) - old!.loadUnaligned(fromByteOffset: 8 * i, as: SIMD8<Double>.self)
+    }
+}
+
+/// Any other terms (Float64 models, the tests), one at a time.
+@usableFromInline
+struct ScalarTerms: ProbeTerms {
+    @usableFromInline let count: Int
+    @usableFromInline let value: (Int) -> Double
+    @inlinable init(count: Int, _ value: @escaping (Int) -> Double) { self.count = count; self.value = value }
+    @inlinable static var squaresAreExact: Bool { false }
+    @inlinable func term(_ i: Int) -> Double { value(i) }
+    @inlinable func eight(from i: Int) -> SIMD8<Double> {
+        var v = SIMD8<Double>()
+        for l in 0..<8 { v[l] = value(i + l) }
+        return v
     }
 }
 

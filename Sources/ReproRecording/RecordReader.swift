@@ -215,7 +215,7 @@ public final class Record {
                 let values = try reader.read(path, as: Float.self)
                 let isStd = series == .batchStd || series == .runningStd
                 // The golden profile keeps the steps inside windows; the others hold the not-stored NaN.
-                let kept = (0..<plan.totalSteps).map { config.profile == .complete || plan.isInWindow($0 + 1) }
+                let kept = (0..<plan.totalSteps).map { plan.isKept($0 + 1, profile: config.profile) }
                 if let bad = values.indices.first(where: { i in
                     let v = values[i]
                     return kept[i / bn.channels] ? !v.isFinite || (isStd && v <= 0) : v.bitPattern != RecordSchema.notStored.bitPattern

@@ -91,7 +91,7 @@ public final class RecordWriter: TrainingObserver {
         stepLoss.append(outcome.loss)
         stepAccuracy.append(outcome.accuracy)
         // The golden profile keeps BatchNorm series and probes inside the windows only.
-        let kept = config.profile == .complete || plan.isInWindow(outcome.step)
+        let kept = plan.isKept(outcome.step, profile: config.profile)
         let points = probePointCount
         if kept {
             guard let probes = outcome.probes, probes.count == points else { preconditionFailure("step \(outcome.step) has no probes") }

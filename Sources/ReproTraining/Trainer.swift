@@ -254,7 +254,7 @@ public struct Trainer {
                 let batch = data.batch(data.train, indices: indices)
                 let result: StepResult<Float>
                 // The golden profile keeps probes inside the windows only.
-                let probed = probing && (config.profile == .complete || plan.isInWindow(step + 1))
+                let probed = probing && plan.isKept(step + 1, profile: config.profile)
                 if probed { trace.reset(); model.trace = trace }
                 defer { model.trace = nil }
                 do { result = try model.trainStep(batch.x, targets: batch.labels, optimizer: optimizer) }

@@ -107,7 +107,7 @@ final class CapturedRun: TrainingObserver {
             try compare(RecordSchema.stepLoss, rows: rows, steps.map { Double($0.loss) })
             try compare(RecordSchema.stepAccuracy, rows: rows, steps.map { Double($0.accuracy) })
             // BatchNorm series, for the steps the golden keeps (all but those outside windows in the golden profile).
-            let kept = steps.filter { golden.config.profile == .complete || plan.isInWindow($0.step) }
+            let kept = steps.filter { plan.isKept($0.step, profile: golden.config.profile) }
             for run in Self.contiguousRuns(kept.map(\.step)) {
                 for (i, bn) in layout.batchNorms.enumerated() {
                     for kind in RecordSchema.BatchNormSeries.recorded(by: bn) {
