@@ -21,15 +21,16 @@ public struct ConvolutionShape: Sendable, Equatable {
 
 /// im2col: column-matrix row p = (c, ki, kj), column (n, r, q) holds x[c][n][r + ki][q + kj].
 public enum Im2col {
-    /// Rows `rows` of image `image`'s part of the column matrix, written to dst[(p − rows.lowerBound)·rowStride
-    /// + r·OW + q]. A copy of bit patterns: exact, and specialized by element size, because callers reach it
-    /// through `any Kernels` where a generic body would run unspecialized.
+    /// Rows `rows` of the column matrix for images `images` (their parts side by side), written to
+    /// dst[(p − rows.lowerBound)·rowStride + (n − images.lowerBound)·OH·OW + r·OW + q]. A copy of bit patterns:
+    /// exact, and specialized by element size, because callers reach it through `any Kernels` where a generic
+    /// body would run unspecialized.
     @inlinable
-    public static func fill<T>(_ s: ConvolutionShape, image: Int, rows: Range<Int>, from x: UnsafePointer<T>,
+    public static func fill<T>(_ s: ConvolutionShape, images: Range<Int>, rows: Range<Int>, from x: UnsafePointer<T>,
                                into dst: UnsafeMutablePointer<T>, rowStride: Int) {
         switch MemoryLayout<T>.stride {
-        case 4: fill32(s, image: image, rows: rows, from: UnsafeRawPointer(x), into: UnsafeMutableRawPointer(dst), rowStride: rowStride)
-        case 8: fill64(s, image: image, rows: rows, from: UnsafeRawPointer(x), into: UnsafeMutableRawPointer(dst), rowStride: rowStride)
+        case 4: fill32(s, images: images, rows: rows, from: UnsafeRawPointer(x), into: UnsafeMutableRawPointer(dst), rowStride: rowStride)
+        case 8: fill64(s, images: images, rows: rows, from: UnsafeRawPointer(x), into: UnsafeMutableRawPointer(dst), rowStride: rowStride)
         default: preconditionFailure("im2col of \(T.self): only 4- and 8-byte scalars")
         }
     }
@@ -37,16 +38,16 @@ public enum Im2col {
     // Concrete entry points, compiled here once for 4- and 8-byte scalars: `fill` is reached from generic
     // code, where a copy loop over T would move every value through value witnesses.
     @usableFromInline
-    static func fill32(_ s: ConvolutionShape, image: Int, rows: Range<Int>, from x: UnsafeRawPointer,
+    static func fill32(_ s: ConvolutionShape, images: Range<Int>, rows: Range<Int>, from x: UnsafeRawPointer,
                        into dst: UnsafeMutableRawPointer, rowStride: Int) {
-        copyRows(s, image: image, rows: rows, from: x.assumingMemoryBound(to: UInt32.self),
+        copyRows(s, images: images, rows: rows, from: x.assumingMemoryBound(to: UInt32.self),
                  into: dst.assumingMemoryBound(to: UInt32.self), rowStride: rowStride)
     }
 
     @usableFromInline
-    static func fill64(_ s: ConvolutionShape, image: Int, rows: Range<Int>, from x: UnsafeRawPointer,
+    static func fill64(_ s: ConvolutionShape, images: Range<Int>, rows: Range<Int>, from x: UnsafeRawPointer,
                        into dst: UnsafeMutableRawPointer, rowStride: Int) {
-        copyRows(s, image: image, rows: rows, from: x.assumingMemoryBound(to: UInt64.self),
+        copyRows(s, images: images, rows: rows, from: x.assumingMemoryBound(to: UInt64.self),
                  into: dst.assumingMemoryBound(to: UInt64.self), rowStride: rowStride)
     }
 
@@ -61,27 +62,34 @@ public enum Im2col {
     }
 
     @inline(__always)
-    static func copyRows<E: SIMDScalar>(_ s: ConvolutionShape, image: Int, rows: Range<Int>, from x: UnsafePointer<E>,
+    static func copyRows<E: SIMDScalar>(_ s: ConvolutionShape, images: Range<Int>, rows: Range<Int>, from x: UnsafePointer<E>,
                             into dst: UnsafeMutablePointer<E>, rowStride: Int) {
-        let k = s.kernelSize, oh = s.outHeight, ow = s.outWidth, hw = s.height * s.width
+        let k = s.kernelSize, oh = s.outHeight, ow = s.outWidth, hw = s.height * s.width, plane = s.outPlane
         for p in rows {
             let c = p / (k * k), ki = (p / k) % k, kj = p % k
-            let plane = x + (c * s.batch + image) * hw + ki * s.width + kj
             let row = dst + (p - rows.lowerBound) * rowStride
-            for r in 0..<oh {
-                let from = plane + r * s.width, to = row + r * ow
-                // Eight at a time, explicitly: rows are short (10 for conv2), below the trip count at which
-                // the loop vectorizer's own vector loop starts.
-                var q = 0
-                while q + 8 <= ow {
-                    UnsafeMutableRawPointer(to + q).storeBytes(of: UnsafeRawPointer(from + q).loadUnaligned(as: SIMD8<E>.self), as: SIMD8<E>.self)
-                    q += 8
-                }
-                while q < ow { to[q] = from[q]; q += 1 }
+            for n in images {
+                let source = x + (c * s.batch + n) * hw + ki * s.width + kj, target = row + (n - images.lowerBound) * plane
+                for r in 0..<oh { copy(source + r * s.width, to: target + r * ow, count: ow) }
             }
         }
     }
 
+    /// to[0..<count] = from[0..<count], eight at a time, the last eight overlapping the ones before (rows are
+    /// short: 10 for conv2, below the trip count at which the loop vectorizer's own vector loop starts).
+    @inlinable @inline(__always)
+    static func copy<E: SIMDScalar>(_ from: UnsafePointer<E>, to: UnsafeMutablePointer<E>, count: Int) {
+        guard count >= 8 else {
+            for q in 0..<count { to[q] = from[q] }
+            return
+        }
+        @inline(__always) func eight(_ q: Int) {
+            UnsafeMutableRawPointer(to + q).storeBytes(of: UnsafeRawPointer(from + q).loadUnaligned(as: SIMD8<E>.self), as: SIMD8<E>.self)
+        }
+        var q = 0
+        while q &+ 8 < count { eight(q); q &+= 8 }
+        eight(count &- 8)
+    }
 }
 
 /// The convolution entry points of `Kernels`, as im2col of the whole batch + one GEMM: the reference
@@ -161,10 +169,7 @@ public enum ConvolutionByColumns {
     static func fillColumns<T: KernelScalar>(_ s: ConvolutionShape, input x: UnsafePointer<T>, columns: inout [T]) {
         if columns.count != s.rows * s.columns { columns = zeroedArray(count: s.rows * s.columns) }
         columns.withUnsafeMutableBufferPointer { cp in
-            for n in 0..<s.batch {
-                Im2col.fill(s, image: n, rows: 0..<s.rows, from: x, into: cp.baseAddress! + n * s.outPlane,
-                            rowStride: s.columns)
-            }
+            Im2col.fill(s, images: 0..<s.batch, rows: 0..<s.rows, from: x, into: cp.baseAddress!, rowStride: s.columns)
         }
     }
 }

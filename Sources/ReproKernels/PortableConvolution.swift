@@ -86,10 +86,7 @@ enum PortableConvolution<T: KernelScalar> {
             chunk.withUnsafeMutableBufferPointer { cp in
                 for g in chunkRange {
                     let n0 = g * group, n1 = min(s.batch, n0 + group), width = (n1 - n0) * plane
-                    for n in n0..<n1 {
-                        Im2col.fill(s, image: n, rows: 0..<rows, from: x, into: cp.baseAddress! + (n - n0) * plane,
-                                    rowStride: width)
-                    }
+                    Im2col.fill(s, images: n0..<n1, rows: 0..<rows, from: x, into: cp.baseAddress!, rowStride: width)
                     for o in 0..<s.outChannels { (y + o * cols + n0 * plane).update(repeating: bias[o], count: width) }
                     PortableGEMM<T>.axpyForm(m: s.outChannels, columns: 0..<width, k: rows, alpha: 1, a: weight, aRow: rows,
                                              aColumn: 1, b: cp.baseAddress!, ldb: width, beta: 1, c: y + n0 * plane, ldc: cols)
@@ -182,51 +179,179 @@ enum PortableConvolution<T: KernelScalar> {
         if rows > 5 { store(a5, 5) }
     }
 
+    /// dW = dY·colsᵀ in the dot form's order: lane l of (o, p) sums dY[o, j]·col[p, j] over the batch's column
+    /// indices j ≡ l (mod 16) in increasing j, the 16 lanes are then combined pairwise
+    /// (`FixedOrderReductions.combine`) and the batch's last (columns mod 16) terms added in order, exactly as
+    /// one long dot product of `PortableGEMM` would. Lanes are independent sums, so each half (8 lanes) runs
+    /// on its own, and a tile of up to 4 output channels × 3 taps shares every load: 7 loads for 12 fused
+    /// multiply-adds, where a row at a time needed 14 for 12. Threads take whole taps p.
+    ///
+    /// The column matrix is never stored whole. When an image's output positions fill whole 16-lane blocks
+    /// (conv1: 784 = 49·16), a chunk is one image and tap (c, ki, kj)'s row is contiguous in a copy of the
+    /// image shifted by kj and cut to the output width (`ShiftedImage`). Otherwise a chunk is the fewest images
+    /// filling whole blocks (4 for 10×10) and the rows of three taps at a time are filled by im2col.
     @inlinable
     static func weightGradient(_ s: ConvolutionShape, input x: UnsafePointer<T>, outputGradient dy: UnsafePointer<T>,
                                weightGradient dw: UnsafeMutablePointer<T>, threads: Int) {
-        if T.self == Float.self && PortableConvolution<Float>.handlesWithoutColumns(s) {
-            return PortableConvolution<Float>.weightGradientWithoutColumns(
-                s, input: cast(x), outputGradient: cast(dy), weightGradient: cast(dw), threads: threads)
-        }
-        let plane = s.outPlane, rows = s.rows, cols = s.columns, outs = s.outChannels, group = imagesPerChunk(s)
+        let plane = s.outPlane, rows = s.rows, cols = s.columns, outs = s.outChannels
+        let shifted = plane % 16 == 0, group = shifted ? 1 : imagesPerChunk(s)
         // Threads write disjoint columns p of dW.
         nonisolated(unsafe) let x = x, dy = dy, dw = dw
         Parallel.forEach(rows, threads: threads) { rowRange in
             let p0 = rowRange.lowerBound, count = rowRange.count
-            var chunk = [T](repeating: 0, count: count * group * plane)
             var lanes = [V](repeating: V(), count: outs * count)  // lanes[o·count + (p − p0)]
+            let tapTiles = balancedTiles(count, size: tileTaps), outputTiles = balancedTiles(outs, size: tileOutputs)
             var gradient = [T](repeating: 0, count: outs * group * plane)
-            chunk.withUnsafeMutableBufferPointer { cp in lanes.withUnsafeMutableBufferPointer { lp in gradient.withUnsafeMutableBufferPointer { gp in
-                var width = 0, start = 0
+            var columns = [T](repeating: 0, count: shifted ? ShiftedImage.count(s) : tileTaps * group * plane)
+            lanes.withUnsafeMutableBufferPointer { lp in gradient.withUnsafeMutableBufferPointer { gp in
+              columns.withUnsafeMutableBufferPointer { cp in
                 for n0 in stride(from: 0, to: s.batch, by: group) {
-                    let n1 = min(s.batch, n0 + group)
-                    width = (n1 - n0) * plane
-                    start = n0 * plane
-                    for n in n0..<n1 {
-                        Im2col.fill(s, image: n, rows: rowRange, from: x, into: cp.baseAddress! + (n - n0) * plane,
-                                    rowStride: width)
-                    }
-                    // The chunk's dY rows side by side (in place they are a whole batch apart: the same cache sets).
-                    for o in 0..<outs { (gp.baseAddress! + o * width).update(from: dy + o * cols + start, count: width) }
-                    let dyChunk = UnsafePointer(gp.baseAddress!)
-                    let columnBytes = width * MemoryLayout<T>.stride
-                    let columnBase = UnsafeRawPointer(cp.baseAddress!)
-                    @inline(__always) func column(_ p: Int) -> StoredColumn<T> { StoredColumn<T>(start: columnBase + p * columnBytes) }
-                    for p in 0..<count {
-                        accumulateAllOutputs(outs, lanes: lp.baseAddress! + p, laneStride: count, dy: dyChunk,
-                                             dyStride: width, blocks: width / 16, column: column(p))
+                    let n1 = min(s.batch, n0 + group), width = (n1 - n0) * plane, blocks = width / 16
+                    // The chunk's dY rows side by side (in place they are a whole batch apart: for conv1 392 KB,
+                    // a multiple of 4 KiB, so every row would map to the same cache sets).
+                    for o in 0..<outs { (gp.baseAddress! + o * width).update(from: dy + o * cols + n0 * plane, count: width) }
+                    if shifted { ShiftedImage.fill(s, image: n0, from: x, into: cp.baseAddress!) }
+                    let dyChunk = UnsafePointer(gp.baseAddress!), lanesBase = lp.baseAddress!
+                    if shifted {
+                        // Three channels' dY rows stay in L1 while every tap's columns stream past them.
+                        for (o0, outputs) in outputTiles { for (t0, taps) in tapTiles {
+                            @inline(__always) func column(_ t: Int) -> UnsafePointer<T> {
+                                UnsafePointer(cp.baseAddress! + ShiftedImage.rowStart(s, tap: p0 + t0 + min(t, taps - 1)))
+                            }
+                            accumulateTile(outputs: outputs, taps: taps, lanes: lanesBase + o0 * count + t0, laneStride: count,
+                                           dy: dyChunk + o0 * width, dyStride: width,
+                                           columns: (column(0), column(1), column(2)), blocks: blocks)
+                        } }
+                    } else {
+                        for (t0, taps) in tapTiles {
+                            Im2col.fill(s, images: n0..<n1, rows: (p0 + t0)..<(p0 + t0 + taps), from: x, into: cp.baseAddress!,
+                                        rowStride: width)
+                            @inline(__always) func column(_ t: Int) -> UnsafePointer<T> {
+                                UnsafePointer(cp.baseAddress! + min(t, taps - 1) * width)
+                            }
+                            for (o0, outputs) in outputTiles {
+                                accumulateTile(outputs: outputs, taps: taps, lanes: lanesBase + o0 * count + t0, laneStride: count,
+                                               dy: dyChunk + o0 * width, dyStride: width,
+                                               columns: (column(0), column(1), column(2)), blocks: blocks)
+                            }
+                        }
                     }
                 }
-                // Lanes combined as the dot form combines them, then the batch's last (cols mod 16) columns in
-                // order; they are the tail of the last chunk, which is still in `chunk`.
-                let tail = (width / 16 * 16)..<width
+              }
+                // Lanes combined as the dot form combines them, then the batch's last (cols mod 16) terms in order.
+                let tail = (cols / 16 * 16)..<cols
                 for o in 0..<outs { for p in 0..<count {
                     var total = FixedOrderReductions.combine(lp[o * count + p])
-                    for j in tail { total.addProduct(dy[o * cols + start + j], cp[p * width + j]) }
+                    for j in tail { total.addProduct(dy[o * cols + j], columnValue(s, x, tap: p0 + p, column: j)) }
                     dw[o * rows + p0 + p] = total
                 } }
-            } } }
+            } }
+        }
+    }
+
+    /// Output channels × taps of one weight-gradient tile: 12 accumulators of 8 lanes, plus 3 column vectors and
+    /// one dY vector, fill the 16 AVX2 registers.
+    @inlinable static var tileOutputs: Int { 4 }
+    @inlinable static var tileTaps: Int { 3 }
+
+    /// 0..<count split into ⌈count / size⌉ parts (start, length) differing by at most one in length (6 channels
+    /// → 3 + 3, not 4 + 2).
+    @inlinable
+    static func balancedTiles(_ count: Int, size: Int) -> [(Int, Int)] {
+        let parts = (count + size - 1) / size
+        return (0..<parts).map { i in (count * i / parts, count * (i + 1) / parts - count * i / parts) }
+    }
+
+    /// The column matrix's value at row p = (c, ki, kj), batch column j = (n, r, q).
+    @inlinable
+    static func columnValue(_ s: ConvolutionShape, _ x: UnsafePointer<T>, tap p: Int, column j: Int) -> T {
+        let k = s.kernelSize, c = p / (k * k), ki = (p / k) % k, kj = p % k
+        let n = j / s.outPlane, r = (j % s.outPlane) / s.outWidth, q = j % s.outWidth
+        return x[((c * s.batch + n) * s.height + r + ki) * s.width + q + kj]
+    }
+
+    /// lanes[(o, t)] += Σ_b dY_o[16b..<16b+16] · column_t[16b..<16b+16], b increasing, for `outputs` ≤ 4 channels
+    /// (rows of dY `dyStride` apart) and `taps` ≤ 3 column rows, one 8-lane half at a time. Dispatched to a copy
+    /// per tile shape, so that the loop body has no conditions.
+    @inlinable @inline(__always)
+    static func accumulateTile(outputs: Int, taps: Int, lanes: UnsafeMutablePointer<V>, laneStride: Int,
+                               dy: UnsafePointer<T>, dyStride: Int,
+                               columns: (UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>), blocks: Int) {
+        // Each case is its own specialization of the loop, with the tile's shape a constant.
+        switch (outputs, taps) {
+        case (4, 3): tile(Four.self, Three.self, lanes, laneStride, dy, dyStride, columns, blocks)
+        case (3, 3): tile(Three.self, Three.self, lanes, laneStride, dy, dyStride, columns, blocks)
+        case (4, 2): tile(Four.self, Two.self, lanes, laneStride, dy, dyStride, columns, blocks)
+        case (3, 2): tile(Three.self, Two.self, lanes, laneStride, dy, dyStride, columns, blocks)
+        case (4, 1): tile(Four.self, One.self, lanes, laneStride, dy, dyStride, columns, blocks)
+        case (3, 1): tile(Three.self, One.self, lanes, laneStride, dy, dyStride, columns, blocks)
+        case (2, 3): tile(Two.self, Three.self, lanes, laneStride, dy, dyStride, columns, blocks)
+        case (2, 2): tile(Two.self, Two.self, lanes, laneStride, dy, dyStride, columns, blocks)
+        case (2, 1): tile(Two.self, One.self, lanes, laneStride, dy, dyStride, columns, blocks)
+        case (1, 3): tile(One.self, Three.self, lanes, laneStride, dy, dyStride, columns, blocks)
+        case (1, 2): tile(One.self, Two.self, lanes, laneStride, dy, dyStride, columns, blocks)
+        default: tile(One.self, One.self, lanes, laneStride, dy, dyStride, columns, blocks)
+        }
+    }
+
+    @inlinable
+    static func tile<Outputs: TileExtent, Taps: TileExtent>(
+        _: Outputs.Type, _: Taps.Type, _ lanes: UnsafeMutablePointer<V>, _ laneStride: Int, _ dy: UnsafePointer<T>,
+        _ dyStride: Int, _ columns: (UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>), _ blocks: Int
+    ) {
+        let outputs = Outputs.value, taps = Taps.value
+        for half in 0..<2 {
+            typealias H = SIMD8<T>
+            let size = MemoryLayout<T>.stride, halfBytes = half &* 8 &* size
+            @inline(__always) func slot(_ o: Int, _ t: Int) -> UnsafeMutableRawPointer {
+                UnsafeMutableRawPointer(lanes + (o &* laneStride &+ t)) + halfBytes
+            }
+            @inline(__always) func get(_ o: Int, _ t: Int) -> H {
+                o < outputs && t < taps ? slot(o, t).load(as: H.self) : H()
+            }
+            @inline(__always) func put(_ v: H, _ o: Int, _ t: Int) {
+                if o < outputs && t < taps { slot(o, t).storeBytes(of: v, as: H.self) }
+            }
+            var a00 = get(0, 0), a01 = get(0, 1), a02 = get(0, 2)
+            var a10 = get(1, 0), a11 = get(1, 1), a12 = get(1, 2)
+            var a20 = get(2, 0), a21 = get(2, 1), a22 = get(2, 2)
+            var a30 = get(3, 0), a31 = get(3, 1), a32 = get(3, 2)
+            let c0 = UnsafeRawPointer(columns.0) + halfBytes, c1 = UnsafeRawPointer(columns.1) + halfBytes
+            let c2 = UnsafeRawPointer(columns.2) + halfBytes
+            let d = UnsafeRawPointer(dy) + halfBytes, rowBytes = dyStride &* size, step = 16 &* size
+            var offset = 0
+            for _ in 0..<blocks {
+                let v0 = c0.loadUnaligned(fromByteOffset: offset, as: H.self)
+                let v1 = taps > 1 ? c1.loadUnaligned(fromByteOffset: offset, as: H.self) : H()
+                let v2 = taps > 2 ? c2.loadUnaligned(fromByteOffset: offset, as: H.self) : H()
+                let g0 = d.loadUnaligned(fromByteOffset: offset, as: H.self)
+                a00.addProduct(g0, v0)
+                if taps > 1 { a01.addProduct(g0, v1) }
+                if taps > 2 { a02.addProduct(g0, v2) }
+                if outputs > 1 {
+                    let g = d.loadUnaligned(fromByteOffset: rowBytes &+ offset, as: H.self)
+                    a10.addProduct(g, v0)
+                    if taps > 1 { a11.addProduct(g, v1) }
+                    if taps > 2 { a12.addProduct(g, v2) }
+                }
+                if outputs > 2 {
+                    let g = d.loadUnaligned(fromByteOffset: 2 &* rowBytes &+ offset, as: H.self)
+                    a20.addProduct(g, v0)
+                    if taps > 1 { a21.addProduct(g, v1) }
+                    if taps > 2 { a22.addProduct(g, v2) }
+                }
+                if outputs > 3 {
+                    let g = d.loadUnaligned(fromByteOffset: 3 &* rowBytes &+ offset, as: H.self)
+                    a30.addProduct(g, v0)
+                    if taps > 1 { a31.addProduct(g, v1) }
+                    if taps > 2 { a32.addProduct(g, v2) }
+                }
+                offset &+= step
+            }
+            put(a00, 0, 0); put(a01, 0, 1); put(a02, 0, 2)
+            put(a10, 1, 0); put(a11, 1, 1); put(a12, 1, 2)
+            put(a20, 2, 0); put(a21, 2, 1); put(a22, 2, 2)
+            put(a30, 3, 0); put(a31, 3, 1); put(a32, 3, 2)
         }
     }
 
@@ -283,167 +408,36 @@ enum PortableConvolution<T: KernelScalar> {
             } }
         }
     }
-
-    /// Every output channel's lane sums continued over one more chunk, in blocks of up to 6 channels (the
-    /// column vector of block b is built once per block of channels).
-    @inlinable @inline(__always)
-    static func accumulateAllOutputs<C: ColumnVectors>(_ outs: Int, lanes: UnsafeMutablePointer<V>, laneStride: Int,
-                                                       dy: UnsafePointer<T>, dyStride: Int, blocks: Int, column: C)
-    where C.Scalar == T {
-        var o = 0
-        while o < outs {
-            let block = outs - o == 6 ? 6 : min(4, outs - o)
-            accumulate(rows: block, lanes: lanes + o * laneStride, laneStride: laneStride,
-                       dy: dy + o * dyStride, dyStride: dyStride, blocks: blocks, column: column)
-            o += block
-        }
-    }
-
-    /// lanes[r] += Σ_b dy_r[16b..<16b+16] · column.vector(b) for up to 6 output channels r, b increasing (fused):
-    /// the dot form's lane sums continued over one more chunk.
-    @inlinable @inline(__always)
-    static func accumulate<C: ColumnVectors>(rows: Int, lanes: UnsafeMutablePointer<V>, laneStride: Int, dy: UnsafePointer<T>,
-                                             dyStride: Int, blocks: Int, column: C) where C.Scalar == T {
-        let dRaw = UnsafeRawPointer(dy), vBytes = 16 &* MemoryLayout<T>.stride, rowBytes = dyStride &* MemoryLayout<T>.stride
-        @inline(__always) func load(_ r: Int, _ b: Int) -> V {
-            dRaw.loadUnaligned(fromByteOffset: r &* rowBytes &+ b &* vBytes, as: V.self)
-        }
-        var a0 = lanes[0], a1 = rows > 1 ? lanes[laneStride] : V(), a2 = rows > 2 ? lanes[2 &* laneStride] : V()
-        var a3 = rows > 3 ? lanes[3 &* laneStride] : V(), a4 = rows > 4 ? lanes[4 &* laneStride] : V()
-        var a5 = rows > 5 ? lanes[5 &* laneStride] : V()
-        // Specialized loops for the common channel counts keep the accumulators in registers.
-        switch rows {
-        case 6:
-            for b in 0..<blocks {
-                let cv = column.vector(b)
-                a0.addProduct(load(0, b), cv); a1.addProduct(load(1, b), cv); a2.addProduct(load(2, b), cv)
-                a3.addProduct(load(3, b), cv); a4.addProduct(load(4, b), cv); a5.addProduct(load(5, b), cv)
-            }
-        case 4:
-            for b in 0..<blocks {
-                let cv = column.vector(b)
-                a0.addProduct(load(0, b), cv); a1.addProduct(load(1, b), cv)
-                a2.addProduct(load(2, b), cv); a3.addProduct(load(3, b), cv)
-            }
-        default:
-            for b in 0..<blocks {
-                let cv = column.vector(b)
-                a0.addProduct(load(0, b), cv)
-                if rows > 1 { a1.addProduct(load(1, b), cv) }
-                if rows > 2 { a2.addProduct(load(2, b), cv) }
-                if rows > 3 { a3.addProduct(load(3, b), cv) }
-                if rows > 4 { a4.addProduct(load(4, b), cv) }
-            }
-        }
-        lanes[0] = a0
-        if rows > 1 { lanes[laneStride] = a1 }
-        if rows > 2 { lanes[2 &* laneStride] = a2 }
-        if rows > 3 { lanes[3 &* laneStride] = a3 }
-        if rows > 4 { lanes[4 &* laneStride] = a4 }
-        if rows > 5 { lanes[5 &* laneStride] = a5 }
-    }
 }
 
-extension PortableConvolution where T == Float {
-    /// Output rows of at least 16 positions and whole 16-lane blocks per image: a block of the column index
-    /// then spans at most two output rows.
-    @inlinable
-    static func handlesWithoutColumns(_ s: ConvolutionShape) -> Bool { s.outWidth >= 16 && s.outPlane % 16 == 0 }
+/// A tile extent known at compile time: each (outputs, taps) pair specializes its own loop without conditions.
+@usableFromInline protocol TileExtent { static var value: Int { get } }
+@usableFromInline enum One: TileExtent { @inlinable static var value: Int { 1 } }
+@usableFromInline enum Two: TileExtent { @inlinable static var value: Int { 2 } }
+@usableFromInline enum Three: TileExtent { @inlinable static var value: Int { 3 } }
+@usableFromInline enum Four: TileExtent { @inlinable static var value: Int { 4 } }
 
-    /// The weight gradient of `weightGradient` without a column matrix (conv1: its im2col was 40% of the
-    /// gradient's time). Lane l of block b needs the input at column index 16b + l, which lies in output row
-    /// r0 or r0 + 1; both runs are one unaligned load each from the image, and a fixed per-block mask picks
-    /// each lane from the right one. The lanes hold exactly the values the column matrix would, and are
-    /// summed in the same order, so the bits are those of the dot form.
-    @inlinable
-    static func weightGradientWithoutColumns(_ s: ConvolutionShape, input x: UnsafePointer<Float>,
-                                             outputGradient dy: UnsafePointer<Float>,
-                                             weightGradient dw: UnsafeMutablePointer<Float>, threads: Int) {
-        typealias Bits = SIMD16<UInt32>
-        let w = s.width, hw = s.height * w, k = s.kernelSize, rows = s.rows, outs = s.outChannels
-        let ow = s.outWidth, plane = s.outPlane, cols = s.columns, blocks = plane / 16, shift = w - ow
-        var starts = [Int](repeating: 0, count: blocks), masks = [Bits](repeating: Bits(), count: blocks)
-        for b in 0..<blocks {
-            let r0 = 16 * b / ow, q0 = 16 * b % ow
-            starts[b] = r0 * w + q0
-            for lane in 0..<16 where q0 + lane < ow { masks[b][lane] = ~0 }
-        }
-        let taps = (0..<rows).map { p in (p / (k * k)) * hw + ((p / k) % k) * w + p % k }
-        nonisolated(unsafe) let x = x, dy = dy, dw = dw
-        let blockStarts = starts, blockMasks = masks, shiftBytes = shift * MemoryLayout<Float>.stride
-        // Threads write disjoint columns p of dW.
-        Parallel.forEach(rows, threads: threads) { rowRange in
-            let p0 = rowRange.lowerBound, count = rowRange.count
-            // Loads of the second run may reach `shift` + 15 values past the last image row: pad.
-            var image = [Float](repeating: 0, count: s.inChannels * hw + w + 16)
-            var lanes = [V](repeating: V(), count: outs * count)
-            var gradient = [Float](repeating: 0, count: outs * plane)
-            image.withUnsafeMutableBufferPointer { ip in lanes.withUnsafeMutableBufferPointer { lp in
-              gradient.withUnsafeMutableBufferPointer { gp in
-                blockStarts.withUnsafeBufferPointer { bs in blockMasks.withUnsafeBufferPointer { bm in
-                    for n in 0..<s.batch {
-                        for c in 0..<s.inChannels { (ip.baseAddress! + c * hw).update(from: x + (c * s.batch + n) * hw, count: hw) }
-                        // The image's dY rows side by side: in place they are a whole batch apart (392 KB for
-                        // conv1, a multiple of 4 KiB, so every row maps to the same cache sets).
-                        for o in 0..<outs { (gp.baseAddress! + o * plane).update(from: dy + o * cols + n * plane, count: plane) }
-                        let dyImage = UnsafePointer(gp.baseAddress!)
-                        let imageBase = ip.baseAddress!
-                        @inline(__always) func column(_ p: Int) -> ColumnFromRuns {
-                            ColumnFromRuns(tap: UnsafeRawPointer(imageBase + taps[p]), starts: bs.baseAddress!,
-                                           masks: bm.baseAddress!, shiftBytes: shiftBytes)
-                        }
-                        for p in rowRange {
-                            accumulateAllOutputs(outs, lanes: lp.baseAddress! + (p - p0), laneStride: count,
-                                                 dy: dyImage, dyStride: plane, blocks: blocks, column: column(p))
-                        }
-                    }
-                } }
-              }
-                for o in 0..<outs { for p in 0..<count {
-                    dw[o * rows + p0 + p] = FixedOrderReductions.combine(lp[o * count + p])
-                } }
-            } }
-        }
-    }
-}
-
-/// Where `PortableConvolution.accumulate` gets block b's 16 column-matrix values from. A generic parameter
-/// rather than a closure, so that each source is specialized and inlined into the loop.
+/// An image copied once per kernel column kj, shifted left by kj and cut to the output width: copy kj of
+/// channel c holds x[c][n][i][q + kj] at (kj·C + c)·H·OW + i·OW + q. Then tap (c, ki, kj)'s row of the
+/// image's column matrix, x[c][n][r + ki][q + kj] at r·OW + q, is the contiguous run from `rowStart` (5 copies
+/// of the image instead of 25 rows of im2col for conv1).
 @usableFromInline
-protocol ColumnVectors {
-    associatedtype Scalar: KernelScalar
-    func vector(_ block: Int) -> SIMD16<Scalar>
-}
-
-/// A row of a column matrix in memory.
-@usableFromInline
-struct StoredColumn<Scalar: KernelScalar>: ColumnVectors {
-    @usableFromInline let start: UnsafeRawPointer
-    @inlinable init(start: UnsafeRawPointer) { self.start = start }
-    @inlinable @inline(__always)
-    func vector(_ block: Int) -> SIMD16<Scalar> {
-        start.loadUnaligned(fromByteOffset: block &* 16 &* MemoryLayout<Scalar>.stride, as: SIMD16<Scalar>.self)
-    }
-}
-
-/// A row of conv1's column matrix assembled from the image: lanes from the run at starts[b] where the
-/// block's mask is set, from the run `shiftBytes` further on elsewhere (the next output row).
-@usableFromInline
-struct ColumnFromRuns: ColumnVectors {
-    @usableFromInline let tap: UnsafeRawPointer
-    @usableFromInline let starts: UnsafePointer<Int>
-    @usableFromInline let masks: UnsafePointer<SIMD16<UInt32>>
-    @usableFromInline let shiftBytes: Int
+enum ShiftedImage {
     @inlinable
-    init(tap: UnsafeRawPointer, starts: UnsafePointer<Int>, masks: UnsafePointer<SIMD16<UInt32>>, shiftBytes: Int) {
-        self.tap = tap; self.starts = starts; self.masks = masks; self.shiftBytes = shiftBytes
+    static func count(_ s: ConvolutionShape) -> Int { s.kernelSize * s.inChannels * s.height * s.outWidth }
+
+    @inlinable
+    static func rowStart(_ s: ConvolutionShape, tap p: Int) -> Int {
+        let k = s.kernelSize, c = p / (k * k), ki = (p / k) % k, kj = p % k
+        return (kj * s.inChannels + c) * s.height * s.outWidth + ki * s.outWidth
     }
-    @inlinable @inline(__always)
-    func vector(_ block: Int) -> SIMD16<Float> {
-        let at = starts[block] &* MemoryLayout<Float>.stride, mask = masks[block]
-        let first = unsafeBitCast(tap.loadUnaligned(fromByteOffset: at, as: SIMD16<Float>.self), to: SIMD16<UInt32>.self)
-        let second = unsafeBitCast(tap.loadUnaligned(fromByteOffset: at &+ shiftBytes, as: SIMD16<Float>.self),
-                                   to: SIMD16<UInt32>.self)
-        return unsafeBitCast((first & mask) | (second & ~mask), to: SIMD16<Float>.self)
+
+    @inlinable
+    static func fill<T: SIMDScalar>(_ s: ConvolutionShape, image n: Int, from x: UnsafePointer<T>, into dst: UnsafeMutablePointer<T>) {
+        let h = s.height, w = s.width, ow = s.outWidth
+        for kj in 0..<s.kernelSize { for c in 0..<s.inChannels {
+            let source = x + (c * s.batch + n) * h * w + kj, target = dst + (kj * s.inChannels + c) * h * ow
+            for i in 0..<h { Im2col.copy(source + i * w, to: target + i * ow, count: ow) }
+        } }
     }
 }
