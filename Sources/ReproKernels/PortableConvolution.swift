@@ -356,18 +356,19 @@ enum PortableConvolution<T: KernelScalar> {
     }
 
     /// dX = col2im(Wᵀ·dY), chunk by chunk: each chunk's column gradient (axpy form, the same bits as the
-    /// whole-batch GEMM) is scattered into its own images in the order (c, ki, kj, n, r, q) onto zeros, so
-    /// every input position sums its (ki, kj) contributions in the same order as the whole-batch col2im.
+    /// whole-batch GEMM) is computed 24 rows p at a time, while they are in L1, and each row scattered into the
+    /// chunk's own images onto zeros, rows in increasing p = (c, ki, kj); so every input position sums its
+    /// (ki, kj) contributions in the same order as the whole-batch col2im.
     @inlinable
     static func inputGradient(_ s: ConvolutionShape, weight: UnsafePointer<T>, outputGradient dy: UnsafePointer<T>,
                               inputGradient dx: UnsafeMutablePointer<T>, threads: Int) {
         let plane = s.outPlane, rows = s.rows, cols = s.columns, group = imagesPerChunk(s)
-        let chunks = (s.batch + group - 1) / group
-        let k = s.kernelSize, h = s.height, w = s.width, oh = s.outHeight, ow = s.outWidth
+        let chunks = (s.batch + group - 1) / group, rowsAtOnce = 24
+        let k = s.kernelSize, hw = s.height * s.width, w = s.width, oh = s.outHeight, ow = s.outWidth
         // Threads write disjoint images of dX.
         nonisolated(unsafe) let weight = weight, dy = dy, dx = dx
         Parallel.forEach(chunks, threads: threads) { chunkRange in
-            var chunk = [T](repeating: 0, count: rows * group * plane)
+            var chunk = [T](repeating: 0, count: rowsAtOnce * group * plane)
             var gradient = [T](repeating: 0, count: s.outChannels * group * plane)
             chunk.withUnsafeMutableBufferPointer { cp in gradient.withUnsafeMutableBufferPointer { gp in
                 for g in chunkRange {
@@ -376,37 +377,39 @@ enum PortableConvolution<T: KernelScalar> {
                     for o in 0..<s.outChannels {
                         (gp.baseAddress! + o * width).update(from: dy + o * cols + n0 * plane, count: width)
                     }
-                    PortableGEMM<T>.axpyForm(m: rows, columns: 0..<width, k: s.outChannels, alpha: 1, a: weight, aRow: 1,
-                                             aColumn: rows, b: gp.baseAddress!, ldb: width, beta: 0, c: cp.baseAddress!,
-                                             ldc: width)
-                    for c in 0..<s.inChannels {
-                        for n in n0..<n1 { (dx + (c * s.batch + n) * h * w).update(repeating: 0, count: h * w) }
-                        for ki in 0..<k { for kj in 0..<k {
-                            let row = cp.baseAddress! + ((c * k + ki) * k + kj) * width
+                    for c in 0..<s.inChannels { for n in n0..<n1 { (dx + (c * s.batch + n) * hw).update(repeating: 0, count: hw) } }
+                    for p0 in stride(from: 0, to: rows, by: rowsAtOnce) {
+                        let m = min(rowsAtOnce, rows - p0)
+                        PortableGEMM<T>.axpyForm(m: m, columns: 0..<width, k: s.outChannels, alpha: 1, a: weight + p0, aRow: 1,
+                                                 aColumn: rows, b: gp.baseAddress!, ldb: width, beta: 0, c: cp.baseAddress!,
+                                                 ldc: width)
+                        for p in p0..<(p0 + m) {
+                            let c = p / (k * k), ki = (p / k) % k, kj = p % k, row = cp.baseAddress! + (p - p0) * width
                             for n in n0..<n1 {
-                                let target = dx + (c * s.batch + n) * h * w + ki * w + kj, source = row + (n - n0) * plane
-                                for r in 0..<oh {
-                                    let out = target + r * w, inp = source + r * ow
-                                    // Elementwise, eight lanes at a time (rows of 10 are too short for the
-                                    // loop vectorizer): each position's additions keep their order.
-                                    var q = 0
-                                    if T.self == Float.self {
-                                        let o = UnsafeMutableRawPointer(out), i = UnsafeRawPointer(inp), size = MemoryLayout<Float>.stride
-                                        while q + 8 <= ow {
-                                            let sum = o.loadUnaligned(fromByteOffset: q * size, as: SIMD8<Float>.self)
-                                                + i.loadUnaligned(fromByteOffset: q * size, as: SIMD8<Float>.self)
-                                            o.storeBytes(of: sum, toByteOffset: q * size, as: SIMD8<Float>.self)
-                                            q += 8
-                                        }
-                                    }
-                                    while q < ow { out[q] += inp[q]; q += 1 }
-                                }
+                                let target = dx + (c * s.batch + n) * hw + ki * w + kj, source = row + (n - n0) * plane
+                                for r in 0..<oh { addRow(source + r * ow, into: target + r * w, count: ow) }
                             }
-                        } }
+                        }
                     }
                 }
             } }
         }
+    }
+
+    /// into[q] += from[q] for q < count, elementwise (8, 4, 2, then 1 lanes at a time: rows of 10 are too short
+    /// for the loop vectorizer); each position's additions keep their order.
+    @inlinable @inline(__always)
+    static func addRow(_ from: UnsafePointer<T>, into: UnsafeMutablePointer<T>, count: Int) {
+        let i = UnsafeRawPointer(from), o = UnsafeMutableRawPointer(into), size = MemoryLayout<T>.stride
+        @inline(__always) func add<L: SIMD>(_: L.Type, _ q: Int) where L.Scalar == T {
+            let sum = o.loadUnaligned(fromByteOffset: q &* size, as: L.self) + i.loadUnaligned(fromByteOffset: q &* size, as: L.self)
+            o.storeBytes(of: sum, toByteOffset: q &* size, as: L.self)
+        }
+        var q = 0
+        while q &+ 8 <= count { add(SIMD8<T>.self, q); q &+= 8 }
+        if q &+ 4 <= count { add(SIMD4<T>.self, q); q &+= 4 }
+        if q &+ 2 <= count { add(SIMD2<T>.self, q); q &+= 2 }
+        if q < count { into[q] += from[q] }
     }
 }
 
