@@ -1,8 +1,9 @@
 /// The convolution of `PortableKernels`: the same arithmetic as im2col of the whole batch + `PortableGEMM`
-/// (so the same bits), done a few images at a time so that their column matrix (75 × 784 values for
-/// conv1, 235 KB) stays in cache instead of a 30 MB matrix going through memory twice per step.
+/// (so the same bits), without the 30 MB column matrix going through memory twice per step.
 ///
-/// - Forward: threads take whole images; each output is bias + the axpy-form sum over p, as before.
+/// - Forward: threads take whole images; each image is copied once per kernel column kj, shifted
+///   (`ShiftedImage`), so that a tap's inputs are one contiguous run; each output is bias + the axpy-form sum
+///   over p, as before.
 /// - Chunks are the fewest images whose output positions fill whole 16-lane blocks (1 image for conv1's
 ///   28×28, 4 for conv2's 10×10).
 /// - Weight gradient: the dot form's 16 lane sums per (o, p) are kept across chunks, so the lanes see the
@@ -10,7 +11,7 @@
 ///   take whole rows p.
 /// - Input gradient: each chunk's column gradient is computed and scattered (col2im) into its own images;
 ///   threads take whole chunks.
-/// Measured (2 threads, batch 128, conv1): see the README's performance table.
+/// Measured (batch 128): see the README's performance table.
 // Each entry point re-enters concrete Float or Double code (the only KernelScalar types): reached through
 // `any Kernels`, a generic body would run unspecialized.
 extension PortableKernels {
@@ -71,112 +72,112 @@ enum PortableConvolution<T: KernelScalar> {
         return 16 / a
     }
 
+    /// The forward pass from shifted copies of each image (`ShiftedImage`), without a column matrix: for tap
+    /// p = (c, ki, kj) the inputs of an image's output positions j = r·OW + q are one contiguous run, so 8
+    /// neighbouring positions are one unaligned load. A tile of up to 4 output channels × 3 groups of 8
+    /// positions accumulates Σ_p w(o,p)·x, p increasing from 0, then stores bias + acc: the bits of the
+    /// column-matrix path. The last group of an image may run past its positions; those lanes read the copy's
+    /// padding or the next rows and are never stored.
     @inlinable
-    static func forward(_ s: ConvolutionShape, input x: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>,
-                        output y: UnsafeMutablePointer<T>, threads: Int) {
-        if s.width % 16 == 0 {
-            return forwardDirect(s, input: x, weight: weight, bias: bias, output: y, threads: threads)
-        }
-        let plane = s.outPlane, rows = s.rows, cols = s.columns, group = imagesPerChunk(s)
-        let chunks = (s.batch + group - 1) / group
+    static func forward(_ s: ConvolutionShape, input x: UnsafePointer<T>, weight: UnsafePointer<T>,
+                               bias: UnsafePointer<T>, output y: UnsafeMutablePointer<T>, threads: Int) {
+        let rows = s.rows, plane = s.outPlane, cols = s.columns, groups = (plane + 7) / 8
+        let taps = (0..<rows).map { ShiftedImage.rowStart(s, tap: $0) }
+        let groupTiles = balancedTiles(groups, size: 3), outputTiles = balancedTiles(s.outChannels, size: 4)
+        nonisolated(unsafe) let x = x, weight = weight, bias = bias, y = y
         // Threads write disjoint images of Y.
-        nonisolated(unsafe) let x = x, weight = weight, bias = bias, y = y
-        Parallel.forEach(chunks, threads: threads) { chunkRange in
-            var chunk = [T](repeating: 0, count: rows * group * plane)
-            chunk.withUnsafeMutableBufferPointer { cp in
-                for g in chunkRange {
-                    let n0 = g * group, n1 = min(s.batch, n0 + group), width = (n1 - n0) * plane
-                    Im2col.fill(s, images: n0..<n1, rows: 0..<rows, from: x, into: cp.baseAddress!, rowStride: width)
-                    for o in 0..<s.outChannels { (y + o * cols + n0 * plane).update(repeating: bias[o], count: width) }
-                    PortableGEMM<T>.axpyForm(m: s.outChannels, columns: 0..<width, k: rows, alpha: 1, a: weight, aRow: rows,
-                                             aColumn: 1, b: cp.baseAddress!, ldb: width, beta: 1, c: y + n0 * plane, ldc: cols)
-                }
-            }
-        }
-    }
-
-    /// The forward pass without a column matrix, for input rows of whole 16-lane blocks (conv1's 32 columns):
-    /// 16 neighbouring outputs of a row are one SIMD vector, and their inputs for tap p = (c, ki, kj) are the
-    /// 16 input values at a fixed offset, one unaligned load. Each output is still bias + Σ_p w(o,p)·x, p
-    /// increasing from 0, so the bits are those of the column-matrix path. Lanes past the output row's end
-    /// (q ≥ OW) compute values that are never stored; the image is copied into a zero-padded buffer so their
-    /// loads stay inside it.
-    @inlinable
-    static func forwardDirect(_ s: ConvolutionShape, input x: UnsafePointer<T>, weight: UnsafePointer<T>,
-                              bias: UnsafePointer<T>, output y: UnsafeMutablePointer<T>, threads: Int) {
-        let w = s.width, hw = s.height * w, k = s.kernelSize, rows = s.rows, outs = s.outChannels
-        let ow = s.outWidth, plane = s.outPlane, cols = s.columns
-        var offsets = [Int](repeating: 0, count: rows)
-        for p in 0..<rows { offsets[p] = (p / (k * k)) * hw + ((p / k) % k) * w + p % k }
-        nonisolated(unsafe) let x = x, weight = weight, bias = bias, y = y
-        let tapOffsets = offsets
         Parallel.forEach(s.batch, threads: threads) { images in
-            var padded = [T](repeating: 0, count: s.inChannels * hw + w + 16)
-            padded.withUnsafeMutableBufferPointer { buffer in tapOffsets.withUnsafeBufferPointer { taps in
-                let image = buffer.baseAddress!
+            var copies = [T](repeating: 0, count: ShiftedImage.count(s) + 16)
+            copies.withUnsafeMutableBufferPointer { cp in taps.withUnsafeBufferPointer { tp in
                 for n in images {
-                    for c in 0..<s.inChannels { (image + c * hw).update(from: x + (c * s.batch + n) * hw, count: hw) }
-                    for r in 0..<s.outHeight {
-                        for q0 in stride(from: 0, to: ow, by: 16) {
-                            var o = 0
-                            while o < outs {
-                                let block = min(6, outs - o)
-                                directBlock(rows: block, weight: weight + o * rows, taps: taps.baseAddress!, count: rows,
-                                            input: image + r * w + q0, bias: bias + o,
-                                            output: y + o * cols + n * plane + r * ow + q0, outputStride: cols,
-                                            lanes: min(16, ow - q0))
-                                o += block
-                            }
-                        }
-                    }
+                    ShiftedImage.fill(s, image: n, from: x, into: cp.baseAddress!)
+                    for (o0, outputs) in outputTiles { for (g0, tiles) in groupTiles {
+                        forwardTile(outputs: outputs, groups: tiles, source: UnsafePointer(cp.baseAddress! + 8 * g0),
+                                    taps: tp.baseAddress!, count: rows, weight: weight + o0 * rows, bias: bias + o0,
+                                    output: y + o0 * cols + n * plane + 8 * g0, outputStride: cols,
+                                    valid: plane - 8 * g0)
+                    } }
                 }
             } }
         }
     }
 
-    /// Up to 6 output channels × 16 neighbouring outputs: acc = Σ_p w(o,p)·input[taps[p]], p increasing,
-    /// then bias + acc, stored for the first `lanes` lanes.
+    @inlinable @inline(__always)
+    static func forwardTile(outputs: Int, groups: Int, source: UnsafePointer<T>, taps: UnsafePointer<Int>, count: Int,
+                            weight: UnsafePointer<T>, bias: UnsafePointer<T>, output: UnsafeMutablePointer<T>,
+                            outputStride: Int, valid: Int) {
+        switch (outputs, groups) {
+        case (4, 3): forwardTile(Four.self, Three.self, source, taps, count, weight, bias, output, outputStride, valid)
+        case (4, 2): forwardTile(Four.self, Two.self, source, taps, count, weight, bias, output, outputStride, valid)
+        case (3, 3): forwardTile(Three.self, Three.self, source, taps, count, weight, bias, output, outputStride, valid)
+        case (3, 2): forwardTile(Three.self, Two.self, source, taps, count, weight, bias, output, outputStride, valid)
+        case (4, 1): forwardTile(Four.self, One.self, source, taps, count, weight, bias, output, outputStride, valid)
+        case (3, 1): forwardTile(Three.self, One.self, source, taps, count, weight, bias, output, outputStride, valid)
+        case (2, 3): forwardTile(Two.self, Three.self, source, taps, count, weight, bias, output, outputStride, valid)
+        case (2, 2): forwardTile(Two.self, Two.self, source, taps, count, weight, bias, output, outputStride, valid)
+        case (2, 1): forwardTile(Two.self, One.self, source, taps, count, weight, bias, output, outputStride, valid)
+        case (1, 3): forwardTile(One.self, Three.self, source, taps, count, weight, bias, output, outputStride, valid)
+        case (1, 2): forwardTile(One.self, Two.self, source, taps, count, weight, bias, output, outputStride, valid)
+        default: forwardTile(One.self, One.self, source, taps, count, weight, bias, output, outputStride, valid)
+        }
+    }
+
+    /// acc[o][g] = Σ_p w(o,p)·source[taps[p] + 8g ..< +8], p increasing; output row o, group g = bias[o] + acc for
+    /// the first `valid` positions.
     @inlinable
-    static func directBlock(rows: Int, weight: UnsafePointer<T>, taps: UnsafePointer<Int>, count: Int,
-                            input: UnsafePointer<T>, bias: UnsafePointer<T>, output: UnsafeMutablePointer<T>,
-                            outputStride: Int, lanes: Int) {
-        let raw = UnsafeRawPointer(input), size = MemoryLayout<T>.stride
-        var a0 = V(), a1 = V(), a2 = V(), a3 = V(), a4 = V(), a5 = V()
-        if rows == 6 {
-            for p in 0..<count {
-                let xv = raw.loadUnaligned(fromByteOffset: taps[p] * size, as: V.self)
-                a0.addProduct(V(repeating: weight[p]), xv)
-                a1.addProduct(V(repeating: weight[count + p]), xv)
-                a2.addProduct(V(repeating: weight[2 * count + p]), xv)
-                a3.addProduct(V(repeating: weight[3 * count + p]), xv)
-                a4.addProduct(V(repeating: weight[4 * count + p]), xv)
-                a5.addProduct(V(repeating: weight[5 * count + p]), xv)
+    static func forwardTile<Outputs: TileExtent, Groups: TileExtent>(
+        _: Outputs.Type, _: Groups.Type, _ source: UnsafePointer<T>, _ taps: UnsafePointer<Int>, _ count: Int,
+        _ weight: UnsafePointer<T>, _ bias: UnsafePointer<T>, _ output: UnsafeMutablePointer<T>, _ outputStride: Int,
+        _ valid: Int
+    ) {
+        typealias H = SIMD8<T>
+        let outputs = Outputs.value, groups = Groups.value, size = MemoryLayout<T>.stride
+        let raw = UnsafeRawPointer(source)
+        var a00 = H(), a01 = H(), a02 = H(), a10 = H(), a11 = H(), a12 = H()
+        var a20 = H(), a21 = H(), a22 = H(), a30 = H(), a31 = H(), a32 = H()
+        var w = weight
+        for p in 0..<count {
+            let at = taps[p] &* size
+            let v0 = raw.loadUnaligned(fromByteOffset: at, as: H.self)
+            let v1 = groups > 1 ? raw.loadUnaligned(fromByteOffset: at &+ 8 &* size, as: H.self) : H()
+            let v2 = groups > 2 ? raw.loadUnaligned(fromByteOffset: at &+ 16 &* size, as: H.self) : H()
+            let w0 = H(repeating: w[0])
+            a00.addProduct(w0, v0)
+            if groups > 1 { a01.addProduct(w0, v1) }
+            if groups > 2 { a02.addProduct(w0, v2) }
+            if outputs > 1 {
+                let wo = H(repeating: w[count])
+                a10.addProduct(wo, v0)
+                if groups > 1 { a11.addProduct(wo, v1) }
+                if groups > 2 { a12.addProduct(wo, v2) }
             }
-        } else {
-            for p in 0..<count {
-                let xv = raw.loadUnaligned(fromByteOffset: taps[p] * size, as: V.self)
-                a0.addProduct(V(repeating: weight[p]), xv)
-                if rows > 1 { a1.addProduct(V(repeating: weight[count + p]), xv) }
-                if rows > 2 { a2.addProduct(V(repeating: weight[2 * count + p]), xv) }
-                if rows > 3 { a3.addProduct(V(repeating: weight[3 * count + p]), xv) }
-                if rows > 4 { a4.addProduct(V(repeating: weight[4 * count + p]), xv) }
+            if outputs > 2 {
+                let wo = H(repeating: w[2 &* count])
+                a20.addProduct(wo, v0)
+                if groups > 1 { a21.addProduct(wo, v1) }
+                if groups > 2 { a22.addProduct(wo, v2) }
             }
+            if outputs > 3 {
+                let wo = H(repeating: w[3 &* count])
+                a30.addProduct(wo, v0)
+                if groups > 1 { a31.addProduct(wo, v1) }
+                if groups > 2 { a32.addProduct(wo, v2) }
+            }
+            w += 1
         }
-        let lanesValid = lanes
-        @inline(__always) func store(_ acc: V, _ r: Int) {
-            let out = V(repeating: bias[r]) + acc, target = output + r * outputStride
-            if lanesValid == 16 {
-                UnsafeMutableRawPointer(target).storeBytes(of: out, as: V.self)
+        @inline(__always) func store(_ acc: H, _ o: Int, _ g: Int) {
+            guard o < outputs && g < groups else { return }
+            let out = H(repeating: bias[o]) + acc, target = output + (o &* outputStride &+ 8 &* g), lanes = valid &- 8 &* g
+            if lanes >= 8 {
+                UnsafeMutableRawPointer(target).storeBytes(of: out, as: H.self)
             } else {
-                for lane in 0..<lanesValid { target[lane] = out[lane] }
+                for lane in 0..<Swift.max(0, lanes) { target[lane] = out[lane] }
             }
         }
-        store(a0, 0)
-        if rows > 1 { store(a1, 1) }
-        if rows > 2 { store(a2, 2) }
-        if rows > 3 { store(a3, 3) }
-        if rows > 4 { store(a4, 4) }
-        if rows > 5 { store(a5, 5) }
+        store(a00, 0, 0); store(a01, 0, 1); store(a02, 0, 2)
+        store(a10, 1, 0); store(a11, 1, 1); store(a12, 1, 2)
+        store(a20, 2, 0); store(a21, 2, 1); store(a22, 2, 2)
+        store(a30, 3, 0); store(a31, 3, 1); store(a32, 3, 2)
     }
 
     /// dW = dY·colsᵀ in the dot form's order: lane l of (o, p) sums dY[o, j]·col[p, j] over the batch's column

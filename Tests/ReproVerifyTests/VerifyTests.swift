@@ -49,7 +49,7 @@ struct Fixture {
 @Suite struct SensitivityTests {
     func firstDivergence(norm: Bool = true, perturbation: Trainer.Perturbation? = nil,
                          _ change: (inout RunConfig) -> Void = { _ in }) throws -> Divergence? {
-        let f = try Fixture(name: "sens")
+        let f = try Fixture(name: "sens-\(UUID().uuidString.prefix(8))")  // its own folder: parameterized cases may run in parallel
         let golden = try f.record("golden") { $0.norm = norm }
         let changed = try f.record("changed", perturbation: perturbation) { $0.norm = norm; change(&$0) }
         let report = try Verifier.compare(golden, changed, override: nil)
