@@ -83,7 +83,7 @@ enum PortableConvolution<T: KernelScalar> {
                                bias: UnsafePointer<T>, output y: UnsafeMutablePointer<T>, threads: Int) {
         let rows = s.rows, plane = s.outPlane, cols = s.columns, groups = (plane + 7) / 8
         let taps = (0..<rows).map { ShiftedImage.rowStart(s, tap: $0) }
-        let groupTiles = balancedTiles(groups, size: 3), outputTiles = balancedTiles(s.outChannels, size: 4)
+        let groupTiles = DotTiles<T>.balanced(groups, size: 3), outputTiles = DotTiles<T>.balanced(s.outChannels, size: 4)
         nonisolated(unsafe) let x = x, weight = weight, bias = bias, y = y
         // Threads write disjoint images of Y.
         Parallel.forEach(s.batch, threads: threads) { images in
@@ -201,9 +201,9 @@ enum PortableConvolution<T: KernelScalar> {
         Parallel.forEach(rows, threads: threads) { rowRange in
             let p0 = rowRange.lowerBound, count = rowRange.count
             var lanes = [V](repeating: V(), count: outs * count)  // lanes[o·count + (p − p0)]
-            let tapTiles = balancedTiles(count, size: tileTaps), outputTiles = balancedTiles(outs, size: tileOutputs)
+            let tapTiles = DotTiles<T>.balanced(count, size: DotTiles<T>.columnsPerTile), outputTiles = DotTiles<T>.balanced(outs, size: DotTiles<T>.rowsPerTile)
             var gradient = [T](repeating: 0, count: outs * group * plane)
-            var columns = [T](repeating: 0, count: shifted ? ShiftedImage.count(s) : tileTaps * group * plane)
+            var columns = [T](repeating: 0, count: shifted ? ShiftedImage.count(s) : DotTiles<T>.columnsPerTile * group * plane)
             lanes.withUnsafeMutableBufferPointer { lp in gradient.withUnsafeMutableBufferPointer { gp in
               columns.withUnsafeMutableBufferPointer { cp in
                 for n0 in stride(from: 0, to: s.batch, by: group) {
@@ -219,9 +219,9 @@ enum PortableConvolution<T: KernelScalar> {
                             @inline(__always) func column(_ t: Int) -> UnsafePointer<T> {
                                 UnsafePointer(cp.baseAddress! + ShiftedImage.rowStart(s, tap: p0 + t0 + min(t, taps - 1)))
                             }
-                            accumulateTile(outputs: outputs, taps: taps, lanes: lanesBase + o0 * count + t0, laneStride: count,
-                                           dy: dyChunk + o0 * width, dyStride: width,
-                                           columns: (column(0), column(1), column(2)), blocks: blocks)
+                            DotTiles<T>.accumulate(rows: outputs, columns: taps, lanes: lanesBase + o0 * count + t0, laneStride: count,
+                                                   a: dyChunk + o0 * width, aStride: width,
+                                                   b: (column(0), column(1), column(2)), blocks: blocks)
                         } }
                     } else {
                         for (t0, taps) in tapTiles {
@@ -231,9 +231,9 @@ enum PortableConvolution<T: KernelScalar> {
                                 UnsafePointer(cp.baseAddress! + min(t, taps - 1) * width)
                             }
                             for (o0, outputs) in outputTiles {
-                                accumulateTile(outputs: outputs, taps: taps, lanes: lanesBase + o0 * count + t0, laneStride: count,
-                                               dy: dyChunk + o0 * width, dyStride: width,
-                                               columns: (column(0), column(1), column(2)), blocks: blocks)
+                                DotTiles<T>.accumulate(rows: outputs, columns: taps, lanes: lanesBase + o0 * count + t0, laneStride: count,
+                                                       a: dyChunk + o0 * width, aStride: width,
+                                                       b: (column(0), column(1), column(2)), blocks: blocks)
                             }
                         }
                     }
@@ -250,110 +250,12 @@ enum PortableConvolution<T: KernelScalar> {
         }
     }
 
-    /// Output channels × taps of one weight-gradient tile: 12 accumulators of 8 lanes, plus 3 column vectors and
-    /// one dY vector, fill the 16 AVX2 registers.
-    @inlinable static var tileOutputs: Int { 4 }
-    @inlinable static var tileTaps: Int { 3 }
-
-    /// 0..<count split into ⌈count / size⌉ parts (start, length) differing by at most one in length (6 channels
-    /// → 3 + 3, not 4 + 2).
-    @inlinable
-    static func balancedTiles(_ count: Int, size: Int) -> [(Int, Int)] {
-        let parts = (count + size - 1) / size
-        return (0..<parts).map { i in (count * i / parts, count * (i + 1) / parts - count * i / parts) }
-    }
-
     /// The column matrix's value at row p = (c, ki, kj), batch column j = (n, r, q).
     @inlinable
     static func columnValue(_ s: ConvolutionShape, _ x: UnsafePointer<T>, tap p: Int, column j: Int) -> T {
         let k = s.kernelSize, c = p / (k * k), ki = (p / k) % k, kj = p % k
         let n = j / s.outPlane, r = (j % s.outPlane) / s.outWidth, q = j % s.outWidth
         return x[((c * s.batch + n) * s.height + r + ki) * s.width + q + kj]
-    }
-
-    /// lanes[(o, t)] += Σ_b dY_o[16b..<16b+16] · column_t[16b..<16b+16], b increasing, for `outputs` ≤ 4 channels
-    /// (rows of dY `dyStride` apart) and `taps` ≤ 3 column rows, one 8-lane half at a time. Dispatched to a copy
-    /// per tile shape, so that the loop body has no conditions.
-    @inlinable @inline(__always)
-    static func accumulateTile(outputs: Int, taps: Int, lanes: UnsafeMutablePointer<V>, laneStride: Int,
-                               dy: UnsafePointer<T>, dyStride: Int,
-                               columns: (UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>), blocks: Int) {
-        // Each case is its own specialization of the loop, with the tile's shape a constant.
-        switch (outputs, taps) {
-        case (4, 3): tile(Four.self, Three.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (3, 3): tile(Three.self, Three.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (4, 2): tile(Four.self, Two.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (3, 2): tile(Three.self, Two.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (4, 1): tile(Four.self, One.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (3, 1): tile(Three.self, One.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (2, 3): tile(Two.self, Three.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (2, 2): tile(Two.self, Two.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (2, 1): tile(Two.self, One.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (1, 3): tile(One.self, Three.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (1, 2): tile(One.self, Two.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        default: tile(One.self, One.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        }
-    }
-
-    @inlinable
-    static func tile<Outputs: TileExtent, Taps: TileExtent>(
-        _: Outputs.Type, _: Taps.Type, _ lanes: UnsafeMutablePointer<V>, _ laneStride: Int, _ dy: UnsafePointer<T>,
-        _ dyStride: Int, _ columns: (UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>), _ blocks: Int
-    ) {
-        let outputs = Outputs.value, taps = Taps.value
-        for half in 0..<2 {
-            typealias H = SIMD8<T>
-            let size = MemoryLayout<T>.stride, halfBytes = half &* 8 &* size
-            @inline(__always) func slot(_ o: Int, _ t: Int) -> UnsafeMutableRawPointer {
-                UnsafeMutableRawPointer(lanes + (o &* laneStride &+ t)) + halfBytes
-            }
-            @inline(__always) func get(_ o: Int, _ t: Int) -> H {
-                o < outputs && t < taps ? slot(o, t).load(as: H.self) : H()
-            }
-            @inline(__always) func put(_ v: H, _ o: Int, _ t: Int) {
-                if o < outputs && t < taps { slot(o, t).storeBytes(of: v, as: H.self) }
-            }
-            var a00 = get(0, 0), a01 = get(0, 1), a02 = get(0, 2)
-            var a10 = get(1, 0), a11 = get(1, 1), a12 = get(1, 2)
-            var a20 = get(2, 0), a21 = get(2, 1), a22 = get(2, 2)
-            var a30 = get(3, 0), a31 = get(3, 1), a32 = get(3, 2)
-            let c0 = UnsafeRawPointer(columns.0) + halfBytes, c1 = UnsafeRawPointer(columns.1) + halfBytes
-            let c2 = UnsafeRawPointer(columns.2) + halfBytes
-            let d = UnsafeRawPointer(dy) + halfBytes, rowBytes = dyStride &* size, step = 16 &* size
-            var offset = 0
-            for _ in 0..<blocks {
-                let v0 = c0.loadUnaligned(fromByteOffset: offset, as: H.self)
-                let v1 = taps > 1 ? c1.loadUnaligned(fromByteOffset: offset, as: H.self) : H()
-                let v2 = taps > 2 ? c2.loadUnaligned(fromByteOffset: offset, as: H.self) : H()
-                let g0 = d.loadUnaligned(fromByteOffset: offset, as: H.self)
-                a00.addProduct(g0, v0)
-                if taps > 1 { a01.addProduct(g0, v1) }
-                if taps > 2 { a02.addProduct(g0, v2) }
-                if outputs > 1 {
-                    let g = d.loadUnaligned(fromByteOffset: rowBytes &+ offset, as: H.self)
-                    a10.addProduct(g, v0)
-                    if taps > 1 { a11.addProduct(g, v1) }
-                    if taps > 2 { a12.addProduct(g, v2) }
-                }
-                if outputs > 2 {
-                    let g = d.loadUnaligned(fromByteOffset: 2 &* rowBytes &+ offset, as: H.self)
-                    a20.addProduct(g, v0)
-                    if taps > 1 { a21.addProduct(g, v1) }
-                    if taps > 2 { a22.addProduct(g, v2) }
-                }
-                if outputs > 3 {
-                    let g = d.loadUnaligned(fromByteOffset: 3 &* rowBytes &+ offset, as: H.self)
-                    a30.addProduct(g, v0)
-                    if taps > 1 { a31.addProduct(g, v1) }
-                    if taps > 2 { a32.addProduct(g, v2) }
-                }
-                offset &+= step
-            }
-            put(a00, 0, 0); put(a01, 0, 1); put(a02, 0, 2)
-            put(a10, 1, 0); put(a11, 1, 1); put(a12, 1, 2)
-            put(a20, 2, 0); put(a21, 2, 1); put(a22, 2, 2)
-            put(a30, 3, 0); put(a31, 3, 1); put(a32, 3, 2)
-        }
     }
 
     /// dX = col2im(Wᵀ·dY), chunk by chunk: each chunk's column gradient (axpy form, the same bits as the
@@ -413,13 +315,6 @@ enum PortableConvolution<T: KernelScalar> {
         if q < count { into[q] += from[q] }
     }
 }
-
-/// A tile extent known at compile time: each (outputs, taps) pair specializes its own loop without conditions.
-@usableFromInline protocol TileExtent { static var value: Int { get } }
-@usableFromInline enum One: TileExtent { @inlinable static var value: Int { 1 } }
-@usableFromInline enum Two: TileExtent { @inlinable static var value: Int { 2 } }
-@usableFromInline enum Three: TileExtent { @inlinable static var value: Int { 3 } }
-@usableFromInline enum Four: TileExtent { @inlinable static var value: Int { 4 } }
 
 /// An image copied once per kernel column kj, shifted left by kj and cut to the output width: copy kj of
 /// channel c holds x[c][n][i][q + kj] at (kj·C + c)·H·OW + i·OW + q. Then tap (c, ki, kj)'s row of the
