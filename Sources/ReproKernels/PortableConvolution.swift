@@ -201,7 +201,8 @@ enum PortableConvolution<T: KernelScalar> {
         Parallel.forEach(rows, threads: threads) { rowRange in
             let p0 = rowRange.lowerBound, count = rowRange.count
             var lanes = [V](repeating: V(), count: outs * count)  // lanes[o·count + (p − p0)]
-            let tapTiles = DotTiles<T>.balanced(count, size: DotTiles<T>.columnsPerTile), outputTiles = DotTiles<T>.balanced(outs, size: DotTiles<T>.rowsPerTile)
+            let tapTiles = DotTiles<T>.balanced(count, size: DotTiles<T>.columnsPerTile)
+            let outputTiles = DotTiles<T>.balanced(outs, size: DotTiles<T>.rowsPerTile)
             var gradient = [T](repeating: 0, count: outs * group * plane)
             var columns = [T](repeating: 0, count: shifted ? ShiftedImage.count(s) : DotTiles<T>.columnsPerTile * group * plane)
             lanes.withUnsafeMutableBufferPointer { lp in gradient.withUnsafeMutableBufferPointer { gp in
@@ -214,7 +215,7 @@ enum PortableConvolution<T: KernelScalar> {
                     if shifted { ShiftedImage.fill(s, image: n0, from: x, into: cp.baseAddress!) }
                     let dyChunk = UnsafePointer(gp.baseAddress!), lanesBase = lp.baseAddress!
                     if shifted {
-                        // Three channels' dY rows stay in L1 while every tap's columns stream past them.
+                        // A tile's dY rows stay in L1 while every tap's columns stream past them.
                         for (o0, outputs) in outputTiles { for (t0, taps) in tapTiles {
                             @inline(__always) func column(_ t: Int) -> UnsafePointer<T> {
                                 UnsafePointer(cp.baseAddress! + ShiftedImage.rowStart(s, tap: p0 + t0 + min(t, taps - 1)))
