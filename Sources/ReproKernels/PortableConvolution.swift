@@ -80,9 +80,10 @@ enum PortableConvolution<T: KernelScalar> {
     /// padding or the next rows and are never stored.
     @inlinable
     static func forward(_ s: ConvolutionShape, input x: UnsafePointer<T>, weight: UnsafePointer<T>,
-                               bias: UnsafePointer<T>, output y: UnsafeMutablePointer<T>, threads: Int) {
+                        bias: UnsafePointer<T>, output y: UnsafeMutablePointer<T>, threads: Int) {
         let rows = s.rows, plane = s.outPlane, cols = s.columns, groups = (plane + 7) / 8
         let taps = (0..<rows).map { ShiftedImage.rowStart(s, tap: $0) }
+        // 4 channels × 3 groups: 12 accumulators of 8 lanes, 3 input vectors and a weight fill the 16 AVX2 registers.
         let groupTiles = DotTiles<T>.balanced(groups, size: 3), outputTiles = DotTiles<T>.balanced(s.outChannels, size: 4)
         nonisolated(unsafe) let x = x, weight = weight, bias = bias, y = y
         // Threads write disjoint images of Y.
@@ -203,17 +204,15 @@ enum PortableConvolution<T: KernelScalar> {
             var lanes = [V](repeating: V(), count: outs * count)  // lanes[o·count + (p − p0)]
             let tapTiles = DotTiles<T>.balanced(count, size: DotTiles<T>.columnsPerTile)
             let outputTiles = DotTiles<T>.balanced(outs, size: DotTiles<T>.rowsPerTile)
-            var gradient = [T](repeating: 0, count: outs * group * plane)
             var columns = [T](repeating: 0, count: shifted ? ShiftedImage.count(s) : DotTiles<T>.columnsPerTile * group * plane)
-            lanes.withUnsafeMutableBufferPointer { lp in gradient.withUnsafeMutableBufferPointer { gp in
+            lanes.withUnsafeMutableBufferPointer { lp in
               columns.withUnsafeMutableBufferPointer { cp in
                 for n0 in stride(from: 0, to: s.batch, by: group) {
                     let n1 = min(s.batch, n0 + group), width = (n1 - n0) * plane, blocks = width / 16
-                    // The chunk's dY rows side by side (in place they are a whole batch apart: for conv1 392 KB,
-                    // a multiple of 4 KiB, so every row would map to the same cache sets).
-                    for o in 0..<outs { (gp.baseAddress! + o * width).update(from: dy + o * cols + n0 * plane, count: width) }
+                    // dY is read in place: a tile reads 4 of its rows, which (a whole batch apart, a multiple of
+                    // 4 KiB for conv1) share cache sets but fit in L1's 8 ways. A copy per chunk measured no faster.
                     if shifted { ShiftedImage.fill(s, image: n0, from: x, into: cp.baseAddress!) }
-                    let dyChunk = UnsafePointer(gp.baseAddress!), lanesBase = lp.baseAddress!
+                    let lanesBase = lp.baseAddress!
                     if shifted {
                         // A tile's dY rows stay in L1 while every tap's columns stream past them.
                         for (o0, outputs) in outputTiles { for (t0, taps) in tapTiles {
@@ -221,7 +220,7 @@ enum PortableConvolution<T: KernelScalar> {
                                 UnsafePointer(cp.baseAddress! + ShiftedImage.rowStart(s, tap: p0 + t0 + min(t, taps - 1)))
                             }
                             DotTiles<T>.accumulate(rows: outputs, columns: taps, lanes: lanesBase + o0 * count + t0, laneStride: count,
-                                                   a: dyChunk + o0 * width, aStride: width,
+                                                   a: dy + o0 * cols + n0 * plane, aStride: cols,
                                                    b: (column(0), column(1), column(2)), blocks: blocks)
                         } }
                     } else {
@@ -233,7 +232,7 @@ enum PortableConvolution<T: KernelScalar> {
                             }
                             for (o0, outputs) in outputTiles {
                                 DotTiles<T>.accumulate(rows: outputs, columns: taps, lanes: lanesBase + o0 * count + t0, laneStride: count,
-                                                       a: dyChunk + o0 * width, aStride: width,
+                                                       a: dy + o0 * cols + n0 * plane, aStride: cols,
                                                        b: (column(0), column(1), column(2)), blocks: blocks)
                             }
                         }
@@ -247,7 +246,7 @@ enum PortableConvolution<T: KernelScalar> {
                     for j in tail { total.addProduct(dy[o * cols + j], columnValue(s, x, tap: p0 + p, column: j)) }
                     dw[o * rows + p0 + p] = total
                 } }
-            } }
+            }
         }
     }
 
