@@ -37,21 +37,25 @@ extension ImageDataset {
         var data = [Float](repeating: -1, count: 3 * n * plane)
         var labels = [Int]()
         labels.reserveCapacity(n)
-        split.images.withUnsafeBufferPointer { images in data.withUnsafeMutableBufferPointer { out in
+        let (height, width, pixels) = (split.height, split.width, split.pixels)
+        split.images.withUnsafeBufferPointer { images in data.withUnsafeMutableBufferPointer { out in table.withUnsafeBufferPointer { table in
             for (j, index) in indices.enumerated() {
-                let source = Int(index) * split.pixels
+                let source = images.baseAddress! + Int(index) * pixels
                 labels.append(Int(split.labels[Int(index)]))
                 for channel in 0..<3 {
-                    // A one-channel image is repeated into all three.
-                    let plane0 = source + (split.channels == 1 ? 0 : channel) * split.height * split.width
-                    for r in 0..<split.height {
-                        for c in 0..<split.width {
-                            out[(channel * n + j) * plane + (r + padding) * size + c + padding] = table[Int(images[plane0 + r * split.width + c])]
-                        }
+                    let target = out.baseAddress! + (channel * n + j) * plane + padding * size + padding
+                    // A one-channel image is repeated into all three: the first channel's plane, copied.
+                    if split.channels == 1 && channel > 0 {
+                        target.update(from: out.baseAddress! + j * plane + padding * size + padding, count: (height - 1) * size + width)
+                        continue
+                    }
+                    let image = source + channel * height * width
+                    for r in 0..<height {
+                        for c in 0..<width { target[r * size + c] = table[Int(image[r * width + c])] }
                     }
                 }
             }
-        } }
+        } } }
         return (FeatureMap(channels: 3, batch: n, height: size, width: size, data: data), labels)
     }
 }

@@ -91,7 +91,7 @@ enum PortableConvolution<T: KernelScalar> {
             var copies = [T](repeating: 0, count: ShiftedImage.count(s) + 16)
             copies.withUnsafeMutableBufferPointer { cp in taps.withUnsafeBufferPointer { tp in
                 for n in images {
-                    ShiftedImage.fill(s, image: n, from: x, into: cp.baseAddress!)
+                    ShiftedImage.fill(s, image: n, channels: 0..<s.inChannels, from: x, into: cp.baseAddress!)
                     for (o0, outputs) in outputTiles { for (g0, tiles) in groupTiles {
                         forwardTile(outputs: outputs, groups: tiles, source: UnsafePointer(cp.baseAddress! + 8 * g0),
                                     taps: tp.baseAddress!, count: rows, weight: weight + o0 * rows, bias: bias + o0,
@@ -205,13 +205,15 @@ enum PortableConvolution<T: KernelScalar> {
             let tapTiles = DotTiles<T>.balanced(count, size: DotTiles<T>.columnsPerTile)
             let outputTiles = DotTiles<T>.balanced(outs, size: DotTiles<T>.rowsPerTile)
             var columns = [T](repeating: 0, count: shifted ? ShiftedImage.count(s) : DotTiles<T>.columnsPerTile * group * plane)
+            // The input channels of this thread's taps: the only shifted copies it reads.
+            let channels = (p0 / (s.kernelSize * s.kernelSize))..<((p0 + count - 1) / (s.kernelSize * s.kernelSize) + 1)
             lanes.withUnsafeMutableBufferPointer { lp in
               columns.withUnsafeMutableBufferPointer { cp in
                 for n0 in stride(from: 0, to: s.batch, by: group) {
                     let n1 = min(s.batch, n0 + group), width = (n1 - n0) * plane, blocks = width / 16
                     // dY is read in place: a tile reads 4 of its rows, which (a whole batch apart, a multiple of
                     // 4 KiB for conv1) share cache sets but fit in L1's 8 ways. A copy per chunk measured no faster.
-                    if shifted { ShiftedImage.fill(s, image: n0, from: x, into: cp.baseAddress!) }
+                    if shifted { ShiftedImage.fill(s, image: n0, channels: channels, from: x, into: cp.baseAddress!) }
                     let lanesBase = lp.baseAddress!
                     if shifted {
                         // A tile's dY rows stay in L1 while every tap's columns stream past them.
@@ -331,10 +333,12 @@ enum ShiftedImage {
         return (kj * s.inChannels + c) * s.height * s.outWidth + ki * s.outWidth
     }
 
+    /// Fills the copies of input channels `channels` only (the others are left as they were).
     @inlinable
-    static func fill<T: SIMDScalar>(_ s: ConvolutionShape, image n: Int, from x: UnsafePointer<T>, into dst: UnsafeMutablePointer<T>) {
+    static func fill<T: SIMDScalar>(_ s: ConvolutionShape, image n: Int, channels: Range<Int>, from x: UnsafePointer<T>,
+                                    into dst: UnsafeMutablePointer<T>) {
         let h = s.height, w = s.width, ow = s.outWidth
-        for kj in 0..<s.kernelSize { for c in 0..<s.inChannels {
+        for kj in 0..<s.kernelSize { for c in channels {
             let source = x + (c * s.batch + n) * h * w + kj, target = dst + (kj * s.inChannels + c) * h * ow
             for i in 0..<h { Im2col.copy(source + i * w, to: target + i * ow, count: ow) }
         } }
