@@ -22,31 +22,37 @@ enum DotTiles<T: KernelScalar> {
     /// lanes[(i, j)] += Σ_blk a_i[16·blk ..< +16] · b_j[16·blk ..< +16], blk = 0 ..< blocks increasing, for
     /// `rows` ≤ 4 rows a_i (`aStride` apart) and `columns` ≤ 3 rows b_j, one 8-lane half at a time. Dispatched to
     /// a copy per tile shape, so that the loop body has no conditions.
+    /// `placement` says where a b row's values lie (`ContiguousColumns`, or `ImageRowColumns` for a convolution's
+    /// inputs read in place).
     @inlinable @inline(__always)
-    static func accumulate(rows outputs: Int, columns taps: Int, lanes: UnsafeMutablePointer<V>, laneStride: Int,
-                           a dy: UnsafePointer<T>, aStride dyStride: Int,
-                           b columns: (UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>), blocks: Int) {
+    static func accumulate<Placement: ColumnPlacement>(
+        rows outputs: Int, columns taps: Int, lanes: UnsafeMutablePointer<V>, laneStride: Int,
+        a dy: UnsafePointer<T>, aStride dyStride: Int,
+        b columns: (UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>), placement: Placement, blocks: Int
+    ) {
+        let p = placement
         // Each case is its own specialization of the loop, with the tile's shape a constant.
         switch (outputs, taps) {
-        case (4, 3): tile(Four.self, Three.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (3, 3): tile(Three.self, Three.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (4, 2): tile(Four.self, Two.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (3, 2): tile(Three.self, Two.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (4, 1): tile(Four.self, One.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (3, 1): tile(Three.self, One.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (2, 3): tile(Two.self, Three.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (2, 2): tile(Two.self, Two.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (2, 1): tile(Two.self, One.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (1, 3): tile(One.self, Three.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        case (1, 2): tile(One.self, Two.self, lanes, laneStride, dy, dyStride, columns, blocks)
-        default: tile(One.self, One.self, lanes, laneStride, dy, dyStride, columns, blocks)
+        case (4, 3): tile(Four.self, Three.self, lanes, laneStride, dy, dyStride, columns, p, blocks)
+        case (3, 3): tile(Three.self, Three.self, lanes, laneStride, dy, dyStride, columns, p, blocks)
+        case (4, 2): tile(Four.self, Two.self, lanes, laneStride, dy, dyStride, columns, p, blocks)
+        case (3, 2): tile(Three.self, Two.self, lanes, laneStride, dy, dyStride, columns, p, blocks)
+        case (4, 1): tile(Four.self, One.self, lanes, laneStride, dy, dyStride, columns, p, blocks)
+        case (3, 1): tile(Three.self, One.self, lanes, laneStride, dy, dyStride, columns, p, blocks)
+        case (2, 3): tile(Two.self, Three.self, lanes, laneStride, dy, dyStride, columns, p, blocks)
+        case (2, 2): tile(Two.self, Two.self, lanes, laneStride, dy, dyStride, columns, p, blocks)
+        case (2, 1): tile(Two.self, One.self, lanes, laneStride, dy, dyStride, columns, p, blocks)
+        case (1, 3): tile(One.self, Three.self, lanes, laneStride, dy, dyStride, columns, p, blocks)
+        case (1, 2): tile(One.self, Two.self, lanes, laneStride, dy, dyStride, columns, p, blocks)
+        default: tile(One.self, One.self, lanes, laneStride, dy, dyStride, columns, p, blocks)
         }
     }
 
     @inlinable
-    static func tile<Outputs: TileExtent, Taps: TileExtent>(
+    static func tile<Outputs: TileExtent, Taps: TileExtent, Placement: ColumnPlacement>(
         _: Outputs.Type, _: Taps.Type, _ lanes: UnsafeMutablePointer<V>, _ laneStride: Int, _ dy: UnsafePointer<T>,
-        _ dyStride: Int, _ columns: (UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>), _ blocks: Int
+        _ dyStride: Int, _ columns: (UnsafePointer<T>, UnsafePointer<T>, UnsafePointer<T>), _ placement: Placement,
+        _ blocks: Int
     ) {
         let outputs = Outputs.value, taps = Taps.value
         for half in 0..<2 {
@@ -65,14 +71,11 @@ enum DotTiles<T: KernelScalar> {
             var a10 = get(1, 0), a11 = get(1, 1), a12 = get(1, 2)
             var a20 = get(2, 0), a21 = get(2, 1), a22 = get(2, 2)
             var a30 = get(3, 0), a31 = get(3, 1), a32 = get(3, 2)
-            let c0 = UnsafeRawPointer(columns.0) + halfBytes, c1 = UnsafeRawPointer(columns.1) + halfBytes
-            let c2 = UnsafeRawPointer(columns.2) + halfBytes
+            let c0 = UnsafeRawPointer(columns.0), c1 = UnsafeRawPointer(columns.1), c2 = UnsafeRawPointer(columns.2)
             let d = UnsafeRawPointer(dy) + halfBytes, rowBytes = dyStride &* size, step = 16 &* size
-            var offset = 0
+            var offset = 0, group = half  // group g: lanes 8g ..< 8g + 8 of the rows, half of block g / 2
             for _ in 0..<blocks {
-                let v0 = c0.loadUnaligned(fromByteOffset: offset, as: H.self)
-                let v1 = taps > 1 ? c1.loadUnaligned(fromByteOffset: offset, as: H.self) : H()
-                let v2 = taps > 2 ? c2.loadUnaligned(fromByteOffset: offset, as: H.self) : H()
+                let (v0, v1, v2): (H, H, H) = placement.load(c0, c1, c2, count: taps, group: group)
                 let g0 = d.loadUnaligned(fromByteOffset: offset, as: H.self)
                 a00.addProduct(g0, v0)
                 if taps > 1 { a01.addProduct(g0, v1) }
@@ -96,6 +99,7 @@ enum DotTiles<T: KernelScalar> {
                     if taps > 2 { a32.addProduct(g, v2) }
                 }
                 offset &+= step
+                group &+= 2
             }
             put(a00, 0, 0); put(a01, 0, 1); put(a02, 0, 2)
             put(a10, 1, 0); put(a11, 1, 1); put(a12, 1, 2)
@@ -111,3 +115,70 @@ enum DotTiles<T: KernelScalar> {
 @usableFromInline enum Two: TileExtent { @inlinable static var value: Int { 2 } }
 @usableFromInline enum Three: TileExtent { @inlinable static var value: Int { 3 } }
 @usableFromInline enum Four: TileExtent { @inlinable static var value: Int { 4 } }
+
+/// Where the values of the b rows lie, 8 at a time: group g holds a row's elements 8g ..< 8g + 8. `load`
+/// reads group g of the first `count` (≤ 3) rows; the others are zero.
+@usableFromInline protocol ColumnPlacement {
+    func load<T: KernelScalar>(_ r0: UnsafeRawPointer, _ r1: UnsafeRawPointer, _ r2: UnsafeRawPointer, count: Int,
+                               group g: Int) -> (SIMD8<T>, SIMD8<T>, SIMD8<T>)
+}
+
+/// Rows stored as contiguous runs.
+@usableFromInline struct ContiguousColumns: ColumnPlacement {
+    @inlinable init() {}
+
+    @inlinable @inline(__always)
+    func load<T: KernelScalar>(_ r0: UnsafeRawPointer, _ r1: UnsafeRawPointer, _ r2: UnsafeRawPointer, count: Int,
+                               group g: Int) -> (SIMD8<T>, SIMD8<T>, SIMD8<T>) {
+        let offset = g &* 8 &* MemoryLayout<T>.stride
+        return (r0.loadUnaligned(fromByteOffset: offset, as: SIMD8<T>.self),
+                count > 1 ? r1.loadUnaligned(fromByteOffset: offset, as: SIMD8<T>.self) : SIMD8<T>(),
+                count > 2 ? r2.loadUnaligned(fromByteOffset: offset, as: SIMD8<T>.self) : SIMD8<T>())
+    }
+}
+
+/// A convolution's column row read in place from an image: element j = r·OW + q of tap (c, ki, kj)'s row is the
+/// input x[c][r + ki][q + kj], element r·W + q from the tap's first input. A group within one output row is one
+/// load; a group that runs past the row's end (q > OW − 8) takes its lanes from `split` = OW − q on from the
+/// next input row, W − OW further on. No copy of the image is made. Needs OW ≥ 8 (a group meets at most one
+/// row end); every load stays inside the image's rows (past a row's end lies the next row).
+@usableFromInline struct ImageRowColumns: ColumnPlacement {
+    /// Element offset of group g's first value, and the lane from which it comes from the next row (8: none).
+    @usableFromInline let starts: UnsafePointer<Int>, splits: UnsafePointer<Int>
+    @usableFromInline let skip: Int
+
+    @inlinable init(starts: UnsafePointer<Int>, splits: UnsafePointer<Int>, skip: Int) {
+        self.starts = starts; self.splits = splits; self.skip = skip
+    }
+
+    /// The tables for an image of `outPlane` positions, OW = `outWidth` and rows `width` apart.
+    @inlinable
+    static func tables(outPlane: Int, outWidth: Int, width: Int) -> (starts: [Int], splits: [Int]) {
+        precondition(outWidth >= 8 && outPlane % 8 == 0)
+        let groups = 0..<(outPlane / 8)
+        return (groups.map { g in 8 * g / outWidth * width + 8 * g % outWidth }, groups.map { g in min(8, outWidth - 8 * g % outWidth) })
+    }
+
+    @inlinable @inline(__always)
+    func load<T: KernelScalar>(_ r0: UnsafeRawPointer, _ r1: UnsafeRawPointer, _ r2: UnsafeRawPointer, count: Int,
+                               group g: Int) -> (SIMD8<T>, SIMD8<T>, SIMD8<T>) {
+        let size = MemoryLayout<T>.stride, here = starts[g] &* size, split = splits[g]
+        // One test per group, not per row: most groups lie within one output row.
+        if split == 8 { return ContiguousColumns().load(r0 + here, r1 + here, r2 + here, count: count, group: 0) }
+        let next = here &+ skip &* size
+        // Lanes below `split` from this row, the rest from the next: a select on bit patterns.
+        let below = (SIMD8<Int32>(0, 1, 2, 3, 4, 5, 6, 7) &- Int32(truncatingIfNeeded: split)) &>> 31  // −1 where lane < split
+        @inline(__always) func joined(_ row: UnsafeRawPointer) -> SIMD8<T> {
+            let a = row.loadUnaligned(fromByteOffset: here, as: SIMD8<T>.self), b = row.loadUnaligned(fromByteOffset: next, as: SIMD8<T>.self)
+            if size == 4 {
+                let m = SIMD8<UInt32>(truncatingIfNeeded: below)
+                return unsafeBitCast((unsafeBitCast(a, to: SIMD8<UInt32>.self) & m) | (unsafeBitCast(b, to: SIMD8<UInt32>.self) & ~m),
+                                     to: SIMD8<T>.self)
+            }
+            let m = SIMD8<UInt64>(truncatingIfNeeded: SIMD8<Int64>(truncatingIfNeeded: below))
+            return unsafeBitCast((unsafeBitCast(a, to: SIMD8<UInt64>.self) & m) | (unsafeBitCast(b, to: SIMD8<UInt64>.self) & ~m),
+                                 to: SIMD8<T>.self)
+        }
+        return (joined(r0), count > 1 ? joined(r1) : SIMD8<T>(), count > 2 ? joined(r2) : SIMD8<T>())
+    }
+}

@@ -91,7 +91,7 @@ enum PortableConvolution<T: KernelScalar> {
             var copies = [T](repeating: 0, count: ShiftedImage.count(s) + 16)
             copies.withUnsafeMutableBufferPointer { cp in taps.withUnsafeBufferPointer { tp in
                 for n in images {
-                    ShiftedImage.fill(s, image: n, channels: 0..<s.inChannels, from: x, into: cp.baseAddress!)
+                    ShiftedImage.fill(s, image: n, from: x, into: cp.baseAddress!)
                     for (o0, outputs) in outputTiles { for (g0, tiles) in groupTiles {
                         forwardTile(outputs: outputs, groups: tiles, source: UnsafePointer(cp.baseAddress! + 8 * g0),
                                     taps: tp.baseAddress!, count: rows, weight: weight + o0 * rows, bias: bias + o0,
@@ -188,15 +188,17 @@ enum PortableConvolution<T: KernelScalar> {
     /// on its own, and a tile of up to 4 output channels × 3 taps shares every load: 7 loads for 12 fused
     /// multiply-adds, where a row at a time needed 14 for 12. Threads take whole taps p.
     ///
-    /// The column matrix is never stored whole. When an image's output positions fill whole 16-lane blocks
-    /// (conv1: 784 = 49·16), a chunk is one image and tap (c, ki, kj)'s row is contiguous in a copy of the
-    /// image shifted by kj and cut to the output width (`ShiftedImage`). Otherwise a chunk is the fewest images
-    /// filling whole blocks (4 for 10×10) and the rows of three taps at a time are filled by im2col.
+    /// The column matrix is never stored. When an image's output positions fill whole 16-lane blocks (conv1:
+    /// 784 = 49·16) and its output rows are at least 8 wide, a chunk is one image and tap (c, ki, kj)'s row is
+    /// read in place from the image's input rows (`ImageRowColumns`: a group of 8 positions that crosses an
+    /// output row's end is two loads and a select). Otherwise a chunk is the fewest images filling whole blocks
+    /// (4 for 10×10) and the rows of three taps at a time are filled by im2col.
     @inlinable
     static func weightGradient(_ s: ConvolutionShape, input x: UnsafePointer<T>, outputGradient dy: UnsafePointer<T>,
                                weightGradient dw: UnsafeMutablePointer<T>, threads: Int) {
         let plane = s.outPlane, rows = s.rows, cols = s.columns, outs = s.outChannels
-        let shifted = plane % 16 == 0, group = shifted ? 1 : imagesPerChunk(s)
+        let inPlace = plane % 16 == 0 && s.outWidth >= 8, group = inPlace ? 1 : imagesPerChunk(s)
+        let (starts, splits) = inPlace ? ImageRowColumns.tables(outPlane: plane, outWidth: s.outWidth, width: s.width) : ([], [])
         // Threads write disjoint columns p of dW.
         nonisolated(unsafe) let x = x, dy = dy, dw = dw
         Parallel.forEach(rows, threads: threads) { rowRange in
@@ -204,26 +206,25 @@ enum PortableConvolution<T: KernelScalar> {
             var lanes = [V](repeating: V(), count: outs * count)  // lanes[o·count + (p − p0)]
             let tapTiles = DotTiles<T>.balanced(count, size: DotTiles<T>.columnsPerTile)
             let outputTiles = DotTiles<T>.balanced(outs, size: DotTiles<T>.rowsPerTile)
-            var columns = [T](repeating: 0, count: shifted ? ShiftedImage.count(s) : DotTiles<T>.columnsPerTile * group * plane)
-            // The input channels of this thread's taps: the only shifted copies it reads.
-            let channels = (p0 / (s.kernelSize * s.kernelSize))..<((p0 + count - 1) / (s.kernelSize * s.kernelSize) + 1)
+            var columns = [T](repeating: 0, count: inPlace ? 0 : DotTiles<T>.columnsPerTile * group * plane)
             lanes.withUnsafeMutableBufferPointer { lp in
-              columns.withUnsafeMutableBufferPointer { cp in
+              columns.withUnsafeMutableBufferPointer { cp in starts.withUnsafeBufferPointer { startsp in splits.withUnsafeBufferPointer { splitsp in
+                let image = ImageRowColumns(starts: startsp.baseAddress!, splits: splitsp.baseAddress!, skip: s.width - s.outWidth)
                 for n0 in stride(from: 0, to: s.batch, by: group) {
                     let n1 = min(s.batch, n0 + group), width = (n1 - n0) * plane, blocks = width / 16
                     // dY is read in place: a tile reads 4 of its rows, which (a whole batch apart, a multiple of
                     // 4 KiB for conv1) share cache sets but fit in L1's 8 ways. A copy per chunk measured no faster.
-                    if shifted { ShiftedImage.fill(s, image: n0, channels: channels, from: x, into: cp.baseAddress!) }
                     let lanesBase = lp.baseAddress!
-                    if shifted {
-                        // A tile's dY rows stay in L1 while every tap's columns stream past them.
+                    if inPlace {
+                        // A tile's dY rows stay in L1 while every tap's inputs stream past them.
                         for (o0, outputs) in outputTiles { for (t0, taps) in tapTiles {
                             @inline(__always) func column(_ t: Int) -> UnsafePointer<T> {
-                                UnsafePointer(cp.baseAddress! + ShiftedImage.rowStart(s, tap: p0 + t0 + min(t, taps - 1)))
+                                let k = s.kernelSize, p = p0 + t0 + min(t, taps - 1), c = p / (k * k), ki = (p / k) % k, kj = p % k
+                                return x + ((c * s.batch + n0) * s.height + ki) * s.width + kj
                             }
                             DotTiles<T>.accumulate(rows: outputs, columns: taps, lanes: lanesBase + o0 * count + t0, laneStride: count,
                                                    a: dy + o0 * cols + n0 * plane, aStride: cols,
-                                                   b: (column(0), column(1), column(2)), blocks: blocks)
+                                                   b: (column(0), column(1), column(2)), placement: image, blocks: blocks)
                         } }
                     } else {
                         for (t0, taps) in tapTiles {
@@ -235,12 +236,13 @@ enum PortableConvolution<T: KernelScalar> {
                             for (o0, outputs) in outputTiles {
                                 DotTiles<T>.accumulate(rows: outputs, columns: taps, lanes: lanesBase + o0 * count + t0, laneStride: count,
                                                        a: dy + o0 * cols + n0 * plane, aStride: cols,
-                                                       b: (column(0), column(1), column(2)), blocks: blocks)
+                                                       b: (column(0), column(1), column(2)), placement: ContiguousColumns(),
+                                                       blocks: blocks)
                             }
                         }
                     }
                 }
-              }
+              } } }
                 // Lanes combined as the dot form combines them, then the batch's last (cols mod 16) terms in order.
                 let tail = (cols / 16 * 16)..<cols
                 for o in 0..<outs { for p in 0..<count {
@@ -333,12 +335,10 @@ enum ShiftedImage {
         return (kj * s.inChannels + c) * s.height * s.outWidth + ki * s.outWidth
     }
 
-    /// Fills the copies of input channels `channels` only (the others are left as they were).
     @inlinable
-    static func fill<T: SIMDScalar>(_ s: ConvolutionShape, image n: Int, channels: Range<Int>, from x: UnsafePointer<T>,
-                                    into dst: UnsafeMutablePointer<T>) {
+    static func fill<T: SIMDScalar>(_ s: ConvolutionShape, image n: Int, from x: UnsafePointer<T>, into dst: UnsafeMutablePointer<T>) {
         let h = s.height, w = s.width, ow = s.outWidth
-        for kj in 0..<s.kernelSize { for c in channels {
+        for kj in 0..<s.kernelSize { for c in 0..<s.inChannels {
             let source = x + (c * s.batch + n) * h * w + kj, target = dst + (kj * s.inChannels + c) * h * ow
             for i in 0..<h { Im2col.copy(source + i * w, to: target + i * ow, count: ow) }
         } }

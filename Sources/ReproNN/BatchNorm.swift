@@ -71,8 +71,10 @@ public final class BatchNorm<T: KernelScalar> {
     public var lastStd: [T]
     @usableFromInline var normalized: [T] = []        // x̂ of the last forward
     @usableFromInline var usedBatchStatistics = true  // whether the last forward normalized with batch stats
-    /// The output of the last forward when it applied the following ReLU itself (see `forward`), else empty.
-    @usableFromInline var reluOutput: [T] = []
+    /// When the last forward applied the following ReLU itself (see `forward`): the γ and β it used, from
+    /// which `backward` recomputes the ReLU's decisions out of x̂ (the same operations, so the same decisions)
+    /// instead of reading the whole output back from memory. Nil otherwise.
+    @usableFromInline var fusedReLUAffine: (gamma: [T], beta: [T])?
 
     public init(_ name: String, channels: Int, options: BatchNormOptions = .notebook, kernels: any Kernels) {
         self.name = name
@@ -130,7 +132,7 @@ public final class BatchNorm<T: KernelScalar> {
         }
         lastMean = mean
         lastStd = std
-        reluOutput = fusedReLU ? y : []
+        fusedReLUAffine = fusedReLU ? (pass.gamma, pass.beta) : nil
         return FeatureMap(channels: x.channels, batch: x.batch, height: x.height, width: x.width, data: y)
     }
 
@@ -210,24 +212,19 @@ public final class BatchNorm<T: KernelScalar> {
         var dx = [T](overwrittenCount: dy.data.count)  // every element is written below
         var sumsDy = [T](repeating: 0, count: channels), sumsDyXhat = [T](repeating: 0, count: channels)
         let pass = BackwardPass(m: m, divisor: T(options.unbiased ? m - 1 : m), batchStatistics: usedBatchStatistics,
-                                kernels: kernels, gamma: gamma?.value ?? [T](repeating: 1, count: channels), stds: lastStd)
-        let fusedReLU = !reluOutput.isEmpty
+                                affine: options.affine, kernels: kernels, gamma: gamma?.value ?? [T](repeating: 1, count: channels),
+                                stds: lastStd, fusedReLU: fusedReLUAffine)
         dy.data.withUnsafeBufferPointer { g in normalized.withUnsafeBufferPointer { np in dx.withUnsafeMutableBufferPointer { dp in
-          reluOutput.withUnsafeBufferPointer { rp in
             sumsDy.withUnsafeMutableBufferPointer { sd in sumsDyXhat.withUnsafeMutableBufferPointer { sx in
                 nonisolated(unsafe) let ns = np.baseAddress!, ds = dp.baseAddress!, incoming = g.baseAddress!
-                // (An empty array may still hand out a non-nil base address: test the flag, not the pointer.)
-                nonisolated(unsafe) let outputs = fusedReLU ? rp.baseAddress : nil
                 nonisolated(unsafe) let sumDyOut = sd.baseAddress!, sumDyXhatOut = sx.baseAddress!
                 // Threads take whole channels.
                 Parallel.forEach(channels, threads: kernels.threads, minimumPerPart: Self.channelsPerThread(m)) { channelRange in
                     for c in channelRange {
-                        pass.channel(c, incoming: incoming, reluOutput: outputs, normalized: ns, dx: ds,
-                                     sumDy: sumDyOut, sumDyXhat: sumDyXhatOut)
+                        pass.channel(c, incoming: incoming, normalized: ns, dx: ds, sumDy: sumDyOut, sumDyXhat: sumDyXhatOut)
                     }
                 }
             } }
-          }
         } } }
         if let gamma, let beta {
             gamma.grad = gammaGradientFactor == 1 ? sumsDyXhat : sumsDyXhat.map { $0 * gammaGradientFactor }
@@ -238,29 +235,40 @@ public final class BatchNorm<T: KernelScalar> {
 
     /// What one backward pass does to one channel: the fused ReLU's gradient (threshold_backward,
     /// `o <= 0 ? 0 : dy`, written into dx first so the rest works in place), the channel's sums Σdy and
-    /// Σdy·x̂ (the gradients of β and γ), then ∂L/∂x.
+    /// Σdy·x̂ (the gradients of β and γ), then ∂L/∂x. The ReLU's output o is recomputed from x̂ as the forward
+    /// computed it (x̂·γ + β): o <= 0 exactly where the forward's ReLU gave 0.
     @usableFromInline
     struct BackwardPass: Sendable {
         @usableFromInline let m: Int
         @usableFromInline let divisor: T
-        @usableFromInline let batchStatistics: Bool
+        @usableFromInline let batchStatistics: Bool, affine: Bool
         @usableFromInline let kernels: any Kernels
         @usableFromInline let gamma: [T], stds: [T]
+        @usableFromInline let fusedReLU: (gamma: [T], beta: [T])?
 
         @inlinable
-        init(m: Int, divisor: T, batchStatistics: Bool, kernels: any Kernels, gamma: [T], stds: [T]) {
-            self.m = m; self.divisor = divisor; self.batchStatistics = batchStatistics
-            self.kernels = kernels; self.gamma = gamma; self.stds = stds
+        init(m: Int, divisor: T, batchStatistics: Bool, affine: Bool, kernels: any Kernels, gamma: [T], stds: [T],
+             fusedReLU: (gamma: [T], beta: [T])?) {
+            self.m = m; self.divisor = divisor; self.batchStatistics = batchStatistics; self.affine = affine
+            self.kernels = kernels; self.gamma = gamma; self.stds = stds; self.fusedReLU = fusedReLU
         }
 
         @inlinable
-        func channel(_ c: Int, incoming: UnsafePointer<T>, reluOutput outputs: UnsafePointer<T>?, normalized ns: UnsafePointer<T>,
+        func channel(_ c: Int, incoming: UnsafePointer<T>, normalized ns: UnsafePointer<T>,
                      dx ds: UnsafeMutablePointer<T>, sumDy: UnsafeMutablePointer<T>, sumDyXhat: UnsafeMutablePointer<T>) {
             let range = (c * m)..<((c + 1) * m)
-            if let outputs {
-                for i in range { ds[i] = outputs[i] <= T.zero ? T.zero : incoming[i] }
+            if let fusedReLU {
+                let g = fusedReLU.gamma[c], b = fusedReLU.beta[c]
+                if T.self == Float.self {
+                    reluGradientFloat(gradient: cast(incoming + c * m), normalized: cast(ns + c * m), into: cast(ds + c * m), count: m,
+                                      gamma: unsafeBitCast(g, to: Float.self), beta: unsafeBitCast(b, to: Float.self), affine: affine)
+                } else if affine {
+                    for i in range { ds[i] = ns[i] * g + b <= T.zero ? T.zero : incoming[i] }
+                } else {
+                    for i in range { ds[i] = ns[i] <= T.zero ? T.zero : incoming[i] }
+                }
             }
-            let gs = outputs == nil ? incoming : UnsafePointer(ds)
+            let gs = fusedReLU == nil ? incoming : UnsafePointer(ds)
             let gSeg = UnsafeBufferPointer(start: gs + c * m, count: m)
             let nSeg = UnsafeBufferPointer(start: ns + c * m, count: m)
             let sumsDy = kernels.sum(gSeg)
@@ -315,6 +323,32 @@ func normalizeFloat(x: UnsafePointer<Float>, normalized: UnsafeMutablePointer<Fl
         normalized[i] = h
         let out = affine ? h * gamma + beta : h
         y[i] = relu ? Swift.max(out, 0) : out
+        i += 1
+    }
+}
+
+/// The fused ReLU's gradient from x̂: d = (x̂·γ + β <= 0 ? 0 : g), the output recomputed with the forward's
+/// operations (`normalizeFloat`), so each decision is the forward's (a NaN output passes its gradient, as
+/// PyTorch's threshold_backward does).
+@inlinable
+func reluGradientFloat(gradient: UnsafePointer<Float>, normalized: UnsafePointer<Float>, into d: UnsafeMutablePointer<Float>,
+                       count: Int, gamma: Float, beta: Float, affine: Bool) {
+    typealias V = SIMD16<Float>
+    let gr = UnsafeRawPointer(gradient), nr = UnsafeRawPointer(normalized), dr = UnsafeMutableRawPointer(d)
+    let g = V(repeating: gamma), b = V(repeating: beta)
+    var i = 0
+    while i + 16 <= count {
+        let offset = i &* 4
+        let h = nr.loadUnaligned(fromByteOffset: offset, as: V.self)
+        let out = affine ? h * g + b : h
+        let cleared = unsafeBitCast(out .<= V(), to: SIMD16<UInt32>.self)
+        let incoming = unsafeBitCast(gr.loadUnaligned(fromByteOffset: offset, as: V.self), to: SIMD16<UInt32>.self)
+        dr.storeBytes(of: unsafeBitCast(incoming & ~cleared, to: V.self), toByteOffset: offset, as: V.self)
+        i += 16
+    }
+    while i < count {
+        let out = affine ? normalized[i] * gamma + beta : normalized[i]
+        d[i] = out <= 0 ? 0 : gradient[i]
         i += 1
     }
 }
