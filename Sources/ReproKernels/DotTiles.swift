@@ -137,35 +137,39 @@ enum DotTiles<T: KernelScalar> {
     }
 }
 
-/// A convolution's column row read in place from an image: element j = r·OW + q of tap (c, ki, kj)'s row is the
-/// input x[c][r + ki][q + kj], element r·W + q from the tap's first input. A group within one output row is one
-/// load; a group that runs past the row's end (q > OW − 8) takes its lanes from `split` = OW − q on from the
-/// next input row, W − OW further on. No copy of the image is made. Needs OW ≥ 8 (a group meets at most one
-/// row end); every load stays inside the image's rows (past a row's end lies the next row).
+/// A convolution's column row read in place from the input: element j = (n, r, q) of a chunk's row for tap
+/// (c, ki, kj) is x[c][n0 + n][r + ki][q + kj], element n·H·W + r·W + q from the tap's first input. A group
+/// of 8 positions within one output row is one load; a group that runs past a row's end (q > OW − 8) takes its
+/// lanes from `split` = OW − q on from where the next position lies (the next row, or the next image's first
+/// row), two loads and a select. No copy of the input is made. Needs OW ≥ 8, so that a group meets at most one
+/// row end; every load then stays inside the input (past a row's end lies the next row or image, and a group
+/// only crosses into a position that exists).
 @usableFromInline struct ImageRowColumns: ColumnPlacement {
-    /// Element offset of group g's first value, and the lane from which it comes from the next row (8: none).
-    @usableFromInline let starts: UnsafePointer<Int>, splits: UnsafePointer<Int>
-    @usableFromInline let skip: Int
+    /// Per group g, at 3g: the element offset of its first value; `split` (8: none); the offset of the value at
+    /// lane `split` minus `split` (where the rest continues). One table, so the loop keeps one pointer for it.
+    @usableFromInline let groups: UnsafePointer<Int>
 
-    @inlinable init(starts: UnsafePointer<Int>, splits: UnsafePointer<Int>, skip: Int) {
-        self.starts = starts; self.splits = splits; self.skip = skip
-    }
+    @inlinable init(_ groups: UnsafePointer<Int>) { self.groups = groups }
 
-    /// The tables for an image of `outPlane` positions, OW = `outWidth` and rows `width` apart.
+    /// The table for the positions of `images` images of OH × OW outputs, inputs H × W (`s`).
     @inlinable
-    static func tables(outPlane: Int, outWidth: Int, width: Int) -> (starts: [Int], splits: [Int]) {
-        precondition(outWidth >= 8 && outPlane % 8 == 0)
-        let groups = 0..<(outPlane / 8)
-        return (groups.map { g in 8 * g / outWidth * width + 8 * g % outWidth }, groups.map { g in min(8, outWidth - 8 * g % outWidth) })
+    static func table(_ s: ConvolutionShape, images: Int) -> [Int] {
+        let ow = s.outWidth, plane = s.outPlane
+        precondition(ow >= 8 && images * plane % 8 == 0)
+        @inline(__always) func offset(_ j: Int) -> Int { j / plane * s.height * s.width + j % plane / ow * s.width + j % ow }
+        return (0..<(images * plane / 8)).flatMap { g -> [Int] in
+            let split = min(8, ow - 8 * g % ow)
+            return [offset(8 * g), split, offset(8 * g + split) - split]
+        }
     }
 
     @inlinable @inline(__always)
     func load<T: KernelScalar>(_ r0: UnsafeRawPointer, _ r1: UnsafeRawPointer, _ r2: UnsafeRawPointer, count: Int,
                                group g: Int) -> (SIMD8<T>, SIMD8<T>, SIMD8<T>) {
-        let size = MemoryLayout<T>.stride, here = starts[g] &* size, split = splits[g]
-        // One test per group, not per row: most groups lie within one output row.
+        let entry = groups + 3 &* g, size = MemoryLayout<T>.stride, here = entry[0] &* size, split = entry[1]
+        // One test per group, not per row.
         if split == 8 { return ContiguousColumns().load(r0 + here, r1 + here, r2 + here, count: count, group: 0) }
-        let next = here &+ skip &* size
+        let next = entry[2] &* size
         // Lanes below `split` from this row, the rest from the next: a select on bit patterns.
         let below = (SIMD8<Int32>(0, 1, 2, 3, 4, 5, 6, 7) &- Int32(truncatingIfNeeded: split)) &>> 31  // −1 where lane < split
         @inline(__always) func joined(_ row: UnsafeRawPointer) -> SIMD8<T> {

@@ -197,8 +197,8 @@ enum PortableConvolution<T: KernelScalar> {
     static func weightGradient(_ s: ConvolutionShape, input x: UnsafePointer<T>, outputGradient dy: UnsafePointer<T>,
                                weightGradient dw: UnsafeMutablePointer<T>, threads: Int) {
         let plane = s.outPlane, rows = s.rows, cols = s.columns, outs = s.outChannels
-        let inPlace = plane % 16 == 0 && s.outWidth >= 8, group = inPlace ? 1 : imagesPerChunk(s)
-        let (starts, splits) = inPlace ? ImageRowColumns.tables(outPlane: plane, outWidth: s.outWidth, width: s.width) : ([], [])
+        let inPlace = s.outWidth >= 8, group = imagesPerChunk(s)
+        let table = inPlace ? ImageRowColumns.table(s, images: group) : []
         // Threads write disjoint columns p of dW.
         nonisolated(unsafe) let x = x, dy = dy, dw = dw
         Parallel.forEach(rows, threads: threads) { rowRange in
@@ -208,8 +208,9 @@ enum PortableConvolution<T: KernelScalar> {
             let outputTiles = DotTiles<T>.balanced(outs, size: DotTiles<T>.rowsPerTile)
             var columns = [T](repeating: 0, count: inPlace ? 0 : DotTiles<T>.columnsPerTile * group * plane)
             lanes.withUnsafeMutableBufferPointer { lp in
-              columns.withUnsafeMutableBufferPointer { cp in starts.withUnsafeBufferPointer { startsp in splits.withUnsafeBufferPointer { splitsp in
-                let image = ImageRowColumns(starts: startsp.baseAddress!, splits: splitsp.baseAddress!, skip: s.width - s.outWidth)
+              columns.withUnsafeMutableBufferPointer { cp in
+              table.withUnsafeBufferPointer { tp in
+                let image = ImageRowColumns(tp.baseAddress!)
                 for n0 in stride(from: 0, to: s.batch, by: group) {
                     let n1 = min(s.batch, n0 + group), width = (n1 - n0) * plane, blocks = width / 16
                     // dY is read in place: a tile reads 4 of its rows, which (a whole batch apart, a multiple of
@@ -242,7 +243,7 @@ enum PortableConvolution<T: KernelScalar> {
                         }
                     }
                 }
-              } } }
+              } }
                 // Lanes combined as the dot form combines them, then the batch's last (cols mod 16) terms in order.
                 let tail = (cols / 16 * 16)..<cols
                 for o in 0..<outs { for p in 0..<count {
