@@ -264,60 +264,105 @@ enum PortableConvolution<T: KernelScalar> {
     }
 
     /// dX = col2im(Wᵀ·dY), chunk by chunk: each chunk's column gradient (axpy form, the same bits as the
-    /// whole-batch GEMM) is computed 24 rows p at a time, while they are in L1, and each row scattered into the
-    /// chunk's own images onto zeros, rows in increasing p = (c, ki, kj); so every input position sums its
-    /// (ki, kj) contributions in the same order as the whole-batch col2im.
+    /// whole-batch GEMM) is computed 6·K rows p at a time, while they are in cache, and scattered onto zeros in
+    /// increasing p = (c, ki, kj); so every input position sums its (ki, kj) contributions in the same order as
+    /// the whole-batch col2im. The scatter takes the K rows (c, ki, 0..<K) together (`scatterTaps`): each input
+    /// row, padded to whole vectors in a buffer of the chunk's own, gets its K shifted contributions one after
+    /// the other in registers, and is copied to dX at the end of the chunk.
     @inlinable
     static func inputGradient(_ s: ConvolutionShape, weight: UnsafePointer<T>, outputGradient dy: UnsafePointer<T>,
                               inputGradient dx: UnsafeMutablePointer<T>, threads: Int) {
-        let plane = s.outPlane, rows = s.rows, cols = s.columns, group = imagesPerChunk(s)
-        let chunks = (s.batch + group - 1) / group, rowsAtOnce = 24
-        let k = s.kernelSize, hw = s.height * s.width, w = s.width, oh = s.outHeight, ow = s.outWidth
+        let plane = s.outPlane, rows = s.rows, cols = s.columns, group = imagesPerChunk(s), k = s.kernelSize
+        let chunks = (s.batch + group - 1) / group, rowsAtOnce = 6 * k  // whole GEMM blocks of 6 rows, whole (c, ki)
+        let hw = s.height * s.width, paddedWidth = (s.width + 7) / 8 * 8, paddedPlane = s.height * paddedWidth
+        let masks = ScatterMasks(s, paddedWidth: paddedWidth)
         // Threads write disjoint images of dX.
         nonisolated(unsafe) let weight = weight, dy = dy, dx = dx
         Parallel.forEach(chunks, threads: threads) { chunkRange in
-            var chunk = [T](repeating: 0, count: rowsAtOnce * group * plane)
+            // The column gradient rows, with a vector's margin before and after: a shifted load may reach past a row.
+            var chunk = [T](repeating: 0, count: rowsAtOnce * group * plane + 16)
             var gradient = [T](repeating: 0, count: s.outChannels * group * plane)
+            var sums = [T](repeating: 0, count: s.inChannels * group * paddedPlane)
             chunk.withUnsafeMutableBufferPointer { cp in gradient.withUnsafeMutableBufferPointer { gp in
+              sums.withUnsafeMutableBufferPointer { sp in masks.bits.withUnsafeBufferPointer { mp in
+                let rowsBase = cp.baseAddress! + 8
                 for g in chunkRange {
                     let n0 = g * group, n1 = min(s.batch, n0 + group), width = (n1 - n0) * plane
                     // The chunk's dY rows side by side, as in `weightGradient`.
                     for o in 0..<s.outChannels {
                         (gp.baseAddress! + o * width).update(from: dy + o * cols + n0 * plane, count: width)
                     }
-                    for c in 0..<s.inChannels { for n in n0..<n1 { (dx + (c * s.batch + n) * hw).update(repeating: 0, count: hw) } }
+                    sp.update(repeating: 0)
                     for p0 in stride(from: 0, to: rows, by: rowsAtOnce) {
                         let m = min(rowsAtOnce, rows - p0)
                         PortableGEMM<T>.axpyForm(m: m, columns: 0..<width, k: s.outChannels, alpha: 1, a: weight + p0, aRow: 1,
-                                                 aColumn: rows, b: gp.baseAddress!, ldb: width, beta: 0, c: cp.baseAddress!,
+                                                 aColumn: rows, b: gp.baseAddress!, ldb: width, beta: 0, c: rowsBase,
                                                  ldc: width)
-                        for p in p0..<(p0 + m) {
-                            let c = p / (k * k), ki = (p / k) % k, kj = p % k, row = cp.baseAddress! + (p - p0) * width
-                            for n in n0..<n1 {
-                                let target = dx + (c * s.batch + n) * hw + ki * w + kj, source = row + (n - n0) * plane
-                                for r in 0..<oh { addRow(source + r * ow, into: target + r * w, count: ow) }
+                        for p in stride(from: p0, to: p0 + m, by: k) {
+                            let c = p / (k * k), ki = (p / k) % k
+                            for n in 0..<(n1 - n0) {
+                                scatterTaps(s, from: UnsafePointer(rowsBase + (p - p0) * width + n * plane), rowStride: width,
+                                            into: sp.baseAddress! + (c * group + n) * paddedPlane + ki * paddedWidth,
+                                            paddedWidth: paddedWidth, masks: mp.baseAddress!)
                             }
                         }
                     }
+                    for c in 0..<s.inChannels { for n in n0..<n1 {
+                        let source = sp.baseAddress! + (c * group + n - n0) * paddedPlane, target = dx + (c * s.batch + n) * hw
+                        for y in 0..<s.height { Im2col.copy(source + y * paddedWidth, to: target + y * s.width, count: s.width) }
+                    } }
                 }
+              } }
             } }
         }
     }
 
-    /// into[q] += from[q] for q < count, elementwise (8, 4, 2, then 1 lanes at a time: rows of 10 are too short
-    /// for the loop vectorizer); each position's additions keep their order.
+    /// For one image and (c, ki): input row r + ki, padded, += the K column-gradient rows (c, ki, kj) of output
+    /// row r, each shifted right by kj, kj increasing, for every output row r. Lanes outside a row's OW values
+    /// (before kj or past kj + OW) add +0, which changes nothing: a sum that starts at +0 and adds no −0 never is
+    /// −0 (the column gradient is an FMA chain from +0), so x + 0 = x.
     @inlinable @inline(__always)
-    static func addRow(_ from: UnsafePointer<T>, into: UnsafeMutablePointer<T>, count: Int) {
-        let i = UnsafeRawPointer(from), o = UnsafeMutableRawPointer(into), size = MemoryLayout<T>.stride
-        @inline(__always) func add<L: SIMD>(_: L.Type, _ q: Int) where L.Scalar == T {
-            let sum = o.loadUnaligned(fromByteOffset: q &* size, as: L.self) + i.loadUnaligned(fromByteOffset: q &* size, as: L.self)
-            o.storeBytes(of: sum, toByteOffset: q &* size, as: L.self)
+    static func scatterTaps(_ s: ConvolutionShape, from taps: UnsafePointer<T>, rowStride: Int, into rows: UnsafeMutablePointer<T>,
+                            paddedWidth: Int, masks: UnsafePointer<SIMD8<Int32>>) {
+        typealias H = SIMD8<T>
+        let k = s.kernelSize, ow = s.outWidth, size = MemoryLayout<T>.stride, vectors = paddedWidth / 8
+        for r in 0..<s.outHeight {
+            let row = UnsafeMutableRawPointer(rows + r * paddedWidth), source = UnsafeRawPointer(taps + r * ow)
+            for v in 0..<vectors {
+                var sum = row.load(fromByteOffset: v &* 8 &* size, as: H.self)
+                for kj in 0..<k {
+                    // Lane l holds position 8v + l of the input row, value 8v + l − kj of the tap's output row.
+                    let shifted = source.loadUnaligned(fromByteOffset: (kj &* rowStride &+ 8 &* v &- kj) &* size, as: H.self)
+                    sum += ScatterMasks.keep(shifted, masks[v &* k &+ kj])
+                }
+                row.storeBytes(of: sum, toByteOffset: v &* 8 &* size, as: H.self)
+            }
         }
-        var q = 0
-        while q &+ 8 <= count { add(SIMD8<T>.self, q); q &+= 8 }
-        if q &+ 4 <= count { add(SIMD4<T>.self, q); q &+= 4 }
-        if q &+ 2 <= count { add(SIMD2<T>.self, q); q &+= 2 }
-        if q < count { into[q] += from[q] }
+    }
+}
+
+/// Per (vector v of a padded input row, kj): −1 in the lanes whose position 8v + l takes a value of the tap's
+/// output row (kj ≤ 8v + l < kj + OW), 0 elsewhere.
+@usableFromInline
+struct ScatterMasks: Sendable {
+    @usableFromInline let bits: [SIMD8<Int32>]
+
+    @inlinable
+    init(_ s: ConvolutionShape, paddedWidth: Int) {
+        let k = s.kernelSize, ow = s.outWidth
+        bits = (0..<(paddedWidth / 8)).flatMap { v in
+            (0..<k).map { kj in SIMD8<Int32>((0..<8).map { l in (kj..<(kj + ow)).contains(8 * v + l) ? -1 : 0 }) }
+        }
+    }
+
+    /// `v` where `mask` is −1, +0 elsewhere (bit patterns: a NaN outside the row is dropped too).
+    @inlinable @inline(__always)
+    static func keep<T: KernelScalar>(_ v: SIMD8<T>, _ mask: SIMD8<Int32>) -> SIMD8<T> {
+        if MemoryLayout<T>.stride == 4 {
+            return unsafeBitCast(unsafeBitCast(v, to: SIMD8<UInt32>.self) & SIMD8<UInt32>(truncatingIfNeeded: mask), to: SIMD8<T>.self)
+        }
+        let wide = SIMD8<UInt64>(truncatingIfNeeded: SIMD8<Int64>(truncatingIfNeeded: mask))
+        return unsafeBitCast(unsafeBitCast(v, to: SIMD8<UInt64>.self) & wide, to: SIMD8<T>.self)
     }
 }
 
