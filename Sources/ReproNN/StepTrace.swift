@@ -84,8 +84,8 @@ public struct TracePoint: Hashable, Sendable, CustomStringConvertible {
 /// A probe: Σx and Σx² of a tensor, both accumulated in Float64 from its float32 (or Float64) values in
 /// one fixed order: the tensor is cut into chunks of `chunkSize` elements; within a chunk, element i goes
 /// into lane i mod 16, each lane sequential, then the lanes by halving (`lanes`); the chunks' results are
-/// added in chunk order. One thread: splitting a tensor between two was measured slower on this machine
-/// (each call's wake-up, and half of each tensor in the other core's cache).
+/// added in chunk order. The chunks of a large tensor may be summed on several threads (`threads`): each
+/// chunk's result is the same, and they are still added in chunk order.
 /// Cheap enough for every step, and a change of any value by one ULP changes Σx or Σx² in all but
 /// contrived cases (float32 values summed in Float64 are often exact outright).
 public struct Probe: Equatable, Sendable {
@@ -103,9 +103,9 @@ public struct Probe: Equatable, Sendable {
     }
 
     @inlinable
-    public init<T: KernelScalar>(_ x: UnsafeBufferPointer<T>) {
+    public init<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, threads: Int = 1) {
         self = T.self == Float.self
-            ? Self.accumulate(FloatTerms(x: UnsafeRawPointer(x.baseAddress), count: x.count))
+            ? Self.accumulate(FloatTerms(x: UnsafeRawPointer(x.baseAddress), count: x.count), threads: threads)
             : Self.accumulate(ScalarTerms(count: x.count) { Double(x[$0]) })
     }
 
@@ -123,35 +123,57 @@ public struct Probe: Equatable, Sendable {
     /// vectors, so each addition does not wait on the previous one), the n mod 16 tail into its lanes, the
     /// lanes by halving; the chunks' results in order.
     @inlinable
-    static func accumulate<Terms: ProbeTerms>(_ terms: Terms) -> Probe {
-        var total = Probe(sum: 0, sumOfSquares: 0)
-        for lower in stride(from: 0, to: terms.count, by: chunkSize) {
-            let upper = Swift.min(lower + chunkSize, terms.count), full = lower + (upper - lower) / 16 * 16
-            var s0 = SIMD8<Double>(), s1 = SIMD8<Double>(), q0 = SIMD8<Double>(), q1 = SIMD8<Double>()
-            var i = lower
-            while i < full {
-                let v0 = terms.eight(from: i), v1 = terms.eight(from: i + 8)
-                s0 += v0
-                s1 += v1
-                // A float32 value's square is exact in Float64 (48 significant bits), so there a fused
-                // multiply-add rounds exactly where product-then-sum does: the same bits, and the additions
-                // leave the pipes the conversions also need (1.45× faster, measured). A difference's square
-                // is not exact: rounded product, then the sum.
-                #if REPRO_TARGET_HASWELL
-                if Terms.squaresAreExact { q0.addProduct(v0, v0); q1.addProduct(v1, v1) } else { q0 += v0 * v0; q1 += v1 * v1 }
-                #else
-                q0 += v0 * v0
-                q1 += v1 * v1
-                #endif
-                i += 16
-            }
-            var sl = [Double](repeating: 0, count: 16), ql = [Double](repeating: 0, count: 16)
-            for l in 0..<8 { (sl[l], sl[l + 8], ql[l], ql[l + 8]) = (s0[l], s1[l], q0[l], q1[l]) }
-            for i in full..<upper { let v = terms.term(i); sl[(i - lower) & 15] += v; ql[(i - lower) & 15] += v * v }
-            total.sum += lanes(sl)
-            total.sumOfSquares += lanes(ql)
+    static func accumulate<Terms: ProbeTerms>(_ terms: Terms, threads: Int = 1) -> Probe {
+        let chunks = (terms.count + chunkSize - 1) / chunkSize
+        guard threads > 1 && chunks > 1 else {
+            var total = Probe(sum: 0, sumOfSquares: 0)
+            for chunk in 0..<chunks { total.add(Self.chunk(chunk, of: terms)) }
+            return total
         }
+        var results = [Probe](repeating: Probe(sum: 0, sumOfSquares: 0), count: chunks)
+        results.withUnsafeMutableBufferPointer { r in
+            nonisolated(unsafe) let r = r, terms = terms
+            Parallel.forEach(chunks, threads: threads) { range in for chunk in range { r[chunk] = Self.chunk(chunk, of: terms) } }
+        }
+        var total = Probe(sum: 0, sumOfSquares: 0)
+        for result in results { total.add(result) }
         return total
+    }
+
+    /// The chunks' results added in order.
+    @inlinable
+    mutating func add(_ chunk: Probe) {
+        sum += chunk.sum
+        sumOfSquares += chunk.sumOfSquares
+    }
+
+    /// One chunk's Σx and Σx²: its lanes, then the lanes by halving.
+    @inlinable
+    static func chunk<Terms: ProbeTerms>(_ chunk: Int, of terms: Terms) -> Probe {
+        let lower = chunk * chunkSize
+        let upper = Swift.min(lower + chunkSize, terms.count), full = lower + (upper - lower) / 16 * 16
+        var s0 = SIMD8<Double>(), s1 = SIMD8<Double>(), q0 = SIMD8<Double>(), q1 = SIMD8<Double>()
+        var i = lower
+        while i < full {
+            let v0 = terms.eight(from: i), v1 = terms.eight(from: i + 8)
+            s0 += v0
+            s1 += v1
+            // A float32 value's square is exact in Float64 (48 significant bits), so there a fused
+            // multiply-add rounds exactly where product-then-sum does: the same bits, and the additions
+            // leave the pipes the conversions also need (1.45× faster, measured). A difference's square
+            // is not exact: rounded product, then the sum.
+            #if REPRO_TARGET_HASWELL
+            if Terms.squaresAreExact { q0.addProduct(v0, v0); q1.addProduct(v1, v1) } else { q0 += v0 * v0; q1 += v1 * v1 }
+            #else
+            q0 += v0 * v0
+            q1 += v1 * v1
+            #endif
+            i += 16
+        }
+        var sl = [Double](repeating: 0, count: 16), ql = [Double](repeating: 0, count: 16)
+        for l in 0..<8 { (sl[l], sl[l + 8], ql[l], ql[l + 8]) = (s0[l], s1[l], q0[l], q1[l]) }
+        for i in full..<upper { let v = terms.term(i); sl[(i - lower) & 15] += v; ql[(i - lower) & 15] += v * v }
+        return Probe(sum: lanes(sl), sumOfSquares: lanes(ql))
     }
 
     /// Sixteen lanes to one by halving: l[i] += l[i + 8], then + l[i + 4], + l[i + 2], then l[0] + l[1].
@@ -225,8 +247,13 @@ public final class StepTrace {
     public private(set) var probes: [Probe] = []
     /// Only the order of points, no sums (the layout's dry run).
     public let namesOnly: Bool
+    /// Threads that may share a large tensor's chunks (the kernels' count: the same bits for any).
+    public let threads: Int
 
-    public init(namesOnly: Bool = false) { self.namesOnly = namesOnly }
+    public init(namesOnly: Bool = false, threads: Int = 1) {
+        self.namesOnly = namesOnly
+        self.threads = max(1, threads)
+    }
 
     /// Empties the trace for the next step.
     public func reset() {
@@ -241,7 +268,7 @@ public final class StepTrace {
 
     public func probe<T: KernelScalar>(_ point: TracePoint, _ values: UnsafeBufferPointer<T>) {
         points.append(point)
-        probes.append(namesOnly ? Probe(sum: 0, sumOfSquares: 0) : Probe(values))
+        probes.append(namesOnly ? Probe(sum: 0, sumOfSquares: 0) : Probe(values, threads: threads))
     }
 
     /// A point whose values are recorded in full elsewhere (BN statistics, the loss): its place only.

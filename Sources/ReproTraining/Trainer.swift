@@ -225,7 +225,7 @@ public struct Trainer {
             bn.gammaGradientFactor = factor
         }
         let layout = model.layout, probing = observers.contains { $0.wantsProbes }
-        let trace = StepTrace()
+        let trace = StepTrace(threads: config.threads)
         let optimizer = SGD(parameters: model.parameters, options: SGDOptions(
             learningRate: config.learningRate, momentum: config.momentum, weightDecay: config.weightDecay))
         var step = 0
@@ -329,7 +329,7 @@ public struct Trainer {
                      observers: [TrainingObserver], probing points: [TracePoint]?) throws {
         let train = try evaluate(model, data.train, indices: split.train, dropLast: true, step: step)
         let validation = try evaluate(model, data.train, indices: split.validation, dropLast: false, step: step)
-        let trace = points == nil ? nil : StepTrace()
+        let trace = points == nil ? nil : StepTrace(threads: config.threads)
         let test = try evaluate(model, data.test, indices: (0..<Int32(data.test.count)).map { $0 }, dropLast: false, step: step,
                                 tracingFirstBatch: trace)
         if let trace {

@@ -116,7 +116,7 @@ struct BenchCommand: ParsableCommand {
     static func probeCost(_ net: LeNet5<Float>, x: FeatureMap<Float>, targets: [Int], optimizer: SGD<Float>, steps: Int) throws
         -> (untraced: Double, traced: Double) {
         var untraced = [Double](), traced = [Double]()
-        let trace = StepTrace()
+        let trace = StepTrace(threads: net.kernels.threads)
         for i in 0..<(2 * steps) {
             let probing = i % 2 == 1
             trace.reset()

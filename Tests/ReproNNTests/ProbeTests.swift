@@ -31,6 +31,11 @@ import Testing
         let rf = Self.documented(floats), rd = Self.documented(values)
         let f = floats.withUnsafeBufferPointer { Probe($0) }, d = values.withUnsafeBufferPointer { Probe($0) }
         #expect(f.sum.bitPattern == rf.sum.bitPattern && f.sumOfSquares.bitPattern == rf.squares.bitPattern, "n = \(n)")
+        // Chunks shared between threads: the same bits for every count.
+        for threads in [2, 3] {
+            let t = floats.withUnsafeBufferPointer { Probe($0, threads: threads) }
+            #expect(t.sum.bitPattern == rf.sum.bitPattern && t.sumOfSquares.bitPattern == rf.squares.bitPattern, "n = \(n), \(threads) threads")
+        }
         #expect(d.sum.bitPattern == rd.sum.bitPattern && d.sumOfSquares.bitPattern == rd.squares.bitPattern, "n = \(n)")
         // The update probes' own loop (new − old, formed in Float64) gives the bits of the probe of the differences.
         let old = values.map { $0 * 0.999 }
