@@ -7,10 +7,10 @@
 /// - Chunks are the fewest images whose output positions fill whole 16-lane blocks (1 image for conv1's
 ///   28×28, 4 for conv2's 10×10).
 /// - Weight gradient: the dot form's 16 lane sums per (o, p) are kept across chunks, so the lanes see the
-///   column index of the whole batch in increasing order exactly as one long dot product would. Threads
-///   take whole rows p.
-/// - Input gradient: each chunk's column gradient is computed and scattered (col2im) into its own images;
-///   threads take whole chunks.
+///   column index of the whole batch in increasing order exactly as one long dot product would; the inputs
+///   are read in place from the images (`ImageRowColumns`). Threads take whole rows p.
+/// - Input gradient: each chunk's column gradient is computed and scattered (col2im) into its own images,
+///   K taps at a time (`scatterTaps`); threads take whole chunks.
 /// Measured (batch 128): see the README's performance table.
 // Each entry point re-enters concrete Float or Double code (the only KernelScalar types): reached through
 // `any Kernels`, a generic body would run unspecialized.
