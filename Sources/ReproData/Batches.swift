@@ -28,30 +28,32 @@ extension ImageDataset {
     /// The notebook's transform of this dataset applied to a batch, channel-major [3][N][32][32] float32:
     /// ToTensor (pixel/255), then for MNIST pad 2 zeros on every side (28→32) and repeat to 3 channels, then
     /// Normalize(0.5, 0.5): (x − 0.5)/0.5, all in float32 as torchvision computes it. SVHN is 3×32×32 as stored.
-    public func batch(_ split: ImageSplit, indices: some Collection<Int32>) -> (x: FeatureMap<Float>, labels: [Int]) {
-        let size = ImageTransform.size
-        let n = indices.count, plane = size * size
+    /// Threads take whole images (each value is a table look-up or a copy: the same bits for any count).
+    public func batch(_ split: ImageSplit, indices: some Collection<Int32>, threads: Int = 1) -> (x: FeatureMap<Float>, labels: [Int]) {
+        let size = ImageTransform.size, order = Array(indices)
+        let n = order.count, plane = size * size
         let padding = (size - split.height) / 2
         let table = ImageTransform.table
         // A padded border normalizes to (0 − 0.5)/0.5 = −1.
         var data = [Float](repeating: -1, count: 3 * n * plane)
-        var labels = [Int]()
-        labels.reserveCapacity(n)
-        let (height, width, pixels) = (split.height, split.width, split.pixels)
+        let labels = order.map { Int(split.labels[Int($0)]) }
+        let (height, width, pixels, channels) = (split.height, split.width, split.pixels, split.channels)
         split.images.withUnsafeBufferPointer { images in data.withUnsafeMutableBufferPointer { out in table.withUnsafeBufferPointer { table in
-            for (j, index) in indices.enumerated() {
-                let source = images.baseAddress! + Int(index) * pixels
-                labels.append(Int(split.labels[Int(index)]))
-                for channel in 0..<3 {
-                    let target = out.baseAddress! + (channel * n + j) * plane + padding * size + padding
-                    // A one-channel image is repeated into all three: the first channel's plane, copied.
-                    if split.channels == 1 && channel > 0 {
-                        target.update(from: out.baseAddress! + j * plane + padding * size + padding, count: (height - 1) * size + width)
-                        continue
-                    }
-                    let image = source + channel * height * width
-                    for r in 0..<height {
-                        for c in 0..<width { target[r * size + c] = table[Int(image[r * width + c])] }
+            nonisolated(unsafe) let images = images.baseAddress!, out = out.baseAddress!, table = table.baseAddress!
+            Parallel.forEach(n, threads: threads, minimumPerPart: 16) { range in
+                for j in range {
+                    let source = images + Int(order[j]) * pixels
+                    for channel in 0..<3 {
+                        let target = out + (channel * n + j) * plane + padding * size + padding
+                        // A one-channel image is repeated into all three: the first channel's plane, copied.
+                        if channels == 1 && channel > 0 {
+                            target.update(from: out + j * plane + padding * size + padding, count: (height - 1) * size + width)
+                            continue
+                        }
+                        let image = source + channel * height * width
+                        for r in 0..<height {
+                            for c in 0..<width { target[r * size + c] = table[Int(image[r * width + c])] }
+                        }
                     }
                 }
             }

@@ -251,7 +251,7 @@ public struct Trainer {
             while step < plan.endOfEpoch(epoch) && step < last {
                 let b = step - epoch * plan.stepsPerEpoch
                 let indices = order[(b * config.batchSize)..<((b + 1) * config.batchSize)]
-                let batch = data.batch(data.train, indices: indices)
+                let batch = data.batch(data.train, indices: indices, threads: config.threads)
                 let result: StepResult<Float>
                 // The golden profile keeps probes inside the windows only.
                 let probed = probing && plan.isKept(step + 1, profile: config.profile)
@@ -348,7 +348,7 @@ public struct Trainer {
         while start < indices.count {
             let end = min(start + config.batchSize, indices.count)
             if dropLast && end - start < config.batchSize { break }
-            let batch = data.batch(split, indices: indices[start..<end])
+            let batch = data.batch(split, indices: indices[start..<end], threads: config.threads)
             let result: StepResult<Float>
             model.trace = start == 0 ? trace : nil
             defer { model.trace = nil }
