@@ -188,11 +188,11 @@ enum PortableConvolution<T: KernelScalar> {
     /// on its own, and a tile of up to 4 output channels × 3 taps shares every load: 7 loads for 12 fused
     /// multiply-adds, where a row at a time needed 14 for 12. Threads take whole taps p.
     ///
-    /// The column matrix is never stored. When an image's output positions fill whole 16-lane blocks (conv1:
-    /// 784 = 49·16) and its output rows are at least 8 wide, a chunk is one image and tap (c, ki, kj)'s row is
-    /// read in place from the image's input rows (`ImageRowColumns`: a group of 8 positions that crosses an
-    /// output row's end is two loads and a select). Otherwise a chunk is the fewest images filling whole blocks
-    /// (4 for 10×10) and the rows of three taps at a time are filled by im2col.
+    /// The column matrix is never stored. A chunk is the fewest images whose positions fill whole 16-lane blocks
+    /// (1 for 28×28, 4 for 10×10). When output rows are at least 8 wide, tap (c, ki, kj)'s row of a chunk is read
+    /// in place from the images' input rows (`ImageRowColumns`: a group of 8 positions that crosses the end of an
+    /// output row or image is two loads and a select); narrower outputs fill the rows of three taps at a time
+    /// by im2col.
     @inlinable
     static func weightGradient(_ s: ConvolutionShape, input x: UnsafePointer<T>, outputGradient dy: UnsafePointer<T>,
                                weightGradient dw: UnsafeMutablePointer<T>, threads: Int) {
@@ -329,7 +329,7 @@ enum PortableConvolution<T: KernelScalar> {
         for r in 0..<s.outHeight {
             let row = UnsafeMutableRawPointer(rows + r * paddedWidth), source = UnsafeRawPointer(taps + r * ow)
             for v in 0..<vectors {
-                var sum = row.load(fromByteOffset: v &* 8 &* size, as: H.self)
+                var sum = row.loadUnaligned(fromByteOffset: v &* 8 &* size, as: H.self)
                 for kj in 0..<k {
                     // Lane l holds position 8v + l of the input row, value 8v + l − kj of the tap's output row.
                     let shifted = source.loadUnaligned(fromByteOffset: (kj &* rowStride &+ 8 &* v &- kj) &* size, as: H.self)
