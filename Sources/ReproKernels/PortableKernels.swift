@@ -78,8 +78,9 @@ enum PortableGEMM<T: KernelScalar> {
         // a(i, p) = a[i·rowStride + p·columnStride]
         let aRow = transA == .none ? lda : 1, aColumn = transA == .none ? 1 : lda
         // Column chunks, multiples of 16, one per thread; the split never changes an output's arithmetic.
-        // Small products (fc4, fc5: ~1 M multiply-adds, 30 µs) are not worth waking a thread for (~8 µs).
-        let chunks = threads > 1 && n >= 64 && m * n * k >= 1 << 21 ? threads : 1
+        // Below ~256 K multiply-adds (fc5's 107 K, ~3 µs) a second thread is not worth its hand-over (~1 µs with
+        // `Parallel`'s spinning workers); fc4's 1.3 M are (fc backward 0.41–0.47 → 0.36–0.37 ms on 2 threads).
+        let chunks = threads > 1 && n >= 64 && m * n * k >= 1 << 18 ? threads : 1
         let width = ((n + chunks - 1) / chunks + 15) / 16 * 16
         // Each chunk writes a disjoint set of columns of C: sharing the pointers is safe.
         nonisolated(unsafe) let a = a, b = b, c = c
