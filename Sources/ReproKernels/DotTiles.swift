@@ -157,10 +157,15 @@ enum DotTiles<T: KernelScalar> {
         let ow = s.outWidth, plane = s.outPlane
         precondition(ow >= 8 && images * plane % 8 == 0)
         @inline(__always) func offset(_ j: Int) -> Int { j / plane * s.height * s.width + j % plane / ow * s.width + j % ow }
-        return (0..<(images * plane / 8)).flatMap { g -> [Int] in
+        var table = [Int]()
+        table.reserveCapacity(3 * images * plane / 8)
+        for g in 0..<(images * plane / 8) {
             let split = min(8, ow - 8 * g % ow)
-            return [offset(8 * g), split, offset(8 * g + split) - split]
+            table.append(offset(8 * g))
+            table.append(split)
+            table.append(offset(8 * g + split) - split)
         }
+        return table
     }
 
     @inlinable @inline(__always)

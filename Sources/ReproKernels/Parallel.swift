@@ -9,7 +9,8 @@ import Glibc
 /// thread count or on scheduling; only the time does.
 public enum Parallel {
     /// Calls `body` on up to `threads` contiguous ranges covering 0..<items, each of at least
-    /// `minimumPerPart` items (small jobs are not worth waking a thread for). The calling thread runs part 0.
+    /// `minimumPerPart` items (small jobs are not worth handing to another thread). The calling thread runs
+    /// parts too, and returns when all are done.
     @inlinable
     public static func forEach(_ items: Int, threads: Int, minimumPerPart: Int = 1,
                                _ body: @Sendable (Range<Int>) -> Void) {
