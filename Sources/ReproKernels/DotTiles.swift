@@ -155,12 +155,26 @@ enum DotTiles<T: KernelScalar> {
     @inlinable
     static func table(_ s: ConvolutionShape, images: Int) -> [Int] {
         let ow = s.outWidth, plane = s.outPlane
-        precondition(ow >= 8 && images * plane % 8 == 0)
-        @inline(__always) func offset(_ j: Int) -> Int { j / plane * s.height * s.width + j % plane / ow * s.width + j % ow }
+        precondition(ow >= 8)
+        return table(groups: images * plane / 8, runLength: ow) { j in j / plane * s.height * s.width + j % plane / ow * s.width + j % ow }
+    }
+
+    /// The table for `images` images' `ShiftedImage` copies, `copyStride` elements apart: a tap's positions
+    /// are one run per image there, so only a group that crosses into the next image is two loads.
+    @inlinable
+    static func shiftedTable(_ s: ConvolutionShape, images: Int, copyStride: Int) -> [Int] {
+        let plane = s.outPlane
+        precondition(plane >= 8)
+        return table(groups: images * plane / 8, runLength: plane) { j in j / plane * copyStride + j % plane }
+    }
+
+    /// Group g's entries when the positions lie in runs of `runLength` (≥ 8) at `offset(j)`.
+    @inlinable
+    static func table(groups: Int, runLength: Int, offset: (Int) -> Int) -> [Int] {
         var table = [Int]()
-        table.reserveCapacity(3 * images * plane / 8)
-        for g in 0..<(images * plane / 8) {
-            let split = min(8, ow - 8 * g % ow)
+        table.reserveCapacity(3 * groups)
+        for g in 0..<groups {
+            let split = min(8, runLength - 8 * g % runLength)
             table.append(offset(8 * g))
             table.append(split)
             table.append(offset(8 * g + split) - split)

@@ -196,9 +196,13 @@ enum PortableConvolution<T: KernelScalar> {
     @inlinable
     static func weightGradient(_ s: ConvolutionShape, input x: UnsafePointer<T>, outputGradient dy: UnsafePointer<T>,
                                weightGradient dw: UnsafeMutablePointer<T>, threads: Int) {
-        let plane = s.outPlane, rows = s.rows, cols = s.columns, outs = s.outChannels
-        let inPlace = s.outWidth >= 8, group = imagesPerChunk(s)
-        let table = inPlace ? ImageRowColumns.table(s, images: group) : []
+        let plane = s.outPlane, rows = s.rows, cols = s.columns, outs = s.outChannels, group = imagesPerChunk(s)
+        let source = WeightGradientSource(s), copyStride = ShiftedImage.count(s)
+        let table = switch source {
+        case .inPlace: ImageRowColumns.table(s, images: group)
+        case .shiftedCopies: ImageRowColumns.shiftedTable(s, images: group, copyStride: copyStride)
+        case .im2col: [Int]()
+        }
         // Threads write disjoint columns p of dW.
         nonisolated(unsafe) let x = x, dy = dy, dw = dw
         Parallel.forEach(rows, threads: threads) { rowRange in
@@ -206,7 +210,14 @@ enum PortableConvolution<T: KernelScalar> {
             var lanes = [V](repeating: V(), count: outs * count)  // lanes[o·count + (p − p0)]
             let tapTiles = DotTiles<T>.balanced(count, size: DotTiles<T>.columnsPerTile)
             let outputTiles = DotTiles<T>.balanced(outs, size: DotTiles<T>.rowsPerTile)
-            var columns = [T](repeating: 0, count: inPlace ? 0 : DotTiles<T>.columnsPerTile * group * plane)
+            let columnCount = switch source {
+            case .inPlace: 0
+            case .shiftedCopies: group * copyStride + 16
+            case .im2col: DotTiles<T>.columnsPerTile * group * plane
+            }
+            var columns = [T](repeating: 0, count: columnCount)
+            // This thread's taps use these input channels only.
+            let channels = (p0 / (s.kernelSize * s.kernelSize))..<((rowRange.upperBound - 1) / (s.kernelSize * s.kernelSize) + 1)
             lanes.withUnsafeMutableBufferPointer { lp in
               columns.withUnsafeMutableBufferPointer { cp in
               table.withUnsafeBufferPointer { tp in
@@ -216,7 +227,20 @@ enum PortableConvolution<T: KernelScalar> {
                     // dY is read in place: a tile reads 4 of its rows, which (a whole batch apart, a multiple of
                     // 4 KiB for conv1) share cache sets but fit in L1's 8 ways. A copy per chunk measured no faster.
                     let lanesBase = lp.baseAddress!
-                    if inPlace {
+                    switch source {
+                    case .shiftedCopies:
+                        for n in n0..<n1 {
+                            ShiftedImage.fill(s, image: n, channels: channels, from: x, into: cp.baseAddress! + (n - n0) * copyStride)
+                        }
+                        for (o0, outputs) in outputTiles { for (t0, taps) in tapTiles {
+                            @inline(__always) func column(_ t: Int) -> UnsafePointer<T> {
+                                UnsafePointer(cp.baseAddress! + ShiftedImage.rowStart(s, tap: p0 + t0 + min(t, taps - 1)))
+                            }
+                            DotTiles<T>.accumulate(rows: outputs, columns: taps, lanes: lanesBase + o0 * count + t0, laneStride: count,
+                                                   a: dy + o0 * cols + n0 * plane, aStride: cols,
+                                                   b: (column(0), column(1), column(2)), placement: image, blocks: blocks)
+                        } }
+                    case .inPlace:
                         // A tile's dY rows stay in L1 while every tap's inputs stream past them.
                         for (o0, outputs) in outputTiles { for (t0, taps) in tapTiles {
                             @inline(__always) func column(_ t: Int) -> UnsafePointer<T> {
@@ -227,7 +251,7 @@ enum PortableConvolution<T: KernelScalar> {
                                                    a: dy + o0 * cols + n0 * plane, aStride: cols,
                                                    b: (column(0), column(1), column(2)), placement: image, blocks: blocks)
                         } }
-                    } else {
+                    case .im2col:
                         for (t0, taps) in tapTiles {
                             Im2col.fill(s, images: n0..<n1, rows: (p0 + t0)..<(p0 + t0 + taps), from: x, into: cp.baseAddress!,
                                         rowStride: width)
@@ -252,6 +276,20 @@ enum PortableConvolution<T: KernelScalar> {
                     dw[o * rows + p0 + p] = total
                 } }
             }
+        }
+    }
+
+    /// Where the weight gradient reads tap (c, ki, kj)'s row of a chunk: in place from the input rows when output
+    /// rows are at least 16 wide (conv1: 1 group in 7 crosses a row end); from per-chunk `ShiftedImage` copies
+    /// when they are narrower but an image has at least 8 positions (conv2, OW = 10: 3 groups in 5 cross a row end
+    /// in place, each two loads and a select, and the select's registers spill from the 4 × 3 tile; in the copies
+    /// only a group crossing into the next image does); by im2col, three taps at a time, below that. The source
+    /// changes no bits: the same values in the same lanes.
+    @usableFromInline enum WeightGradientSource: Sendable {
+        case inPlace, shiftedCopies, im2col
+
+        @inlinable init(_ s: ConvolutionShape) {
+            self = s.outWidth >= 16 ? .inPlace : s.outPlane >= 8 ? .shiftedCopies : .im2col
         }
     }
 
@@ -381,10 +419,12 @@ enum ShiftedImage {
         return (kj * s.inChannels + c) * s.height * s.outWidth + ki * s.outWidth
     }
 
+    /// Copies of image n's channels `channels` (by default all).
     @inlinable
-    static func fill<T: SIMDScalar>(_ s: ConvolutionShape, image n: Int, from x: UnsafePointer<T>, into dst: UnsafeMutablePointer<T>) {
+    static func fill<T: SIMDScalar>(_ s: ConvolutionShape, image n: Int, channels: Range<Int>? = nil, from x: UnsafePointer<T>,
+                                    into dst: UnsafeMutablePointer<T>) {
         let h = s.height, w = s.width, ow = s.outWidth
-        for kj in 0..<s.kernelSize { for c in 0..<s.inChannels {
+        for kj in 0..<s.kernelSize { for c in channels ?? 0..<s.inChannels {
             let source = x + (c * s.batch + n) * h * w + kj, target = dst + (kj * s.inChannels + c) * h * ow
             for i in 0..<h { Im2col.copy(source + i * w, to: target + i * ow, count: ow) }
         } }

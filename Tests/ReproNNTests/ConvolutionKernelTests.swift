@@ -6,15 +6,18 @@ import ReproNN
 /// order: im2col of the whole batch + the portable GEMM, which `PortableKernelTests` checks against scalar code.
 @Suite struct ConvolutionKernelTests {
     /// (input channels, batch, height, width, kernel, output channels): conv1 and conv2 of LeNet-5 at small
-    /// batches (5 images of 10×10 outputs leave a partial chunk of 4), a 16-wide output row, 8×14 outputs (the
-    /// weight gradient reads the image in place, and groups of 8 positions cross row ends after 6, 4 and 2
-    /// lanes), odd sizes.
+    /// batches (5 images of 10×10 outputs leave a partial chunk of 4), a 16-wide output row, 8×14 outputs and
+    /// 7×9 outputs (the weight gradient reads per-chunk shifted copies, where a group of 8 positions crosses into
+    /// the next image after 4 lanes for conv2, after 7 and 6 for 7×9), 8×18 outputs (it reads the image in place,
+    /// and groups cross row ends after 2, 4 and 6 lanes), odd sizes. `WeightGradientSource` says which shape takes
+    /// which path.
     static let shapes: [ConvolutionShape] = [
         ConvolutionShape(inChannels: 3, batch: 3, height: 32, width: 32, kernelSize: 5, outChannels: 6),
         ConvolutionShape(inChannels: 6, batch: 5, height: 14, width: 14, kernelSize: 5, outChannels: 16),
         ConvolutionShape(inChannels: 2, batch: 2, height: 20, width: 20, kernelSize: 5, outChannels: 7),
         ConvolutionShape(inChannels: 2, batch: 3, height: 9, width: 11, kernelSize: 3, outChannels: 5),
         ConvolutionShape(inChannels: 2, batch: 2, height: 12, width: 18, kernelSize: 5, outChannels: 5),
+        ConvolutionShape(inChannels: 2, batch: 2, height: 12, width: 22, kernelSize: 5, outChannels: 5),
         ConvolutionShape(inChannels: 1, batch: 1, height: 5, width: 5, kernelSize: 5, outChannels: 1),
     ]
 
