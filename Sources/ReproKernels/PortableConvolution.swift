@@ -364,17 +364,39 @@ enum PortableConvolution<T: KernelScalar> {
                             paddedWidth: Int, masks: UnsafePointer<SIMD8<Int32>>) {
         typealias H = SIMD8<T>
         let k = s.kernelSize, ow = s.outWidth, size = MemoryLayout<T>.stride, vectors = paddedWidth / 8
-        for r in 0..<s.outHeight {
-            let row = UnsafeMutableRawPointer(rows + r * paddedWidth), source = UnsafeRawPointer(taps + r * ow)
-            for v in 0..<vectors {
-                var sum = row.loadUnaligned(fromByteOffset: v &* 8 &* size, as: H.self)
-                for kj in 0..<k {
-                    // Lane l holds position 8v + l of the input row, value 8v + l − kj of the tap's output row.
-                    let shifted = source.loadUnaligned(fromByteOffset: (kj &* rowStride &+ 8 &* v &- kj) &* size, as: H.self)
-                    sum += ScatterMasks.keep(shifted, masks[v &* k &+ kj])
-                }
-                row.storeBytes(of: sum, toByteOffset: v &* 8 &* size, as: H.self)
+        // Each (row r, vector v) is a chain of K dependent additions; four chains at a time, interleaved, so
+        // that they overlap (one at a time, the loop waited on the adder's latency).
+        @inline(__always) func target(_ i: Int) -> UnsafeMutableRawPointer {
+            UnsafeMutableRawPointer(rows + i / vectors * paddedWidth) + i % vectors * 8 * size
+        }
+        @inline(__always) func shifted(_ i: Int, _ kj: Int) -> H {
+            let r = i / vectors, v = i % vectors
+            let value = UnsafeRawPointer(taps + r * ow).loadUnaligned(fromByteOffset: (kj &* rowStride &+ 8 &* v &- kj) &* size, as: H.self)
+            // Lane l holds position 8v + l of the input row, value 8v + l − kj of the tap's output row.
+            return ScatterMasks.keep(value, masks[v &* k &+ kj])
+        }
+        let chains = s.outHeight * vectors
+        var i = 0
+        while i + 4 <= chains {
+            let t0 = target(i), t1 = target(i + 1), t2 = target(i + 2), t3 = target(i + 3)
+            var s0 = t0.loadUnaligned(as: H.self), s1 = t1.loadUnaligned(as: H.self)
+            var s2 = t2.loadUnaligned(as: H.self), s3 = t3.loadUnaligned(as: H.self)
+            for kj in 0..<k {
+                s0 += shifted(i, kj)
+                s1 += shifted(i + 1, kj)
+                s2 += shifted(i + 2, kj)
+                s3 += shifted(i + 3, kj)
             }
+            t0.storeBytes(of: s0, as: H.self); t1.storeBytes(of: s1, as: H.self)
+            t2.storeBytes(of: s2, as: H.self); t3.storeBytes(of: s3, as: H.self)
+            i += 4
+        }
+        while i < chains {
+            let t = target(i)
+            var sum = t.loadUnaligned(as: H.self)
+            for kj in 0..<k { sum += shifted(i, kj) }
+            t.storeBytes(of: sum, as: H.self)
+            i += 1
         }
     }
 }
