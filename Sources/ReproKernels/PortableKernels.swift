@@ -191,9 +191,18 @@ enum PortableGEMM<T: KernelScalar> {
         packed.withUnsafeBufferPointer { pk in
             if aColumn != 1 { aPtr = pk.baseAddress! }
             let blocks = k / 16, stride = MemoryLayout<T>.stride
+            // Tiles of 2 rows × 3 columns, then the remaining rows and columns one column at a time below.
+            let tiledRows = m / 2 * 2, tiledEnd = columns.lowerBound + columns.count / 3 * 3
+            for j in Swift.stride(from: columns.lowerBound, to: tiledEnd, by: 3) {
+                for i in Swift.stride(from: 0, to: tiledRows, by: 2) {
+                    dotTile(i: i, j: j, k: k, alpha: alpha, a: aPtr, aStride: aStride, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+                }
+            }
             for j in columns {
+                let tiled = j < tiledEnd
+                if tiled && tiledRows == m { continue }
                 let bRow = UnsafeRawPointer(b + j * ldb)
-                var i = 0
+                var i = tiled ? tiledRows : 0
                 while i < m {
                     let rows = min(4, m - i)
                     var acc0 = V(), acc1 = V(), acc2 = V(), acc3 = V()
@@ -218,5 +227,44 @@ enum PortableGEMM<T: KernelScalar> {
                 }
             }
         }
+    }
+
+    /// Outputs (i, i+1) × (j, j+1, j+2) of `dotForm`, each with the same lanes, tree and tail as there: the
+    /// lanes as two 8-lane halves, so that the 6 dot products' 12 accumulators, 3 b vectors and an a vector
+    /// fill the 16 AVX2 registers; 5 loads feed 6 multiply-adds (one row at a time, 5 feed 4).
+    @inlinable
+    static func dotTile(i: Int, j: Int, k: Int, alpha: T, a: UnsafePointer<T>, aStride: Int, b: UnsafePointer<T>, ldb: Int,
+                        beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
+        typealias H = SIMD8<T>
+        let size = MemoryLayout<T>.stride, blocks = k / 16
+        let a0 = UnsafeRawPointer(a + i * aStride), a1 = UnsafeRawPointer(a + (i + 1) * aStride)
+        let b0 = UnsafeRawPointer(b + j * ldb), b1 = UnsafeRawPointer(b + (j + 1) * ldb), b2 = UnsafeRawPointer(b + (j + 2) * ldb)
+        var l00 = H(), l01 = H(), l02 = H(), l10 = H(), l11 = H(), l12 = H()  // lanes 0–7 of (row, column)
+        var h00 = H(), h01 = H(), h02 = H(), h10 = H(), h11 = H(), h12 = H()  // lanes 8–15
+        var offset = 0
+        for _ in 0..<blocks {
+            var u0 = b0.loadUnaligned(fromByteOffset: offset, as: H.self), u1 = b1.loadUnaligned(fromByteOffset: offset, as: H.self)
+            var u2 = b2.loadUnaligned(fromByteOffset: offset, as: H.self)
+            var x = a0.loadUnaligned(fromByteOffset: offset, as: H.self)
+            l00.addProduct(x, u0); l01.addProduct(x, u1); l02.addProduct(x, u2)
+            x = a1.loadUnaligned(fromByteOffset: offset, as: H.self)
+            l10.addProduct(x, u0); l11.addProduct(x, u1); l12.addProduct(x, u2)
+            let upper = offset &+ 8 &* size
+            u0 = b0.loadUnaligned(fromByteOffset: upper, as: H.self); u1 = b1.loadUnaligned(fromByteOffset: upper, as: H.self)
+            u2 = b2.loadUnaligned(fromByteOffset: upper, as: H.self)
+            x = a0.loadUnaligned(fromByteOffset: upper, as: H.self)
+            h00.addProduct(x, u0); h01.addProduct(x, u1); h02.addProduct(x, u2)
+            x = a1.loadUnaligned(fromByteOffset: upper, as: H.self)
+            h10.addProduct(x, u0); h11.addProduct(x, u1); h12.addProduct(x, u2)
+            offset &+= 16 &* size
+        }
+        @inline(__always) func finishOne(_ low: H, _ high: H, _ r: Int, _ col: Int) {
+            var total = FixedOrderReductions.combine(SIMD16(lowHalf: low, highHalf: high))
+            let aRow = a + (i + r) * aStride, bRow = b + (j + col) * ldb
+            for p in (blocks * 16)..<k { total.addProduct(aRow[p], bRow[p]) }
+            finish(total, alpha: alpha, beta: beta, into: c + (i + r) * ldc + j + col)
+        }
+        finishOne(l00, h00, 0, 0); finishOne(l01, h01, 0, 1); finishOne(l02, h02, 0, 2)
+        finishOne(l10, h10, 1, 0); finishOne(l11, h11, 1, 1); finishOne(l12, h12, 1, 2)
     }
 }
