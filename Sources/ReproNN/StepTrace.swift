@@ -112,11 +112,19 @@ public struct Probe: Equatable, Sendable {
     /// The probe of `new[i] − old[i]` (formed in Float64), in the same order as the probe of a tensor
     /// holding those differences.
     @inlinable
-    public init<T: KernelScalar>(differencesOf new: UnsafeBufferPointer<T>, from old: UnsafeBufferPointer<Double>) {
-        precondition(new.count == old.count)
+    public init<T: KernelScalar>(differencesOf new: UnsafeBufferPointer<T>, from old: UnsafeBufferPointer<T>) {
+        self.init(differencesOf: new, fromBytes: UnsafeRawBufferPointer(old))
+    }
+
+    /// The same, with the old values as the raw bytes of `T`s (the trace keeps its copies as bytes).
+    @inlinable
+    init<T: KernelScalar>(differencesOf new: UnsafeBufferPointer<T>, fromBytes old: UnsafeRawBufferPointer) {
+        precondition(old.count == new.count * MemoryLayout<T>.stride)
         self = T.self == Float.self
-            ? Self.accumulate(FloatDifferenceTerms(new: UnsafeRawPointer(new.baseAddress), old: UnsafeRawPointer(old.baseAddress), count: new.count))
-            : Self.accumulate(ScalarTerms(count: new.count) { Double(new[$0]) - old[$0] })
+            ? Self.accumulate(FloatDifferenceTerms(new: UnsafeRawPointer(new.baseAddress), old: old.baseAddress, count: new.count))
+            : Self.accumulate(ScalarTerms(count: new.count) {
+                Double(new[$0]) - Double(old.loadUnaligned(fromByteOffset: $0 * MemoryLayout<T>.stride, as: T.self))
+            })
     }
 
     /// The documented order over any terms: chunks; in a chunk sixteen lanes (lanes 0–7 and 8–15 as two
@@ -170,21 +178,17 @@ public struct Probe: Equatable, Sendable {
             #endif
             i += 16
         }
-        var sl = [Double](repeating: 0, count: 16), ql = [Double](repeating: 0, count: 16)
-        for l in 0..<8 { (sl[l], sl[l + 8], ql[l], ql[l + 8]) = (s0[l], s1[l], q0[l], q1[l]) }
+        // Registers, not arrays: an array here was four heap allocations per chunk.
+        var sl = SIMD16(lowHalf: s0, highHalf: s1), ql = SIMD16(lowHalf: q0, highHalf: q1)
         for i in full..<upper { let v = terms.term(i); sl[(i - lower) & 15] += v; ql[(i - lower) & 15] += v * v }
         return Probe(sum: lanes(sl), sumOfSquares: lanes(ql))
     }
 
     /// Sixteen lanes to one by halving: l[i] += l[i + 8], then + l[i + 4], + l[i + 2], then l[0] + l[1].
     @inlinable
-    static func lanes(_ l: [Double]) -> Double {
-        var l = l, width = 16
-        while width > 1 {
-            width /= 2
-            for i in 0..<width { l[i] = l[i] + l[i + width] }
-        }
-        return l[0]
+    static func lanes(_ l: SIMD16<Double>) -> Double {
+        let h8 = l.lowHalf + l.highHalf, h4 = h8.lowHalf + h8.highHalf, h2 = h4.lowHalf + h4.highHalf
+        return h2[0] + h2[1]
     }
 }
 
@@ -209,7 +213,7 @@ struct FloatTerms: ProbeTerms {
     @inlinable func eight(from i: Int) -> SIMD8<Double> { SIMD8<Double>(x!.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)) }
 }
 
-/// new − old for a float32 parameter and its Float64 copy from before the step.
+/// new − old, formed in Float64, for a float32 parameter and its copy from before the step.
 @usableFromInline
 struct FloatDifferenceTerms: ProbeTerms {
     @usableFromInline let new: UnsafeRawPointer?, old: UnsafeRawPointer?
@@ -217,10 +221,11 @@ struct FloatDifferenceTerms: ProbeTerms {
     @inlinable init(new: UnsafeRawPointer?, old: UnsafeRawPointer?, count: Int) { self.new = new; self.old = old; self.count = count }
     @inlinable static var squaresAreExact: Bool { false }
     @inlinable func term(_ i: Int) -> Double {
-        Double(new!.load(fromByteOffset: 4 * i, as: Float.self)) - old!.load(fromByteOffset: 8 * i, as: Double.self)
+        Double(new!.load(fromByteOffset: 4 * i, as: Float.self)) - Double(old!.load(fromByteOffset: 4 * i, as: Float.self))
     }
     @inlinable func eight(from i: Int) -> SIMD8<Double> {
-        SIMD8<Double>(new!.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)) - old!.loadUnaligned(fromByteOffset: 8 * i, as: SIMD8<Double>.self)
+        SIMD8<Double>(new!.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
+            - SIMD8<Double>(old!.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
     }
 }
 
@@ -274,16 +279,14 @@ public final class StepTrace {
     /// A point whose values are recorded in full elsewhere (BN statistics, the loss): its place only.
     public func mark(_ point: TracePoint) { points.append(point) }
 
-    /// Keeps the parameters' values before the optimizer step, for the update probes (in buffers kept from
-    /// step to step: no allocation in the step).
+    /// Keeps the parameters' values before the optimizer step, for the update probes (copies in their own
+    /// type, exact, in buffers kept from step to step: no allocation in the step).
     public func parametersWillUpdate<T: KernelScalar>(_ parameters: [NamedTensor<T>]) {
-        if parametersBefore.map(\.count) != parameters.map(\.count) {
-            parametersBefore = parameters.map { [Double](repeating: 0, count: $0.count) }
+        if parametersBefore.count != parameters.count || zip(parametersBefore, parameters).contains(where: { $0.count != $1.count * MemoryLayout<T>.stride }) {
+            parametersBefore = parameters.map { [UInt8](repeating: 0, count: $0.count * MemoryLayout<T>.stride) }
         }
         for (i, p) in parameters.enumerated() {
-            p.value.withUnsafeBufferPointer { v in
-                parametersBefore[i].withUnsafeMutableBufferPointer { old in for j in v.indices { old[j] = Double(v[j]) } }
-            }
+            p.value.withUnsafeBytes { v in parametersBefore[i].withUnsafeMutableBytes { old in old.copyMemory(from: v) } }
         }
     }
 
@@ -296,9 +299,9 @@ public final class StepTrace {
             points.append(TracePoint(.update, layer, .update(p.name)))
             probes.append(namesOnly ? Probe(sum: 0, sumOfSquares: 0)
                           : p.value.withUnsafeBufferPointer { v in
-                              parametersBefore[i].withUnsafeBufferPointer { Probe(differencesOf: v, from: $0) }
+                              parametersBefore[i].withUnsafeBytes { Probe(differencesOf: v, fromBytes: $0) }
                           })
         }
     }
-    private var parametersBefore: [[Double]] = []
+    private var parametersBefore: [[UInt8]] = []
 }

@@ -38,9 +38,9 @@ import Testing
         }
         #expect(d.sum.bitPattern == rd.sum.bitPattern && d.sumOfSquares.bitPattern == rd.squares.bitPattern, "n = \(n)")
         // The update probes' own loop (new − old, formed in Float64) gives the bits of the probe of the differences.
-        let old = values.map { $0 * 0.999 }
+        let old = floats.map { $0 * 0.999 }
         let u = floats.withUnsafeBufferPointer { nb in old.withUnsafeBufferPointer { Probe(differencesOf: nb, from: $0) } }
-        let ru = Self.documented(zip(floats, old).map { Double($0) - $1 })
+        let ru = Self.documented(zip(floats, old).map { Double($0) - Double($1) })
         #expect(u.sum.bitPattern == ru.sum.bitPattern && u.sumOfSquares.bitPattern == ru.squares.bitPattern, "n = \(n)")
     }
 
