@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 /// The convolution of `PortableKernels`: the same arithmetic as im2col of the whole batch + `PortableGEMM`
 /// (so the same bits), without the 30 MB column matrix going through memory twice per step.
 ///
@@ -193,9 +196,35 @@ enum PortableConvolution<T: KernelScalar> {
     /// in place from the images' input rows (`ImageRowColumns`: a group of 8 positions that crosses the end of an
     /// output row or image is two loads and a select); narrower outputs fill the rows of three taps at a time
     /// by im2col.
+    ///
+    /// Input channels that are bit-for-bit copies of channel 0 (the notebook's MNIST: one gray plane repeated
+    /// three times) have the same column rows, so the same dot products in the same order: channel 0's
+    /// K·K taps are computed once and copied to the others, the same bits as computing each (conv1's weight
+    /// gradient on MNIST a third of the work). The check compares the channels' bytes, stopping at the first
+    /// difference (at once for SVHN).
     @inlinable
     static func weightGradient(_ s: ConvolutionShape, input x: UnsafePointer<T>, outputGradient dy: UnsafePointer<T>,
                                weightGradient dw: UnsafeMutablePointer<T>, threads: Int) {
+        let channelValues = s.batch * s.height * s.width
+        let copies = s.inChannels > 1 && (1..<s.inChannels).allSatisfy { c in
+            memcmp(x, x + c * channelValues, channelValues * MemoryLayout<T>.stride) == 0
+        }
+        guard copies else { return distinctChannelsWeightGradient(s, input: x, outputGradient: dy, weightGradient: dw, threads: threads) }
+        var one = s
+        one.inChannels = 1
+        let taps = one.rows
+        var shared = [T](repeating: 0, count: s.outChannels * taps)
+        shared.withUnsafeMutableBufferPointer { sp in
+            distinctChannelsWeightGradient(one, input: x, outputGradient: dy, weightGradient: sp.baseAddress!, threads: threads)
+            for o in 0..<s.outChannels { for c in 0..<s.inChannels {
+                (dw + o * s.rows + c * taps).update(from: sp.baseAddress! + o * taps, count: taps)
+            } }
+        }
+    }
+
+    @inlinable
+    static func distinctChannelsWeightGradient(_ s: ConvolutionShape, input x: UnsafePointer<T>, outputGradient dy: UnsafePointer<T>,
+                                               weightGradient dw: UnsafeMutablePointer<T>, threads: Int) {
         let plane = s.outPlane, rows = s.rows, cols = s.columns, outs = s.outChannels, group = imagesPerChunk(s)
         let source = WeightGradientSource(s), copyStride = ShiftedImage.count(s)
         let table = switch source {

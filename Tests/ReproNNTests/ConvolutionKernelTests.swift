@@ -23,8 +23,10 @@ import ReproNN
 
     struct Results<T: KernelScalar> { var forward: [T]; var weightGradient: [T]; var inputGradient: [T] }
 
-    static func run<T: KernelScalar>(_ s: ConvolutionShape, _ kernels: any Kernels, chunked: Bool, as _: T.Type) -> Results<T> {
-        let x: [T] = PortableKernelTests.values(s.inChannels * s.batch * s.height * s.width, seed: 1).map { T($0) }
+    /// `input`: the input's values, by default random ones (seed 1).
+    static func run<T: KernelScalar>(_ s: ConvolutionShape, _ kernels: any Kernels, chunked: Bool, as _: T.Type,
+                                     input: [T]? = nil) -> Results<T> {
+        let x: [T] = input ?? PortableKernelTests.values(s.inChannels * s.batch * s.height * s.width, seed: 1).map { T($0) }
         let w: [T] = PortableKernelTests.values(s.outChannels * s.rows, seed: 2).map { T($0) }
         let bias: [T] = PortableKernelTests.values(s.outChannels, seed: 3).map { T($0) }
         let dy: [T] = PortableKernelTests.values(s.outChannels * s.columns, seed: 4).map { T($0) }
@@ -74,6 +76,41 @@ import ReproNN
             #expect(Self.bits(d.weightGradient) == Self.bits(referenceDouble.weightGradient), "Double dW \(shape)")
             #expect(Self.bits(d.inputGradient) == Self.bits(referenceDouble.inputGradient), "Double dX \(shape)")
         }
+    }
+
+    /// Channels that repeat channel 0 (MNIST as the notebook feeds it) take the weight gradient's shortcut
+    /// (channel 0's taps computed once, copied): the same bits as the column-matrix path, on every thread
+    /// count. Negative control: one value changed in the last image of the last channel must turn the
+    /// shortcut off, or the copied rows would be wrong there, and the comparison catches it (shown by
+    /// breaking the check to compare only the first image: this test fails).
+    @Test(arguments: [shapes[0], shapes[1]])
+    func repeatedChannelsGiveTheSameBits(shape s: ConvolutionShape) {
+        let plane = s.batch * s.height * s.width
+        let gray: [Float] = PortableKernelTests.values(plane, seed: 7).map { Float($0) }
+        let repeated = (0..<s.inChannels).flatMap { _ in gray }
+        var spoiled = repeated
+        spoiled[spoiled.count - 1] += 100  // enough to move the one weight gradient it enters (a tap of the last position)
+        for input in [repeated, spoiled] {
+            let reference = Self.run(s, PortableKernels(threads: 1), chunked: false, as: Float.self, input: input)
+            for threads in [1, 2, 3] {
+                let r = Self.run(s, PortableKernels(threads: threads), chunked: true, as: Float.self, input: input)
+                #expect(Self.bits(r.weightGradient) == Self.bits(reference.weightGradient), "dW \(s) threads \(threads)")
+            }
+        }
+        // The shortcut's rows are copies: the channels' gradients are equal with repeated input, not with the spoiled one.
+        let k2 = s.kernelSize * s.kernelSize
+        func channel(_ dw: [Float], _ c: Int) -> [Float] {
+            var values = [Float]()
+            for o in 0..<s.outChannels {
+                let start = o * s.rows + c * k2
+                values += dw[start..<(start + k2)]
+            }
+            return values
+        }
+        let same = Self.run(s, PortableKernels(threads: 2), chunked: true, as: Float.self, input: repeated).weightGradient
+        let differs = Self.run(s, PortableKernels(threads: 2), chunked: true, as: Float.self, input: spoiled).weightGradient
+        #expect(Self.bits(channel(same, 0)) == Self.bits(channel(same, s.inChannels - 1)))
+        #expect(Self.bits(channel(differs, 0)) != Self.bits(channel(differs, s.inChannels - 1)))
     }
 
     /// Independent check of the values: the definition summed in Float64, against the Float kernels within
