@@ -63,8 +63,13 @@ public final class Conv2d<T: KernelScalar> {
         let s = shape(x), n = x.batch, h = x.height, w = x.width, cols = s.columns
         precondition(dy.data.count == outChannels * cols)
         dy.data.withUnsafeBufferPointer { g in
-            for o in 0..<outChannels {
-                bias.grad[o] = kernels.sum(UnsafeBufferPointer(rebasing: g[(o * cols)..<((o + 1) * cols)]))
+            // Each channel's sum whole on one thread (the same bits for any count); conv1's are 100,352 terms.
+            bias.grad.withUnsafeMutableBufferPointer { db in
+                nonisolated(unsafe) let db = db, g = g
+                let kernels = kernels
+                Parallel.forEach(outChannels, threads: kernels.threads, minimumPerPart: max(1, 16_384 / max(1, cols))) { channels in
+                    for o in channels { db[o] = kernels.sum(UnsafeBufferPointer(rebasing: g[(o * cols)..<((o + 1) * cols)])) }
+                }
             }
             x.data.withUnsafeBufferPointer { xp in weight.grad.withUnsafeMutableBufferPointer { dw in
                 kernels.convolutionWeightGradient(s, input: xp.baseAddress!, outputGradient: g.baseAddress!,
