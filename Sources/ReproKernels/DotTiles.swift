@@ -143,7 +143,8 @@ enum DotTiles<T: KernelScalar> {
 /// lanes from `split` = OW − q on from where the next position lies (the next row, or the next image's first
 /// row), two loads and a select. No copy of the input is made. Needs OW ≥ 8, so that a group meets at most one
 /// row end; every load then stays inside the input (past a row's end lies the next row or image, and a group
-/// only crosses into a position that exists).
+/// only crosses into a position that exists). The same loads serve a chunk's `ShiftedImage` copies
+/// (`shiftedTable`), where a tap's positions are one run per image and only image ends split a group.
 @usableFromInline struct ImageRowColumns: ColumnPlacement {
     /// Per group g, at 3g: the element offset of its first value; `split` (8: none); the offset of the value at
     /// lane `split` minus `split` (where the rest continues). One table, so the loop keeps one pointer for it.

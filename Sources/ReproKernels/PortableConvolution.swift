@@ -11,7 +11,8 @@ import Glibc
 ///   28×28, 4 for conv2's 10×10).
 /// - Weight gradient: the dot form's 16 lane sums per (o, p) are kept across chunks, so the lanes see the
 ///   column index of the whole batch in increasing order exactly as one long dot product would; the inputs
-///   are read in place from the images (`ImageRowColumns`). Threads take whole rows p.
+///   are read in place from the images or from per-chunk shifted copies (`WeightGradientSource`), and
+///   channels that repeat channel 0 are computed once. Threads take whole rows p.
 /// - Input gradient: each chunk's column gradient is computed and scattered (col2im) into its own images,
 ///   K taps at a time (`scatterTaps`); threads take whole chunks.
 /// Measured (batch 128): see the README's performance table.
@@ -192,9 +193,10 @@ enum PortableConvolution<T: KernelScalar> {
     /// multiply-adds, where a row at a time needed 14 for 12. Threads take whole taps p.
     ///
     /// The column matrix is never stored. A chunk is the fewest images whose positions fill whole 16-lane blocks
-    /// (1 for 28×28, 4 for 10×10). When output rows are at least 8 wide, tap (c, ki, kj)'s row of a chunk is read
-    /// in place from the images' input rows (`ImageRowColumns`: a group of 8 positions that crosses the end of an
-    /// output row or image is two loads and a select); narrower outputs fill the rows of three taps at a time
+    /// (1 for 28×28, 4 for 10×10). Tap (c, ki, kj)'s row of a chunk is read through `ImageRowColumns` (a group
+    /// of 8 positions that crosses the end of a run is two loads and a select), from where
+    /// `WeightGradientSource` says: in place from the images' input rows when output rows are at least 16
+    /// wide, else from the chunk's `ShiftedImage` copies; tiny outputs fill the rows of three taps at a time
     /// by im2col.
     ///
     /// Input channels that are bit-for-bit copies of channel 0 (the notebook's MNIST: one gray plane repeated
