@@ -218,15 +218,23 @@ enum PortableGEMM<T: KernelScalar> {
                     }
                     let acc = (acc0, acc1, acc2, acc3)
                     for r in 0..<rows {
-                        var total = FixedOrderReductions.combine(r == 0 ? acc.0 : r == 1 ? acc.1 : r == 2 ? acc.2 : acc.3)
-                        let aRowPtr = aPtr + (i + r) * aStride
-                        for p in (blocks * 16)..<k { total.addProduct(aRowPtr[p], b[j * ldb + p]) }
-                        finish(total, alpha: alpha, beta: beta, into: c + (i + r) * ldc + j)
+                        finishDot(r == 0 ? acc.0 : r == 1 ? acc.1 : r == 2 ? acc.2 : acc.3, a: aPtr + (i + r) * aStride,
+                                  b: b + j * ldb, k: k, alpha: alpha, beta: beta, into: c + (i + r) * ldc + j)
                     }
                     i += rows
                 }
             }
         }
+    }
+
+    /// One dot product's end: its 16 lanes combined by the pairwise tree, the k mod 16 tail added in order
+    /// (fused), then C = r + β·C.
+    @inlinable @inline(__always)
+    static func finishDot(_ lanes: V, a: UnsafePointer<T>, b: UnsafePointer<T>, k: Int, alpha: T, beta: T,
+                          into c: UnsafeMutablePointer<T>) {
+        var total = FixedOrderReductions.combine(lanes)
+        for p in (k / 16 * 16)..<k { total.addProduct(a[p], b[p]) }
+        finish(total, alpha: alpha, beta: beta, into: c)
     }
 
     /// Outputs (i, i+1) × (j, j+1, j+2) of `dotForm`, each with the same lanes, tree and tail as there: the
@@ -259,10 +267,8 @@ enum PortableGEMM<T: KernelScalar> {
             offset &+= 16 &* size
         }
         @inline(__always) func finishOne(_ low: H, _ high: H, _ r: Int, _ col: Int) {
-            var total = FixedOrderReductions.combine(SIMD16(lowHalf: low, highHalf: high))
-            let aRow = a + (i + r) * aStride, bRow = b + (j + col) * ldb
-            for p in (blocks * 16)..<k { total.addProduct(aRow[p], bRow[p]) }
-            finish(total, alpha: alpha, beta: beta, into: c + (i + r) * ldc + j + col)
+            finishDot(SIMD16(lowHalf: low, highHalf: high), a: a + (i + r) * aStride, b: b + (j + col) * ldb, k: k,
+                      alpha: alpha, beta: beta, into: c + (i + r) * ldc + j + col)
         }
         finishOne(l00, h00, 0, 0); finishOne(l01, h01, 0, 1); finishOne(l02, h02, 0, 2)
         finishOne(l10, h10, 1, 0); finishOne(l11, h11, 1, 1); finishOne(l12, h12, 1, 2)
