@@ -23,7 +23,7 @@ enum DotTiles<T: KernelScalar> {
     /// `rows` ≤ 4 rows a_i (`aStride` apart) and `columns` ≤ 3 rows b_j, one 8-lane half at a time. Dispatched to
     /// a copy per tile shape, so that the loop body has no conditions.
     /// `placement` says where a b row's values lie (`ContiguousColumns`, or `ImageRowColumns` for a convolution's
-    /// inputs read in place).
+    /// inputs read from the images or from their shifted copies).
     @inlinable @inline(__always)
     static func accumulate<Placement: ColumnPlacement>(
         rows outputs: Int, columns taps: Int, lanes: UnsafeMutablePointer<V>, laneStride: Int,

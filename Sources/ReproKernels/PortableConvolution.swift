@@ -259,23 +259,19 @@ enum PortableConvolution<T: KernelScalar> {
                     // 4 KiB for conv1) share cache sets but fit in L1's 8 ways. A copy per chunk measured no faster.
                     let lanesBase = lp.baseAddress!
                     switch source {
-                    case .shiftedCopies:
-                        for n in n0..<n1 {
-                            ShiftedImage.fill(s, image: n, channels: channels, from: x, into: cp.baseAddress! + (n - n0) * copyStride)
-                        }
-                        for (o0, outputs) in outputTiles { for (t0, taps) in tapTiles {
-                            @inline(__always) func column(_ t: Int) -> UnsafePointer<T> {
-                                UnsafePointer(cp.baseAddress! + ShiftedImage.rowStart(s, tap: p0 + t0 + min(t, taps - 1)))
+                    case .shiftedCopies, .inPlace:
+                        let copied = source == .shiftedCopies
+                        if copied {
+                            for n in n0..<n1 {
+                                ShiftedImage.fill(s, image: n, channels: channels, from: x, into: cp.baseAddress! + (n - n0) * copyStride)
                             }
-                            DotTiles<T>.accumulate(rows: outputs, columns: taps, lanes: lanesBase + o0 * count + t0, laneStride: count,
-                                                   a: dy + o0 * cols + n0 * plane, aStride: cols,
-                                                   b: (column(0), column(1), column(2)), placement: image, blocks: blocks)
-                        } }
-                    case .inPlace:
+                        }
                         // A tile's dY rows stay in L1 while every tap's inputs stream past them.
                         for (o0, outputs) in outputTiles { for (t0, taps) in tapTiles {
                             @inline(__always) func column(_ t: Int) -> UnsafePointer<T> {
-                                let k = s.kernelSize, p = p0 + t0 + min(t, taps - 1), c = p / (k * k), ki = (p / k) % k, kj = p % k
+                                let k = s.kernelSize, p = p0 + t0 + min(t, taps - 1)
+                                if copied { return UnsafePointer(cp.baseAddress! + ShiftedImage.rowStart(s, tap: p)) }
+                                let c = p / (k * k), ki = (p / k) % k, kj = p % k
                                 return x + ((c * s.batch + n0) * s.height + ki) * s.width + kj
                             }
                             DotTiles<T>.accumulate(rows: outputs, columns: taps, lanes: lanesBase + o0 * count + t0, laneStride: count,

@@ -70,7 +70,7 @@ struct BenchCommand: ParsableCommand {
             let times = try Self.stepTimes(net, x: x, targets: targets, optimizer: sgd, steps: steps)
             timings.append(Timing(kernels: name, median: times[times.count / 2], best: times[0]))
             if probeCost == nil { probeCost = try Self.probeCost(net, x: x, targets: targets, optimizer: sgd, steps: steps) }
-            if choice == .portable && repeatedChannels == nil {
+            if choice == .portable {
                 // MNIST as the notebook feeds it: one plane repeated to 3 channels (the weight gradient's shortcut).
                 let plane = n * 1024, gray = Array(x.data[0..<plane])
                 let mnistLike = FeatureMap(channels: 3, batch: n, height: 32, width: 32, data: gray + gray + gray)
