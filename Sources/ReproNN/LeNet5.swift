@@ -69,17 +69,13 @@ public final class LeNet5<T: KernelScalar> {
         var a = conv1.forward(x)
         traced(conv1.name, output: a)
         stageDone?("conv1 forward")
-        if let bn1 { a = try forward(bn1, a, training: training) } else { relu1.forward(&a); traced(relu1.name, output: a) }
-        stageDone?("bn1 + relu1 forward")
-        a = pool1.forward(a)
+        try activateAndPool(bn1, relu1, pool1, &a, training: training, stage: "bn1 + relu1 forward")
         traced(pool1.name, output: a)
         stageDone?("pool1 forward")
         a = conv2.forward(a)
         traced(conv2.name, output: a)
         stageDone?("conv2 forward")
-        if let bn2 { a = try forward(bn2, a, training: training) } else { relu2.forward(&a); traced(relu2.name, output: a) }
-        stageDone?("bn2 + relu2 forward")
-        a = pool2.forward(a)
+        try activateAndPool(bn2, relu2, pool2, &a, training: training, stage: "bn2 + relu2 forward")
         traced(pool2.name, output: a)
         stageDone?("pool2 forward")
         a = fc3.forward(Self.flatten(a))
@@ -99,10 +95,38 @@ public final class LeNet5<T: KernelScalar> {
     func forward(_ bn: BatchNorm<T>, _ a: FeatureMap<T>, training: Bool) throws(BatchNormError) -> FeatureMap<T> {
         let y = try bn.forward(a, training: training, fusedReLU: true)
         if let trace {
-            if training { for name in bn.statisticNames { trace.mark(TracePoint(.forward, bn.name, .statistic(name))) } }
+            tracedStatistics(bn, training: training)
             trace.probe(TracePoint(.forward, bn.name, .output), y.data)
         }
         return y
+    }
+
+    /// A convolution's BatchNorm (or, without BN, its ReLU: `stage` for the breakdown) and the max-pool after it.
+    /// The BN layer's output is never stored: the pool forms it from x̂ as it loads it (`NormalizedOutput`), and
+    /// the trace probes it the same way.
+    @inlinable
+    func activateAndPool(_ bn: BatchNorm<T>?, _ relu: ReLU<T>, _ pool: MaxPool2x2<T>, _ a: inout FeatureMap<T>,
+                         training: Bool, stage: StaticString) throws(BatchNormError) {
+        if let bn {
+            let y = try bn.forwardLeavingOutputNormalized(a, training: training)
+            if let trace {
+                tracedStatistics(bn, training: training)
+                trace.probe(TracePoint(.forward, bn.name, .output), y)
+            }
+            stageDone?(stage)
+            a = pool.forward(y)
+        } else {
+            relu.forward(&a)  // in place: `a` is the caller's only reference
+            traced(relu.name, output: a)
+            stageDone?(stage)
+            a = pool.forward(a)
+        }
+    }
+
+    /// The statistics a training forward of `bn` computed: their places (recorded in full elsewhere).
+    @inlinable
+    func tracedStatistics(_ bn: BatchNorm<T>, training: Bool) {
+        if training, let trace { for name in bn.statisticNames { trace.mark(TracePoint(.forward, bn.name, .statistic(name))) } }
     }
 
     @inlinable

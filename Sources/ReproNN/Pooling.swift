@@ -45,9 +45,19 @@ public final class MaxPool2x2<T: KernelScalar> {
     }
 
     @inlinable
-    public func forward(_ x: FeatureMap<T>) -> FeatureMap<T> {
+    public func forward(_ x: FeatureMap<T>) -> FeatureMap<T> { forward(x, activation: nil) }
+
+    /// The pool of a BatchNorm layer's unstored output: each value y = max(x̂·γ + β, 0) formed as it is loaded
+    /// (`affineReLU`), the same bits as pooling the stored output.
+    @inlinable
+    public func forward(_ a: NormalizedOutput<T>) -> FeatureMap<T> {
+        forward(a.normalized, activation: (a.gamma, a.beta, a.affine))
+    }
+
+    @inlinable
+    func forward(_ x: FeatureMap<T>, activation: (gamma: [T], beta: [T], affine: Bool)?) -> FeatureMap<T> {
         let h = x.height, w = x.width, oh = h / 2, ow = w / 2
-        let planes = x.channels * x.batch, total = x.data.count
+        let planes = x.channels * x.batch, total = x.data.count, batch = x.batch
         inputShape = (x.channels, x.batch, h, w)
         var y = [T](overwrittenCount: planes * oh * ow)
         if argmax.count != y.count { argmax = [UInt8](repeating: 0, count: y.count) }
@@ -57,6 +67,10 @@ public final class MaxPool2x2<T: KernelScalar> {
             Parallel.forEach(planes, threads: threads, minimumPerPart: 16) { range in
                 for p in range {
                     let src = xs + p * h * w
+                    // Plane p is image p mod N of channel p / N.
+                    let lanes = activation.map { a in
+                        Activation(gamma: a.gamma[p / batch], beta: a.beta[p / batch], affine: a.affine)
+                    }
                     for r in 0..<oh {
                         let top = src + 2 * r * w, out = ys + (p * oh + r) * ow, outArg = As + (p * oh + r) * ow
                         // Eight outputs at a time; a last block overlapping the previous one recomputes the same
@@ -64,14 +78,15 @@ public final class MaxPool2x2<T: KernelScalar> {
                         if ow >= 8 {
                             var q = 0
                             while true {
-                                Self.pool8(top + 2 * q, rowLength: w, into: out + q, argmax: outArg + q)
+                                Self.pool8(top + 2 * q, rowLength: w, activation: lanes, into: out + q, argmax: outArg + q)
                                 if q == ow - 8 { break }
                                 q = Swift.min(q + 8, ow - 8)
                             }
                         } else if ow >= 4 && T.self == Float.self && (p * h + 2 * r + 1) * w + 16 <= total {
                             // Short rows (pool2: 5 outputs): eight lanes computed, the first `ow` kept; the lanes
                             // past the row read the next row (or plane) and are dropped.
-                            let (values, indices) = maxPool8Lanes(UnsafeRawPointer(top).assumingMemoryBound(to: Float.self), rowLength: w)
+                            let (values, indices) = maxPool8Lanes(UnsafeRawPointer(top).assumingMemoryBound(to: Float.self), rowLength: w,
+                                                                  activation: lanes.map(\.floatLanes))
                             if r + 1 < oh {
                                 // All eight lanes stored: the extra ones land on the next row's outputs of this
                                 // plane, which that row overwrites next.
@@ -82,7 +97,7 @@ public final class MaxPool2x2<T: KernelScalar> {
                                 for q in 0..<ow { target[q] = values[q]; outArg[q] = indices[q] }
                             }
                         } else {
-                            for q in 0..<ow { Self.pool1(top + 2 * q, rowLength: w, into: out + q, argmax: outArg + q) }
+                            for q in 0..<ow { Self.pool1(top + 2 * q, rowLength: w, activation: lanes, into: out + q, argmax: outArg + q) }
                         }
                     }
                 }
@@ -91,11 +106,26 @@ public final class MaxPool2x2<T: KernelScalar> {
         return FeatureMap(channels: x.channels, batch: x.batch, height: oh, width: ow, data: y)
     }
 
+    /// A plane's pending BatchNorm output (`NormalizedOutput`): its channel's γ and β.
+    @usableFromInline
+    struct Activation {
+        @usableFromInline let gamma: T, beta: T
+        @usableFromInline let affine: Bool
+        @inlinable init(gamma: T, beta: T, affine: Bool) { self.gamma = gamma; self.beta = beta; self.affine = affine }
+        @inlinable func callAsFunction(_ h: T) -> T { affineReLU(h, gamma: gamma, beta: beta, affine: affine) }
+        /// For the Float lanes (only called when T is Float).
+        @inlinable var floatLanes: (gamma: SIMD16<Float>, beta: SIMD16<Float>, affine: Bool) {
+            (SIMD16(repeating: unsafeBitCast(gamma, to: Float.self)), SIMD16(repeating: unsafeBitCast(beta, to: Float.self)), affine)
+        }
+    }
+
     /// One window; `v > best || v != v` is "larger or NaN".
     @inlinable @inline(__always)
-    static func pool1(_ top: UnsafePointer<T>, rowLength w: Int, into out: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<UInt8>) {
-        var best = top[0], at: UInt8 = 0
-        let v1 = top[1], v2 = top[w], v3 = top[w + 1]
+    static func pool1(_ top: UnsafePointer<T>, rowLength w: Int, activation: Activation?,
+                      into out: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<UInt8>) {
+        @inline(__always) func load(_ v: T) -> T { activation.map { $0(v) } ?? v }
+        var best = load(top[0]), at: UInt8 = 0
+        let v1 = load(top[1]), v2 = load(top[w]), v3 = load(top[w + 1])
         let take1 = v1 > best || v1 != v1
         best = take1 ? v1 : best; at = take1 ? 1 : at
         let take2 = v2 > best || v2 != v2
@@ -109,13 +139,15 @@ public final class MaxPool2x2<T: KernelScalar> {
     /// Eight neighbouring windows: SIMD lanes for Float (SIMD comparisons are single instructions only on
     /// concrete types; in generic code they are per-lane loops), one window at a time otherwise.
     @inlinable @inline(__always)
-    static func pool8(_ top: UnsafePointer<T>, rowLength w: Int, into out: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<UInt8>) {
+    static func pool8(_ top: UnsafePointer<T>, rowLength w: Int, activation: Activation?,
+                      into out: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<UInt8>) {
         if T.self == Float.self {
-            let (values, indices) = maxPool8Lanes(UnsafeRawPointer(top).assumingMemoryBound(to: Float.self), rowLength: w)
+            let (values, indices) = maxPool8Lanes(UnsafeRawPointer(top).assumingMemoryBound(to: Float.self), rowLength: w,
+                                                  activation: activation.map(\.floatLanes))
             UnsafeMutableRawPointer(out).storeBytes(of: values, as: SIMD8<Float>.self)
             UnsafeMutableRawPointer(argmax).storeBytes(of: indices, as: SIMD8<UInt8>.self)
         } else {
-            for q in 0..<8 { pool1(top + 2 * q, rowLength: w, into: out + q, argmax: argmax + q) }
+            for q in 0..<8 { pool1(top + 2 * q, rowLength: w, activation: activation, into: out + q, argmax: argmax + q) }
         }
     }
 
@@ -144,12 +176,18 @@ public final class MaxPool2x2<T: KernelScalar> {
 /// The maxima and window indices of eight neighbouring 2×2 windows (reads 16 values of two rows), with the
 /// comparisons of `MaxPool2x2.pool1` in the same order; the selects work on bit patterns (each mask lane is
 /// all ones or all zeros), because SIMD's replace(with:where:) compiles to a per-lane loop.
+/// With `activation`, each loaded x̂ first becomes max(x̂·γ + β, 0) (`affineReLU`).
 @inlinable @inline(__always)
-func maxPool8Lanes(_ top: UnsafePointer<Float>, rowLength w: Int) -> (SIMD8<Float>, SIMD8<UInt8>) {
+func maxPool8Lanes(_ top: UnsafePointer<Float>, rowLength w: Int,
+                   activation: (gamma: SIMD16<Float>, beta: SIMD16<Float>, affine: Bool)? = nil) -> (SIMD8<Float>, SIMD8<UInt8>) {
     typealias Bits = SIMD8<Int32>
     let raw = UnsafeRawPointer(top)
-    let upper = raw.loadUnaligned(as: SIMD16<Float>.self)
-    let lower = raw.loadUnaligned(fromByteOffset: w * MemoryLayout<Float>.stride, as: SIMD16<Float>.self)
+    var upper = raw.loadUnaligned(as: SIMD16<Float>.self)
+    var lower = raw.loadUnaligned(fromByteOffset: w * MemoryLayout<Float>.stride, as: SIMD16<Float>.self)
+    if let a = activation {
+        upper = affineReLU(upper, gamma: a.gamma, beta: a.beta, affine: a.affine)
+        lower = affineReLU(lower, gamma: a.gamma, beta: a.beta, affine: a.affine)
+    }
     var best = upper.evenHalf, at = Bits(repeating: 0)
     @inline(__always) func consider(_ candidate: SIMD8<Float>, _ index: Int32) {
         // The masks combined as bits: SIMDMask's own `.|` compiles to a per-lane loop through Bool

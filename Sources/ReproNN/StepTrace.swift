@@ -109,6 +109,23 @@ public struct Probe: Equatable, Sendable {
             : Self.accumulate(ScalarTerms(count: x.count) { Double(x[$0]) })
     }
 
+    /// The probe of a BatchNorm layer's unstored output: each y formed from x̂ as the layer would have stored it
+    /// (`affineReLU`), in the documented order; the same bits as the probe of the stored output.
+    @inlinable
+    public init<T: KernelScalar>(_ y: NormalizedOutput<T>, threads: Int = 1) {
+        let m = y.normalized.perChannel
+        if T.self == Float.self && m % 16 == 0 {
+            // Every 16 terms a chunk's lanes take lie in one channel (chunks and channels start at multiples of 16).
+            self = y.normalized.data.withUnsafeBufferPointer { x in y.gamma.withUnsafeBufferPointer { g in y.beta.withUnsafeBufferPointer { b in
+                Self.accumulate(NormalizedOutputTerms(x: cast(x.baseAddress!), count: x.count, perChannel: m,
+                                                      gamma: cast(g.baseAddress!), beta: cast(b.baseAddress!), affine: y.affine),
+                                threads: threads)
+            } } }
+        } else {
+            self = Self.accumulate(ScalarTerms(count: y.normalized.data.count) { Double(y.value($0)) })
+        }
+    }
+
     /// The probe of `new[i] − old[i]` (formed in Float64), in the same order as the probe of a tensor
     /// holding those differences.
     @inlinable
@@ -160,28 +177,12 @@ public struct Probe: Equatable, Sendable {
     static func chunk<Terms: ProbeTerms>(_ chunk: Int, of terms: Terms) -> Probe {
         let lower = chunk * chunkSize
         let upper = Swift.min(lower + chunkSize, terms.count), full = lower + (upper - lower) / 16 * 16
-        var s0 = SIMD8<Double>(), s1 = SIMD8<Double>(), q0 = SIMD8<Double>(), q1 = SIMD8<Double>()
-        var i = lower
-        while i < full {
-            let v0 = terms.eight(from: i), v1 = terms.eight(from: i + 8)
-            s0 += v0
-            s1 += v1
-            // A float32 value's square is exact in Float64 (48 significant bits), so there a fused
-            // multiply-add rounds exactly where product-then-sum does: the same bits, and the additions
-            // leave the pipes the conversions also need (1.45× faster, measured). A difference's square
-            // is not exact: rounded product, then the sum.
-            #if REPRO_TARGET_HASWELL
-            if Terms.squaresAreExact { q0.addProduct(v0, v0); q1.addProduct(v1, v1) } else { q0 += v0 * v0; q1 += v1 * v1 }
-            #else
-            q0 += v0 * v0
-            q1 += v1 * v1
-            #endif
-            i += 16
-        }
+        var lanes = ProbeLanes()
+        terms.addSixteens(lower..<full, to: &lanes)
         // Registers, not arrays: an array here was four heap allocations per chunk.
-        var sl = SIMD16(lowHalf: s0, highHalf: s1), ql = SIMD16(lowHalf: q0, highHalf: q1)
+        var sl = SIMD16(lowHalf: lanes.s0, highHalf: lanes.s1), ql = SIMD16(lowHalf: lanes.q0, highHalf: lanes.q1)
         for i in full..<upper { let v = terms.term(i); sl[(i - lower) & 15] += v; ql[(i - lower) & 15] += v * v }
-        return Probe(sum: lanes(sl), sumOfSquares: lanes(ql))
+        return Probe(sum: Self.lanes(sl), sumOfSquares: Self.lanes(ql))
     }
 
     /// Sixteen lanes to one by halving: l[i] += l[i + 8], then + l[i + 4], + l[i + 2], then l[0] + l[1].
@@ -192,14 +193,53 @@ public struct Probe: Equatable, Sendable {
     }
 }
 
-/// What a probe sums: term i in Float64, singly or eight at a time.
+/// A chunk's sixteen lanes of Σx and Σx² (lanes 0–7 and 8–15 as two vectors, so that each addition does not
+/// wait on the previous one).
+@usableFromInline
+struct ProbeLanes {
+    @usableFromInline var s0 = SIMD8<Double>(), s1 = SIMD8<Double>(), q0 = SIMD8<Double>(), q1 = SIMD8<Double>()
+    @inlinable init() {}
+
+    /// The next sixteen terms, one into each lane.
+    @inlinable @inline(__always)
+    mutating func add(_ v0: SIMD8<Double>, _ v1: SIMD8<Double>, squaresAreExact: Bool) {
+        s0 += v0
+        s1 += v1
+        // A float32 value's square is exact in Float64 (48 significant bits), so there a fused
+        // multiply-add rounds exactly where product-then-sum does: the same bits, and the additions
+        // leave the pipes the conversions also need (1.45× faster, measured). A difference's square
+        // is not exact: rounded product, then the sum.
+        #if REPRO_TARGET_HASWELL
+        if squaresAreExact { q0.addProduct(v0, v0); q1.addProduct(v1, v1) } else { q0 += v0 * v0; q1 += v1 * v1 }
+        #else
+        q0 += v0 * v0
+        q1 += v1 * v1
+        #endif
+    }
+}
+
+/// What a probe sums: term i in Float64, singly or sixteen at a time (a chunk's lanes 0–7 and 8–15).
 @usableFromInline
 protocol ProbeTerms {
     var count: Int { get }
     /// Whether every term's square is exact in Float64 (the terms are float32 values).
     static var squaresAreExact: Bool { get }
     func term(_ i: Int) -> Double
-    func eight(from i: Int) -> SIMD8<Double>
+    func sixteen(from i: Int) -> (SIMD8<Double>, SIMD8<Double>)
+    /// Terms range.lowerBound, +16, … (whole sixteens) into the lanes, in order.
+    func addSixteens(_ range: Range<Int>, to lanes: inout ProbeLanes)
+}
+
+extension ProbeTerms {
+    @inlinable @inline(__always)
+    func addSixteens(_ range: Range<Int>, to lanes: inout ProbeLanes) {
+        var i = range.lowerBound
+        while i < range.upperBound {
+            let (v0, v1) = sixteen(from: i)
+            lanes.add(v0, v1, squaresAreExact: Self.squaresAreExact)
+            i &+= 16
+        }
+    }
 }
 
 /// A float32 tensor's values.
@@ -211,6 +251,57 @@ struct FloatTerms: ProbeTerms {
     @inlinable static var squaresAreExact: Bool { true }
     @inlinable func term(_ i: Int) -> Double { Double(x!.load(fromByteOffset: 4 * i, as: Float.self)) }
     @inlinable func eight(from i: Int) -> SIMD8<Double> { SIMD8<Double>(x!.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)) }
+    @inlinable @inline(__always) func sixteen(from i: Int) -> (SIMD8<Double>, SIMD8<Double>) { (eight(from: i), eight(from: i + 8)) }
+}
+
+/// A BatchNorm layer's unstored float32 output: y = max(x̂·γ + β, 0) of its channel, sixteen at a time (never
+/// across a channel's end: the channel length is a multiple of 16).
+@usableFromInline
+struct NormalizedOutputTerms: ProbeTerms {
+    @usableFromInline let x: UnsafePointer<Float>, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>
+    @usableFromInline let count: Int, perChannel: Int
+    @usableFromInline let affine: Bool
+    @inlinable init(x: UnsafePointer<Float>, count: Int, perChannel: Int, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, affine: Bool) {
+        self.x = x; self.count = count; self.perChannel = perChannel; self.gamma = gamma; self.beta = beta; self.affine = affine
+    }
+    @inlinable static var squaresAreExact: Bool { true }
+
+    @inlinable func term(_ i: Int) -> Double {
+        let c = i / perChannel
+        return Double(affineReLU(x[i], gamma: gamma[c], beta: beta[c], affine: affine))
+    }
+    @inlinable func sixteen(from i: Int) -> (SIMD8<Double>, SIMD8<Double>) {
+        let c = i / perChannel
+        return sixteen(from: i, gamma: SIMD16(repeating: gamma[c]), beta: SIMD16(repeating: beta[c]))
+    }
+    /// x̂·γ + β rounded in float32 as `affineReLU` does, then the ReLU on the exact Float64 values: the same
+    /// comparison on the same numbers, so the same terms (on float32 lanes the compiler moved the select
+    /// behind the conversion, at ~20 shuffles per 16 terms).
+    @inlinable @inline(__always)
+    func sixteen(from i: Int, gamma g: SIMD16<Float>, beta b: SIMD16<Float>) -> (SIMD8<Double>, SIMD8<Double>) {
+        let h = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
+        let out = affine ? h * g + b : h
+        @inline(__always) func relu(_ v: SIMD8<Double>) -> SIMD8<Double> {
+            let cleared = unsafeBitCast(SIMD8<Double>() .>= v, to: SIMD8<UInt64>.self)
+            return unsafeBitCast(unsafeBitCast(v, to: SIMD8<UInt64>.self) & ~cleared, to: SIMD8<Double>.self)
+        }
+        return (relu(SIMD8<Double>(out.lowHalf)), relu(SIMD8<Double>(out.highHalf)))
+    }
+    /// A channel's stretch at a time, its γ and β loaded once (an integer division per sixteen terms made
+    /// this probe 2× slower, measured).
+    @inlinable
+    func addSixteens(_ range: Range<Int>, to lanes: inout ProbeLanes) {
+        var i = range.lowerBound
+        while i < range.upperBound {
+            let c = i / perChannel, end = Swift.min(range.upperBound, (c + 1) * perChannel)
+            let g = SIMD16(repeating: gamma[c]), b = SIMD16(repeating: beta[c])
+            while i < end {
+                let (v0, v1) = sixteen(from: i, gamma: g, beta: b)
+                lanes.add(v0, v1, squaresAreExact: true)
+                i &+= 16
+            }
+        }
+    }
 }
 
 /// new − old, formed in Float64, for a float32 parameter and its copy from before the step.
@@ -227,6 +318,7 @@ struct FloatDifferenceTerms: ProbeTerms {
         SIMD8<Double>(new!.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
             - SIMD8<Double>(old!.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
     }
+    @inlinable @inline(__always) func sixteen(from i: Int) -> (SIMD8<Double>, SIMD8<Double>) { (eight(from: i), eight(from: i + 8)) }
 }
 
 /// Any other terms (Float64 models, the tests), one at a time.
@@ -242,6 +334,7 @@ struct ScalarTerms: ProbeTerms {
         for l in 0..<8 { v[l] = value(i + l) }
         return v
     }
+    @inlinable @inline(__always) func sixteen(from i: Int) -> (SIMD8<Double>, SIMD8<Double>) { (eight(from: i), eight(from: i + 8)) }
 }
 
 /// Collects one step's trace: the points the model passes, in order, and the probe of each probed point.
@@ -274,6 +367,12 @@ public final class StepTrace {
     public func probe<T: KernelScalar>(_ point: TracePoint, _ values: UnsafeBufferPointer<T>) {
         points.append(point)
         probes.append(namesOnly ? Probe(sum: 0, sumOfSquares: 0) : Probe(values, threads: threads))
+    }
+
+    /// A BatchNorm layer's unstored output, probed as if stored (`Probe(_: NormalizedOutput)`).
+    public func probe<T: KernelScalar>(_ point: TracePoint, _ output: NormalizedOutput<T>) {
+        points.append(point)
+        probes.append(namesOnly ? Probe(sum: 0, sumOfSquares: 0) : Probe(output, threads: threads))
     }
 
     /// A point whose values are recorded in full elsewhere (BN statistics, the loss): its place only.

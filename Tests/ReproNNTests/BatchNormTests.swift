@@ -148,4 +148,32 @@ import ReproNN
                                               relu: relu, upstream: upstream, reciprocal: true)
         #expect(reciprocal.dx.map(\.bitPattern) != dx.data.map(\.bitPattern))
     }
+
+    /// The forward that leaves its output unstored (for the max-pool after it) keeps the same x̂ and state:
+    /// its output formed from x̂ is the stored one bit for bit, in training and in eval, and the backward
+    /// after it gives the same gradients.
+    @Test func forwardLeavingOutputNormalizedMatchesTheStoredForward() throws {
+        let channels = 4, batch = 3, h = 7, w = 5, m = batch * h * w
+        var rng = Philox(seed: 22, .testData)
+        let x = FeatureMap(channels: channels, batch: batch, height: h, width: w,
+                           data: (0..<(channels * m)).map { _ in Float(rng.nextUnitDouble() * 4 - 2) })
+        let upstream = FeatureMap(channels: channels, batch: batch, height: h, width: w,
+                                  data: (0..<(channels * m)).map { _ in Float(rng.nextUnitDouble() - 0.5) })
+        func layer() -> BatchNorm<Float> {
+            let bn = BatchNorm<Float>("bn", channels: channels, kernels: PortableKernels(threads: 2))
+            bn.gamma!.value = [1.5, -0.5, 2, 0.25]
+            bn.beta!.value = [0.1, -0.2, 0.3, 0]
+            return bn
+        }
+        let stored = layer(), unstored = layer()
+        for training in [true, false] {
+            let y = try stored.forward(x, training: training, fusedReLU: true)
+            let pending = try unstored.forwardLeavingOutputNormalized(x, training: training)
+            #expect(pending.materialized().data.map(\.bitPattern) == y.data.map(\.bitPattern), "training \(training)")
+            #expect(stored.runningMean!.value == unstored.runningMean!.value && stored.runningStd!.value == unstored.runningStd!.value)
+            let dx = stored.backward(upstream), dxUnstored = unstored.backward(upstream)
+            #expect(dx.data.map(\.bitPattern) == dxUnstored.data.map(\.bitPattern), "training \(training)")
+            #expect(stored.gamma!.grad == unstored.gamma!.grad && stored.beta!.grad == unstored.beta!.grad)
+        }
+    }
 }

@@ -44,6 +44,40 @@ import Testing
         #expect(u.sum.bitPattern == ru.sum.bitPattern && u.sumOfSquares.bitPattern == ru.squares.bitPattern, "n = \(n)")
     }
 
+    /// A BatchNorm layer's unstored output (`NormalizedOutput`) is probed as if stored: the bits of the probe of
+    /// the stored y, for channels that end inside a chunk and chunks that span several channels, at 1, 2 and 3
+    /// threads; channel lengths that are not a multiple of 16 and Double take the one-at-a-time path.
+    @Test(arguments: [(3, 40_000), (6, 100_352), (2, 16), (5, 12_345), (1, 65_552)])
+    func unstoredBatchNormOutputIsProbedAsIfStored(shape: (channels: Int, perChannel: Int)) {
+        let (channels, m) = shape
+        let x = randomValues(channels * m, seed: 47, scale: 2).map { Float($0) }
+        let gamma: [Float] = (0..<channels).map { [1.25, -0.75, 0, 2, 0.5, -1][$0 % 6] }
+        let beta: [Float] = (0..<channels).map { [0.5, 0.25, -0.125, 0, 1, -2][$0 % 6] }
+        for affine in [true, false] {
+            let y = PoolingTests.activated(x, channels: channels, perChannel: m, gamma: gamma, beta: beta, affine: affine)
+            let expected = Self.documented(y)
+            let pending = NormalizedOutput(normalized: FeatureMap(channels: channels, batch: m, data: x), gamma: gamma, beta: beta, affine: affine)
+            for threads in [1, 2, 3] {
+                let p = Probe(pending, threads: threads)
+                #expect(p.sum.bitPattern == expected.sum.bitPattern && p.sumOfSquares.bitPattern == expected.squares.bitPattern,
+                        "\(channels) × \(m), affine \(affine), \(threads) threads")
+            }
+            let pendingDouble = NormalizedOutput(normalized: FeatureMap(channels: channels, batch: m, data: x.map(Double.init)),
+                                                 gamma: gamma.map(Double.init), beta: beta.map(Double.init), affine: affine)
+            let yd = x.indices.map { i in
+                let c = i / m, v = affine ? Double(x[i]) * Double(gamma[c]) + Double(beta[c]) : Double(x[i])
+                return 0 >= v ? 0 : v
+            }
+            let d = Probe(pendingDouble), expectedDouble = Self.documented(yd)
+            #expect(d.sum.bitPattern == expectedDouble.sum.bitPattern && d.sumOfSquares.bitPattern == expectedDouble.squares.bitPattern)
+        }
+        // Negative control: the channels' parameters rotated by one give another probe.
+        let y = PoolingTests.activated(x, channels: channels, perChannel: m, gamma: gamma, beta: beta, affine: true)
+        let rotated = NormalizedOutput(normalized: FeatureMap(channels: channels, batch: m, data: x),
+                                       gamma: Array(gamma.dropFirst() + gamma.prefix(1)), beta: Array(beta.dropFirst() + beta.prefix(1)), affine: true)
+        if channels > 1 { #expect(Probe(rotated) != y.withUnsafeBufferPointer { Probe($0) }) }
+    }
+
     /// Negative control: the bit-for-bit check tells orders apart (a plain running sum gives other bits).
     /// Float64 inputs: sums of float32 values in Float64 are often exact in any order (24-bit significands
     /// leave 29 bits of headroom), which is part of why the probes are robust, and no test of order.
