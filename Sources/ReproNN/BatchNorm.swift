@@ -221,6 +221,19 @@ public final class BatchNorm<T: KernelScalar> {
     @inlinable
     static func channelsPerThread(_ elementsPerChannel: Int) -> Int { max(1, 4_096 / max(1, elementsPerChannel)) }
 
+    /// The backward from a max-pool's unspread gradient (`PooledGradient`) with the fused ReLU: the pool's
+    /// ∂L/∂input is formed 16 positions at a time while the ReLU's gradient reads it (`reluGradientFromPool`),
+    /// never stored. The same bits as `backward(pool.backward(dy))`; one 2.4 MB zero-fill, store and load fewer
+    /// for bn1. Other shapes take the stored gradient.
+    @inlinable
+    public func backward(_ dy: PooledGradient<T>) -> FeatureMap<T> {
+        guard dy.spreadsInPlace, fusedReLUAffine != nil else { return backward(dy.dense()) }
+        return dy.gradient.data.withUnsafeBufferPointer { g in dy.argmax.withUnsafeBufferPointer { a in
+            backward(.pooled(gradient: g.baseAddress!, argmax: a.baseAddress!, height: dy.height, width: dy.width),
+                     channels: dy.gradient.channels, batch: dy.gradient.batch, height: dy.height, width: dy.width)
+        } }
+    }
+
     /// Fills gamma.grad and beta.grad; returns ∂L/∂x, the exact gradient of the forward above.
     ///
     /// With batch statistics (d = m − 1 unbiased, m biased; s includes ε):
@@ -228,16 +241,30 @@ public final class BatchNorm<T: KernelScalar> {
     /// because ∂μ/∂x_i = 1/m and ∂s/∂x_i = x̂_i/d. With running statistics μ and s are constants: ∂L/∂x = γ·dy/s.
     @inlinable
     public func backward(_ dy: FeatureMap<T>) -> FeatureMap<T> {
-        let m = dy.perChannel
-        precondition(dy.data.count == normalized.count, "\(name).backward does not match the last forward")
-        var dx = [T](overwrittenCount: dy.data.count)  // every element is written below
+        dy.data.withUnsafeBufferPointer { g in
+            backward(.stored(g.baseAddress!), channels: dy.channels, batch: dy.batch, height: dy.height, width: dy.width)
+        }
+    }
+
+    /// Where the gradient flowing in comes from: stored, or a max-pool's to be spread (Float only).
+    @usableFromInline
+    enum Incoming: @unchecked Sendable {
+        case stored(UnsafePointer<T>)
+        case pooled(gradient: UnsafePointer<T>, argmax: UnsafePointer<UInt8>, height: Int, width: Int)
+    }
+
+    @inlinable
+    func backward(_ incoming: Incoming, channels: Int, batch: Int, height: Int, width: Int) -> FeatureMap<T> {
+        let m = batch * height * width, count = channels * m
+        precondition(count == normalized.count, "\(name).backward does not match the last forward")
+        var dx = [T](overwrittenCount: count)  // every element is written below
         var sumsDy = [T](repeating: 0, count: channels), sumsDyXhat = [T](repeating: 0, count: channels)
         let pass = BackwardPass(m: m, divisor: T(options.unbiased ? m - 1 : m), batchStatistics: usedBatchStatistics,
                                 affine: options.affine, kernels: kernels, gamma: gamma?.value ?? [T](repeating: 1, count: channels),
                                 stds: lastStd, fusedReLU: fusedReLUAffine)
-        dy.data.withUnsafeBufferPointer { g in normalized.withUnsafeBufferPointer { np in dx.withUnsafeMutableBufferPointer { dp in
+        normalized.withUnsafeBufferPointer { np in dx.withUnsafeMutableBufferPointer { dp in
             sumsDy.withUnsafeMutableBufferPointer { sd in sumsDyXhat.withUnsafeMutableBufferPointer { sx in
-                nonisolated(unsafe) let ns = np.baseAddress!, ds = dp.baseAddress!, incoming = g.baseAddress!
+                nonisolated(unsafe) let ns = np.baseAddress!, ds = dp.baseAddress!
                 nonisolated(unsafe) let sumDyOut = sd.baseAddress!, sumDyXhatOut = sx.baseAddress!
                 // Threads take whole channels.
                 Parallel.forEach(channels, threads: kernels.threads, minimumPerPart: Self.channelsPerThread(m)) { channelRange in
@@ -246,12 +273,12 @@ public final class BatchNorm<T: KernelScalar> {
                     }
                 }
             } }
-        } } }
+        } }
         if let gamma, let beta {
             gamma.grad = gammaGradientFactor == 1 ? sumsDyXhat : sumsDyXhat.map { $0 * gammaGradientFactor }
             beta.grad = sumsDy
         }
-        return FeatureMap(channels: dy.channels, batch: dy.batch, height: dy.height, width: dy.width, data: dx)
+        return FeatureMap(channels: channels, batch: batch, height: height, width: width, data: dx)
     }
 
     /// What one backward pass does to one channel: the fused ReLU's gradient (threshold_backward,
@@ -275,10 +302,22 @@ public final class BatchNorm<T: KernelScalar> {
         }
 
         @inlinable
-        func channel(_ c: Int, incoming: UnsafePointer<T>, normalized ns: UnsafePointer<T>,
+        func channel(_ c: Int, incoming source: Incoming, normalized ns: UnsafePointer<T>,
                      dx ds: UnsafeMutablePointer<T>, sumDy: UnsafeMutablePointer<T>, sumDyXhat: UnsafeMutablePointer<T>) {
             let range = (c * m)..<((c + 1) * m)
-            if let fusedReLU {
+            let incoming: UnsafePointer<T>
+            switch source {
+            case .stored(let g): incoming = g
+            case let .pooled(gradient, argmax, height, width):
+                // `backward(_: PooledGradient)` takes this path only for Float with the fused ReLU.
+                let g = fusedReLU!.gamma[c], b = fusedReLU!.beta[c], pooledPerChannel = m / 4
+                reluGradientFromPool(gradient: cast(gradient + c * pooledPerChannel), argmax: argmax + c * pooledPerChannel,
+                                     normalized: cast(ns + c * m), into: cast(ds + c * m), images: m / (height * width),
+                                     height: height, width: width,
+                                     gamma: unsafeBitCast(g, to: Float.self), beta: unsafeBitCast(b, to: Float.self), affine: affine)
+                incoming = UnsafePointer(ds)
+            }
+            if let fusedReLU, case .stored = source {
                 let g = fusedReLU.gamma[c], b = fusedReLU.beta[c]
                 if T.self == Float.self {
                     reluGradientFloat(gradient: cast(incoming + c * m), normalized: cast(ns + c * m), into: cast(ds + c * m), count: m,
@@ -424,6 +463,42 @@ func reluGradientFloat(gradient: UnsafePointer<Float>, normalized: UnsafePointer
         let out = affine ? normalized[i] * gamma + beta : normalized[i]
         d[i] = out <= 0 ? 0 : gradient[i]
         i += 1
+    }
+}
+
+/// `reluGradientFloat` with the gradient flowing in formed from a max-pool's (`PooledGradient`) as it is read:
+/// one row of 16 positions at a time, each pooled value spread to its window's two columns and kept where the
+/// window chose this position, 0 elsewhere; the same values, so the same bits, as the stored gradient. Rows
+/// of w ≥ 16 (w, h even) in blocks of 16, the last block overlapping the one before it (the same values
+/// written twice).
+@inlinable
+func reluGradientFromPool(gradient: UnsafePointer<Float>, argmax: UnsafePointer<UInt8>, normalized: UnsafePointer<Float>,
+                          into d: UnsafeMutablePointer<Float>, images: Int, height h: Int, width w: Int,
+                          gamma: Float, beta: Float, affine: Bool) {
+    typealias V = SIMD16<Float>
+    let ow = w / 2, g = V(repeating: gamma), b = V(repeating: beta)
+    let column = SIMD16<Int32>(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1)
+    for n in 0..<images {
+        for r in 0..<h {
+            // Positions of this row are window choices 2·(r mod 2) + (column mod 2).
+            let choice = column &+ SIMD16(repeating: Int32(r & 1) &* 2)
+            let pooledRow = (n * (h / 2) + r / 2) * ow, row = (n * h + r) * w
+            var q = 0
+            while true {
+                let p8 = UnsafeRawPointer(gradient + pooledRow + q / 2).loadUnaligned(as: SIMD8<Float>.self)
+                let a8 = SIMD8<Int32>(truncatingIfNeeded: UnsafeRawPointer(argmax + pooledRow + q / 2).loadUnaligned(as: SIMD8<UInt8>.self))
+                let spread = V(p8[0], p8[0], p8[1], p8[1], p8[2], p8[2], p8[3], p8[3], p8[4], p8[4], p8[5], p8[5], p8[6], p8[6], p8[7], p8[7])
+                let chosen = SIMD16<Int32>(a8[0], a8[0], a8[1], a8[1], a8[2], a8[2], a8[3], a8[3],
+                                           a8[4], a8[4], a8[5], a8[5], a8[6], a8[6], a8[7], a8[7]) .== choice
+                let incoming = unsafeBitCast(spread, to: SIMD16<UInt32>.self) & unsafeBitCast(chosen, to: SIMD16<UInt32>.self)
+                let h = UnsafeRawPointer(normalized + row + q).loadUnaligned(as: V.self)
+                let out = affine ? h * g + b : h
+                let cleared = unsafeBitCast(out .<= V(), to: SIMD16<UInt32>.self)
+                UnsafeMutableRawPointer(d + row + q).storeBytes(of: unsafeBitCast(incoming & ~cleared, to: V.self), as: V.self)
+                if q == w - 16 { break }
+                q = Swift.min(q + 16, w - 16)
+            }
+        }
     }
 }
 

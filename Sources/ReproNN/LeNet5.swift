@@ -171,9 +171,18 @@ public final class LeNet5<T: KernelScalar> {
         traced(conv2.name, gradientsOf: conv2.parameters)
         stageDone?("conv2 backward")
         traced(pool1.name, gradientIn: g)
-        g = pool1.backward(g)
-        stageDone?("pool1 backward")
-        backward(bn1, relu1, &g)
+        if let bn1, trace == nil {
+            // The pool's gradient spread as bn1 reads it, never stored. A trace probes the stored gradient
+            // flowing into bn1, so it takes the two steps below (the same bits).
+            let pooled = pool1.backwardLeftPooled(g)
+            stageDone?("pool1 backward")
+            g = bn1.backward(pooled)
+            traced(bn1.name, gradientsOf: bn1.parameters)
+        } else {
+            g = pool1.backward(g)
+            stageDone?("pool1 backward")
+            backward(bn1, relu1, &g)
+        }
         stageDone?("bn1 + relu1 backward")
         traced(conv1.name, gradientIn: g)
         let dx = conv1.backward(g, inputGradient: inputGradient)

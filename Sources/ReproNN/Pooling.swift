@@ -171,6 +171,49 @@ public final class MaxPool2x2<T: KernelScalar> {
         } } }
         return FeatureMap(channels: c, batch: n, height: h, width: w, data: dx)
     }
+
+    /// The backward left undone: ∂L/∂output with the last forward's window choices (`PooledGradient`), for a
+    /// BatchNorm layer that spreads it while it reads it (`BatchNorm.backward(_: PooledGradient)`).
+    @inlinable
+    public func backwardLeftPooled(_ dy: FeatureMap<T>) -> PooledGradient<T> {
+        let (c, n, h, w) = inputShape
+        precondition(dy.channels == c && dy.batch == n && dy.height == h / 2 && dy.width == w / 2, "\(name).backward does not match the last forward")
+        return PooledGradient(gradient: dy, argmax: argmax, height: h, width: w)
+    }
+}
+
+/// A max-pool's backward not yet spread: ∂L/∂(pooled output) and each window's choice (0–3: (0,0), (0,1),
+/// (1,0), (1,1)); ∂L/∂input is that gradient at the chosen position of each window and 0 elsewhere.
+public struct PooledGradient<T: KernelScalar> {
+    public let gradient: FeatureMap<T>
+    public let argmax: [UInt8]
+    /// The pool's input size.
+    public let height: Int, width: Int
+
+    @inlinable
+    public init(gradient: FeatureMap<T>, argmax: [UInt8], height: Int, width: Int) {
+        precondition(argmax.count == gradient.data.count && gradient.height == height / 2 && gradient.width == width / 2)
+        self.gradient = gradient
+        self.argmax = argmax
+        self.height = height
+        self.width = width
+    }
+
+    /// Whether `reluGradientFromPool` spreads it: Float, even sizes (no row or column outside every window),
+    /// rows of at least 16 (LeNet-5's 28 × 28; pool2's 10-wide rows take the stored gradient).
+    @inlinable
+    public var spreadsInPlace: Bool { T.self == Float.self && height % 2 == 0 && width % 2 == 0 && width >= 16 }
+
+    /// ∂L/∂input stored (what `MaxPool2x2.backward` returns).
+    public func dense() -> FeatureMap<T> {
+        let oh = height / 2, ow = width / 2, planes = gradient.channels * gradient.batch
+        var dx = [T](repeating: 0, count: planes * height * width)
+        for p in 0..<planes { for r in 0..<oh { for q in 0..<ow {
+            let o = (p * oh + r) * ow + q, a = Int(argmax[o])
+            dx[p * height * width + (2 * r + a / 2) * width + 2 * q + a % 2] = gradient.data[o]
+        } } }
+        return FeatureMap(channels: gradient.channels, batch: gradient.batch, height: height, width: width, data: dx)
+    }
 }
 
 /// The maxima and window indices of eight neighbouring 2×2 windows (reads 16 values of two rows), with the

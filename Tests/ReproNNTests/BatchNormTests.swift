@@ -149,6 +149,57 @@ import ReproNN
         #expect(reciprocal.dx.map(\.bitPattern) != dx.data.map(\.bitPattern))
     }
 
+    /// The backward from a max-pool's unspread gradient (`PooledGradient`, spread as the ReLU's gradient reads
+    /// it) gives the bits of the backward from the stored gradient, for rows of 16 and more (two blocks that
+    /// overlap, or one) and the stored fallback below that, at 1, 2 and 3 threads; the upstream gradient has
+    /// values in every window position and the ReLU clears some, so every select is taken both ways.
+    @Test(arguments: [(28, 28), (6, 18), (4, 16), (10, 10)])
+    func backwardFromAPooledGradientMatchesTheStoredOne(size: (Int, Int)) throws {
+        let (h, w) = size, channels = 3, batch = 4
+        var rng = Philox(seed: UInt64(23 + h * w), .testData)
+        let x = FeatureMap(channels: channels, batch: batch, height: h, width: w,
+                           data: (0..<(channels * batch * h * w)).map { _ in Float(rng.nextUnitDouble() * 4 - 2) })
+        let upstream = FeatureMap(channels: channels, batch: batch, height: h / 2, width: w / 2,
+                                  data: (0..<(channels * batch * (h / 2) * (w / 2))).map { _ in Float(rng.nextUnitDouble() - 0.5) })
+        for threads in [1, 2, 3] {
+            func layer() -> BatchNorm<Float> {
+                let bn = BatchNorm<Float>("bn", channels: channels, kernels: PortableKernels(threads: threads))
+                bn.gamma!.value = [1.5, -0.5, 0.25]
+                bn.beta!.value = [0.1, -0.2, 0.3]
+                return bn
+            }
+            let stored = layer(), spread = layer()
+            let pool = MaxPool2x2<Float>(threads: threads)
+            _ = pool.forward(try stored.forwardLeavingOutputNormalized(x, training: true))
+            _ = try spread.forwardLeavingOutputNormalized(x, training: true)
+            let dx = stored.backward(pool.backward(upstream))
+            let pooled = pool.backwardLeftPooled(upstream)
+            #expect(pooled.spreadsInPlace == (w >= 16))
+            #expect(pooled.dense().data.map(\.bitPattern) == pool.backward(upstream).data.map(\.bitPattern))
+            let dxSpread = spread.backward(pooled)
+            #expect(dxSpread.data.map(\.bitPattern) == dx.data.map(\.bitPattern), "\(h)×\(w), \(threads) threads")
+            #expect(spread.gamma!.grad.map(\.bitPattern) == stored.gamma!.grad.map(\.bitPattern)
+                    && spread.beta!.grad.map(\.bitPattern) == stored.beta!.grad.map(\.bitPattern), "\(h)×\(w), \(threads) threads")
+        }
+    }
+
+    /// Negative control: the window choices must be read as they were made; the same gradient with every
+    /// choice moved to the next position of its window gives other gradients.
+    @Test func negativeControlMovedWindowChoicesAreDetected() throws {
+        let (h, w, channels, batch) = (28, 28, 3, 4)
+        var rng = Philox(seed: 24, .testData)
+        let x = FeatureMap(channels: channels, batch: batch, height: h, width: w,
+                           data: (0..<(channels * batch * h * w)).map { _ in Float(rng.nextUnitDouble() * 4 - 2) })
+        let upstream = FeatureMap(channels: channels, batch: batch, height: h / 2, width: w / 2,
+                                  data: (0..<(channels * batch * (h / 2) * (w / 2))).map { _ in Float(rng.nextUnitDouble() - 0.5) })
+        let bn = BatchNorm<Float>("bn", channels: channels, kernels: PortableKernels(threads: 1))
+        let pool = MaxPool2x2<Float>(threads: 1)
+        _ = pool.forward(try bn.forwardLeavingOutputNormalized(x, training: true))
+        let right = pool.backwardLeftPooled(upstream)
+        let moved = PooledGradient(gradient: upstream, argmax: right.argmax.map { ($0 + 1) % 4 }, height: h, width: w)
+        #expect(bn.backward(moved).data.map(\.bitPattern) != bn.backward(right).data.map(\.bitPattern))
+    }
+
     /// The forward that leaves its output unstored (for the max-pool after it) keeps the same x̂ and state:
     /// its output formed from x̂ is the stored one bit for bit, in training and in eval, and the backward
     /// after it gives the same gradients.

@@ -146,6 +146,26 @@ import Testing
         #expect(model.layout.probePoints.count == (normalized ? 60 : 44))
     }
 
+    /// A step without a trace (the pool's gradient spread as bn1 reads it, BN outputs never stored) and a traced
+    /// step (the gradient flowing into bn1 stored, for its probe) train to the same bits.
+    @Test func tracedAndUntracedStepsGiveTheSameBits() throws {
+        func run(traced: Bool) throws -> [[Float]] {
+            let model = LeNet5<Float>(normalized: true, kernels: PortableKernels(threads: 2))
+            model.initialize(seed: 5)
+            let optimizer = SGD(parameters: model.parameters, options: SGDOptions())
+            if traced { model.trace = StepTrace(threads: 2) }
+            for step in 0..<3 {
+                let x = FeatureMap(channels: 3, batch: 8, height: 32, width: 32,
+                                   data: randomValues(3 * 8 * 1024, seed: 50 + UInt64(step)).map { Float($0) })
+                model.trace?.reset()
+                _ = try model.trainStep(x, targets: (0..<8).map { ($0 + step) % 10 }, optimizer: optimizer)
+            }
+            return model.stateDict.map(\.value)
+        }
+        let untraced = try run(traced: false), traced = try run(traced: true)
+        #expect(untraced.map { $0.map(\.bitPattern) } == traced.map { $0.map(\.bitPattern) })
+    }
+
     /// A traced step's probes are the probes of the tensors they name (checked for a parameter gradient and
     /// an update, recomputed here from the model after the step), and its points are the layout's.
     @Test func tracedStepProbesWhatItNames() throws {
