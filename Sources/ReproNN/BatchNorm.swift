@@ -466,39 +466,20 @@ func reluGradientFloat(gradient: UnsafePointer<Float>, normalized: UnsafePointer
     }
 }
 
-/// `reluGradientFloat` with the gradient flowing in formed from a max-pool's (`PooledGradient`) as it is read:
-/// one row of 16 positions at a time, each pooled value spread to its window's two columns and kept where the
-/// window chose this position, 0 elsewhere; the same values, so the same bits, as the stored gradient. Rows
-/// of w ≥ 16 (w, h even) in blocks of 16, the last block overlapping the one before it (the same values
-/// written twice).
+/// `reluGradientFloat` with the gradient flowing in formed from a max-pool's (`PooledGradient`) as it is read
+/// (`spreadPooledGradient`): the same values, so the same bits, as the stored gradient.
 @inlinable
 func reluGradientFromPool(gradient: UnsafePointer<Float>, argmax: UnsafePointer<UInt8>, normalized: UnsafePointer<Float>,
                           into d: UnsafeMutablePointer<Float>, images: Int, height h: Int, width w: Int,
                           gamma: Float, beta: Float, affine: Bool) {
     typealias V = SIMD16<Float>
-    let ow = w / 2, g = V(repeating: gamma), b = V(repeating: beta)
-    let column = SIMD16<Int32>(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1)
-    for n in 0..<images {
-        for r in 0..<h {
-            // Positions of this row are window choices 2·(r mod 2) + (column mod 2).
-            let choice = column &+ SIMD16(repeating: Int32(r & 1) &* 2)
-            let pooledRow = (n * (h / 2) + r / 2) * ow, row = (n * h + r) * w
-            var q = 0
-            while true {
-                let p8 = UnsafeRawPointer(gradient + pooledRow + q / 2).loadUnaligned(as: SIMD8<Float>.self)
-                let a8 = SIMD8<Int32>(truncatingIfNeeded: UnsafeRawPointer(argmax + pooledRow + q / 2).loadUnaligned(as: SIMD8<UInt8>.self))
-                let spread = V(p8[0], p8[0], p8[1], p8[1], p8[2], p8[2], p8[3], p8[3], p8[4], p8[4], p8[5], p8[5], p8[6], p8[6], p8[7], p8[7])
-                let chosen = SIMD16<Int32>(a8[0], a8[0], a8[1], a8[1], a8[2], a8[2], a8[3], a8[3],
-                                           a8[4], a8[4], a8[5], a8[5], a8[6], a8[6], a8[7], a8[7]) .== choice
-                let incoming = unsafeBitCast(spread, to: SIMD16<UInt32>.self) & unsafeBitCast(chosen, to: SIMD16<UInt32>.self)
-                let h = UnsafeRawPointer(normalized + row + q).loadUnaligned(as: V.self)
-                let out = affine ? h * g + b : h
-                let cleared = unsafeBitCast(out .<= V(), to: SIMD16<UInt32>.self)
-                UnsafeMutableRawPointer(d + row + q).storeBytes(of: unsafeBitCast(incoming & ~cleared, to: V.self), as: V.self)
-                if q == w - 16 { break }
-                q = Swift.min(q + 16, w - 16)
-            }
-        }
+    let g = V(repeating: gamma), b = V(repeating: beta)
+    spreadPooledGradient(gradient, argmax: argmax, planes: images, height: h, width: w) { offset, incoming in
+        let h = UnsafeRawPointer(normalized + offset).loadUnaligned(as: V.self)
+        let out = affine ? h * g + b : h
+        let cleared = unsafeBitCast(out .<= V(), to: SIMD16<UInt32>.self)
+        UnsafeMutableRawPointer(d + offset).storeBytes(of: unsafeBitCast(unsafeBitCast(incoming, to: SIMD16<UInt32>.self) & ~cleared, to: V.self),
+                                                       as: V.self)
     }
 }
 

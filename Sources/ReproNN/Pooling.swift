@@ -151,14 +151,25 @@ public final class MaxPool2x2<T: KernelScalar> {
         }
     }
 
+    /// ∂L/∂input: each window's gradient at the position it chose, 0 elsewhere. Rows of 16 and more are spread
+    /// 16 positions at a time in registers (`spreadPooledGradient`), others zero-filled and scattered.
     @inlinable
     public func backward(_ dy: FeatureMap<T>) -> FeatureMap<T> {
         let (c, n, h, w) = inputShape
         let oh = h / 2, ow = w / 2
-        var dx = [T](overwrittenCount: c * n * h * w)  // zeroed plane by plane below
+        let spreads = backwardLeftPooled(dy).spreadsInPlace
+        var dx = [T](overwrittenCount: c * n * h * w)  // every element written below
         dy.data.withUnsafeBufferPointer { g in argmax.withUnsafeBufferPointer { ap in dx.withUnsafeMutableBufferPointer { dp in
             nonisolated(unsafe) let gs = g.baseAddress!, As = ap.baseAddress!, ds = dp.baseAddress!
             Parallel.forEach(c * n, threads: threads, minimumPerPart: 16) { range in
+                if spreads {
+                    let out = UnsafeMutableRawPointer(ds + range.lowerBound * h * w)
+                    spreadPooledGradient(cast(gs + range.lowerBound * oh * ow), argmax: As + range.lowerBound * oh * ow,
+                                         planes: range.count, height: h, width: w) { offset, values in
+                        out.storeBytes(of: values, toByteOffset: offset &* 4, as: SIMD16<Float>.self)
+                    }
+                    return
+                }
                 for p in range {
                     (ds + p * h * w).update(repeating: 0, count: h * w)
                     for r in 0..<oh { for q in 0..<ow {
@@ -179,6 +190,37 @@ public final class MaxPool2x2<T: KernelScalar> {
         let (c, n, h, w) = inputShape
         precondition(dy.channels == c && dy.batch == n && dy.height == h / 2 && dy.width == w / 2, "\(name).backward does not match the last forward")
         return PooledGradient(gradient: dy, argmax: argmax, height: h, width: w)
+    }
+}
+
+/// A max-pool's ∂L/∂input formed 16 positions at a time, for `planes` planes of h × w (both even, w ≥ 16):
+/// each pooled value spread to its window's two columns and kept where the window chose that position, 0
+/// elsewhere (+0, as the zero-filled scatter leaves it). `body(offset, values)` gets each block with the
+/// offset of its first position from the first plane's start; a row takes blocks at 0, 16, … and a last one
+/// ending at the row's end, which may overlap the one before it (the same values twice).
+@inlinable @inline(__always)
+func spreadPooledGradient(_ gradient: UnsafePointer<Float>, argmax: UnsafePointer<UInt8>, planes: Int, height h: Int, width w: Int,
+                          _ body: (Int, SIMD16<Float>) -> Void) {
+    let ow = w / 2
+    let column = SIMD16<Int32>(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1)
+    for p in 0..<planes {
+        for r in 0..<h {
+            // The positions of row r are window choices 2·(r mod 2) + (column mod 2).
+            let choice = column &+ SIMD16(repeating: Int32(r & 1) &* 2)
+            let pooledRow = (p * (h / 2) + r / 2) * ow, row = (p * h + r) * w
+            var q = 0
+            while true {
+                let g = UnsafeRawPointer(gradient + pooledRow + q / 2).loadUnaligned(as: SIMD8<Float>.self)
+                let a = SIMD8<Int32>(truncatingIfNeeded: UnsafeRawPointer(argmax + pooledRow + q / 2).loadUnaligned(as: SIMD8<UInt8>.self))
+                let spread = SIMD16<Float>(g[0], g[0], g[1], g[1], g[2], g[2], g[3], g[3], g[4], g[4], g[5], g[5], g[6], g[6], g[7], g[7])
+                let chosen = SIMD16<Int32>(a[0], a[0], a[1], a[1], a[2], a[2], a[3], a[3],
+                                           a[4], a[4], a[5], a[5], a[6], a[6], a[7], a[7]) .== choice
+                body(row + q, unsafeBitCast(unsafeBitCast(spread, to: SIMD16<UInt32>.self) & unsafeBitCast(chosen, to: SIMD16<UInt32>.self),
+                                            to: SIMD16<Float>.self))
+                if q == w - 16 { break }
+                q = Swift.min(q + 16, w - 16)
+            }
+        }
     }
 }
 
