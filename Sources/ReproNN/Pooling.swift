@@ -58,6 +58,9 @@ public final class MaxPool2x2<T: KernelScalar> {
     func forward(_ x: FeatureMap<T>, activation: (gamma: [T], beta: [T], affine: Bool)?) -> FeatureMap<T> {
         let h = x.height, w = x.width, oh = h / 2, ow = w / 2
         let planes = x.channels * x.batch, total = x.data.count, batch = x.batch
+        // Plain values, not an optional struct per plane: that kept generic metadata look-ups in the loop.
+        let activated = activation != nil, affine = activation?.affine ?? false
+        let gammas = activation?.gamma ?? [], betas = activation?.beta ?? []
         inputShape = (x.channels, x.batch, h, w)
         var y = [T](overwrittenCount: planes * oh * ow)
         if argmax.count != y.count { argmax = [UInt8](repeating: 0, count: y.count) }
@@ -68,9 +71,8 @@ public final class MaxPool2x2<T: KernelScalar> {
                 for p in range {
                     let src = xs + p * h * w
                     // Plane p is image p mod N of channel p / N.
-                    let lanes = activation.map { a in
-                        Activation(gamma: a.gamma[p / batch], beta: a.beta[p / batch], affine: a.affine)
-                    }
+                    let act = activated ? Activation(gamma: gammas[p / batch], beta: betas[p / batch], affine: affine, on: true)
+                                        : Activation(gamma: 1, beta: 0, affine: false, on: false)
                     for r in 0..<oh {
                         let top = src + 2 * r * w, out = ys + (p * oh + r) * ow, outArg = As + (p * oh + r) * ow
                         // Eight outputs at a time; a last block overlapping the previous one recomputes the same
@@ -78,7 +80,7 @@ public final class MaxPool2x2<T: KernelScalar> {
                         if ow >= 8 {
                             var q = 0
                             while true {
-                                Self.pool8(top + 2 * q, rowLength: w, activation: lanes, into: out + q, argmax: outArg + q)
+                                Self.pool8(top + 2 * q, rowLength: w, activation: act, into: out + q, argmax: outArg + q)
                                 if q == ow - 8 { break }
                                 q = Swift.min(q + 8, ow - 8)
                             }
@@ -86,7 +88,7 @@ public final class MaxPool2x2<T: KernelScalar> {
                             // Short rows (pool2: 5 outputs): eight lanes computed, the first `ow` kept; the lanes
                             // past the row read the next row (or plane) and are dropped.
                             let (values, indices) = maxPool8Lanes(UnsafeRawPointer(top).assumingMemoryBound(to: Float.self), rowLength: w,
-                                                                  activation: lanes.map(\.floatLanes))
+                                                                  activation: act.floatLanes)
                             if r + 1 < oh {
                                 // All eight lanes stored: the extra ones land on the next row's outputs of this
                                 // plane, which that row overwrites next.
@@ -97,7 +99,7 @@ public final class MaxPool2x2<T: KernelScalar> {
                                 for q in 0..<ow { target[q] = values[q]; outArg[q] = indices[q] }
                             }
                         } else {
-                            for q in 0..<ow { Self.pool1(top + 2 * q, rowLength: w, activation: lanes, into: out + q, argmax: outArg + q) }
+                            for q in 0..<ow { Self.pool1(top + 2 * q, rowLength: w, activation: act, into: out + q, argmax: outArg + q) }
                         }
                     }
                 }
@@ -106,26 +108,26 @@ public final class MaxPool2x2<T: KernelScalar> {
         return FeatureMap(channels: x.channels, batch: x.batch, height: oh, width: ow, data: y)
     }
 
-    /// A plane's pending BatchNorm output (`NormalizedOutput`): its channel's γ and β.
+    /// A plane's pending BatchNorm output (`NormalizedOutput`): its channel's γ and β (`on`), or none.
     @usableFromInline
     struct Activation {
         @usableFromInline let gamma: T, beta: T
-        @usableFromInline let affine: Bool
-        @inlinable init(gamma: T, beta: T, affine: Bool) { self.gamma = gamma; self.beta = beta; self.affine = affine }
-        @inlinable func callAsFunction(_ h: T) -> T { affineReLU(h, gamma: gamma, beta: beta, affine: affine) }
+        @usableFromInline let affine: Bool, on: Bool
+        @inlinable init(gamma: T, beta: T, affine: Bool, on: Bool) { self.gamma = gamma; self.beta = beta; self.affine = affine; self.on = on }
+        @inlinable @inline(__always) func callAsFunction(_ h: T) -> T { on ? affineReLU(h, gamma: gamma, beta: beta, affine: affine) : h }
         /// For the Float lanes (only called when T is Float).
-        @inlinable var floatLanes: (gamma: SIMD16<Float>, beta: SIMD16<Float>, affine: Bool) {
-            (SIMD16(repeating: unsafeBitCast(gamma, to: Float.self)), SIMD16(repeating: unsafeBitCast(beta, to: Float.self)), affine)
+        @inlinable @inline(__always) var floatLanes: FloatActivation {
+            FloatActivation(gamma: SIMD16(repeating: unsafeBitCast(gamma, to: Float.self)), beta: SIMD16(repeating: unsafeBitCast(beta, to: Float.self)),
+                            affine: affine, on: on)
         }
     }
 
     /// One window; `v > best || v != v` is "larger or NaN".
     @inlinable @inline(__always)
-    static func pool1(_ top: UnsafePointer<T>, rowLength w: Int, activation: Activation?,
+    static func pool1(_ top: UnsafePointer<T>, rowLength w: Int, activation: Activation,
                       into out: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<UInt8>) {
-        @inline(__always) func load(_ v: T) -> T { activation.map { $0(v) } ?? v }
-        var best = load(top[0]), at: UInt8 = 0
-        let v1 = load(top[1]), v2 = load(top[w]), v3 = load(top[w + 1])
+        var best = activation(top[0]), at: UInt8 = 0
+        let v1 = activation(top[1]), v2 = activation(top[w]), v3 = activation(top[w + 1])
         let take1 = v1 > best || v1 != v1
         best = take1 ? v1 : best; at = take1 ? 1 : at
         let take2 = v2 > best || v2 != v2
@@ -139,11 +141,11 @@ public final class MaxPool2x2<T: KernelScalar> {
     /// Eight neighbouring windows: SIMD lanes for Float (SIMD comparisons are single instructions only on
     /// concrete types; in generic code they are per-lane loops), one window at a time otherwise.
     @inlinable @inline(__always)
-    static func pool8(_ top: UnsafePointer<T>, rowLength w: Int, activation: Activation?,
+    static func pool8(_ top: UnsafePointer<T>, rowLength w: Int, activation: Activation,
                       into out: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<UInt8>) {
         if T.self == Float.self {
             let (values, indices) = maxPool8Lanes(UnsafeRawPointer(top).assumingMemoryBound(to: Float.self), rowLength: w,
-                                                  activation: activation.map(\.floatLanes))
+                                                  activation: activation.floatLanes)
             UnsafeMutableRawPointer(out).storeBytes(of: values, as: SIMD8<Float>.self)
             UnsafeMutableRawPointer(argmax).storeBytes(of: indices, as: SIMD8<UInt8>.self)
         } else {
@@ -193,6 +195,17 @@ public final class MaxPool2x2<T: KernelScalar> {
     }
 }
 
+/// `MaxPool2x2.Activation` on 16 Float lanes.
+@usableFromInline
+struct FloatActivation {
+    @usableFromInline let gamma: SIMD16<Float>, beta: SIMD16<Float>
+    @usableFromInline let affine: Bool, on: Bool
+    @inlinable init(gamma: SIMD16<Float>, beta: SIMD16<Float>, affine: Bool, on: Bool) {
+        self.gamma = gamma; self.beta = beta; self.affine = affine; self.on = on
+    }
+    @inlinable static var none: FloatActivation { FloatActivation(gamma: SIMD16(repeating: 1), beta: SIMD16(), affine: false, on: false) }
+}
+
 /// A max-pool's ∂L/∂input formed 16 positions at a time, for `planes` planes of h × w (both even, w ≥ 16):
 /// each pooled value spread to its window's two columns and kept where the window chose that position, 0
 /// elsewhere (+0, as the zero-filled scatter leaves it). `body(offset, values)` gets each block with the
@@ -211,10 +224,11 @@ func spreadPooledGradient(_ gradient: UnsafePointer<Float>, argmax: UnsafePointe
             var q = 0
             while true {
                 let g = UnsafeRawPointer(gradient + pooledRow + q / 2).loadUnaligned(as: SIMD8<Float>.self)
-                let a = SIMD8<Int32>(truncatingIfNeeded: UnsafeRawPointer(argmax + pooledRow + q / 2).loadUnaligned(as: SIMD8<UInt8>.self))
+                let a = UnsafeRawPointer(argmax + pooledRow + q / 2).loadUnaligned(as: SIMD8<UInt8>.self)
                 let spread = SIMD16<Float>(g[0], g[0], g[1], g[1], g[2], g[2], g[3], g[3], g[4], g[4], g[5], g[5], g[6], g[6], g[7], g[7])
-                let chosen = SIMD16<Int32>(a[0], a[0], a[1], a[1], a[2], a[2], a[3], a[3],
-                                           a[4], a[4], a[5], a[5], a[6], a[6], a[7], a[7]) .== choice
+                // Lane by lane, not SIMD8(truncatingIfNeeded:), which stayed a call per block.
+                let chosen = SIMD16<Int32>(Int32(a[0]), Int32(a[0]), Int32(a[1]), Int32(a[1]), Int32(a[2]), Int32(a[2]), Int32(a[3]), Int32(a[3]),
+                                           Int32(a[4]), Int32(a[4]), Int32(a[5]), Int32(a[5]), Int32(a[6]), Int32(a[6]), Int32(a[7]), Int32(a[7])) .== choice
                 body(row + q, unsafeBitCast(unsafeBitCast(spread, to: SIMD16<UInt32>.self) & unsafeBitCast(chosen, to: SIMD16<UInt32>.self),
                                             to: SIMD16<Float>.self))
                 if q == w - 16 { break }
@@ -261,15 +275,14 @@ public struct PooledGradient<T: KernelScalar> {
 /// The maxima and window indices of eight neighbouring 2×2 windows (reads 16 values of two rows), with the
 /// comparisons of `MaxPool2x2.pool1` in the same order; the selects work on bit patterns (each mask lane is
 /// all ones or all zeros), because SIMD's replace(with:where:) compiles to a per-lane loop.
-/// With `activation`, each loaded x̂ first becomes max(x̂·γ + β, 0) (`affineReLU`).
+/// With an activation (`on`), each loaded x̂ first becomes max(x̂·γ + β, 0) (`affineReLU`).
 @inlinable @inline(__always)
-func maxPool8Lanes(_ top: UnsafePointer<Float>, rowLength w: Int,
-                   activation: (gamma: SIMD16<Float>, beta: SIMD16<Float>, affine: Bool)? = nil) -> (SIMD8<Float>, SIMD8<UInt8>) {
+func maxPool8Lanes(_ top: UnsafePointer<Float>, rowLength w: Int, activation a: FloatActivation = .none) -> (SIMD8<Float>, SIMD8<UInt8>) {
     typealias Bits = SIMD8<Int32>
     let raw = UnsafeRawPointer(top)
     var upper = raw.loadUnaligned(as: SIMD16<Float>.self)
     var lower = raw.loadUnaligned(fromByteOffset: w * MemoryLayout<Float>.stride, as: SIMD16<Float>.self)
-    if let a = activation {
+    if a.on {
         upper = affineReLU(upper, gamma: a.gamma, beta: a.beta, affine: a.affine)
         lower = affineReLU(lower, gamma: a.gamma, beta: a.beta, affine: a.affine)
     }
@@ -285,5 +298,8 @@ func maxPool8Lanes(_ top: UnsafePointer<Float>, rowLength w: Int,
     consider(upper.oddHalf, 1)
     consider(lower.evenHalf, 2)
     consider(lower.oddHalf, 3)
-    return (best, SIMD8<UInt8>(truncatingIfNeeded: at))
+    // Lane by lane, not SIMD8(truncatingIfNeeded:), which stayed a call per eight windows.
+    return (best, SIMD8<UInt8>(UInt8(truncatingIfNeeded: at[0]), UInt8(truncatingIfNeeded: at[1]), UInt8(truncatingIfNeeded: at[2]),
+                               UInt8(truncatingIfNeeded: at[3]), UInt8(truncatingIfNeeded: at[4]), UInt8(truncatingIfNeeded: at[5]),
+                               UInt8(truncatingIfNeeded: at[6]), UInt8(truncatingIfNeeded: at[7])))
 }
