@@ -183,31 +183,46 @@ struct BenchCommand: ParsableCommand {
     }
 
     /// Median milliseconds of each stage of real training steps, timed by the model's own stage hook (so the
-    /// stages are exactly what a step runs, fusions included, and they add up to the step).
+    /// stages are exactly what a step runs, fusions included, and they add up to the step); beside them the
+    /// same stages of steps with the record's probes (each stage with the probes it takes), the two kinds of
+    /// step alternating.
     static func printBreakdown(_ net: LeNet5<Float>, x: FeatureMap<Float>, targets: [Int], optimizer: SGD<Float>,
                                steps: Int) throws {
         final class Clock: @unchecked Sendable {
-            var names: [String] = [], times: [String: [Double]] = [:], last: UInt64 = 0
+            var names: [String] = [], times: [[String: [Double]]] = [[:], [:]], last: UInt64 = 0, probing = 0
         }
         let clock = Clock()
         net.stageDone = { name in
             let now = DispatchTime.now().uptimeNanoseconds
             let key = "\(name)"
-            if clock.times[key] == nil { clock.names.append(key); clock.times[key] = [] }
-            clock.times[key]!.append(Double(now - clock.last) / 1e6)
+            if !clock.names.contains(key) { clock.names.append(key) }
+            clock.times[clock.probing][key, default: []].append(Double(now - clock.last) / 1e6)
             clock.last = now
         }
-        defer { net.stageDone = nil }
-        for _ in 0..<max(steps, 5) {
+        defer { net.stageDone = nil; net.trace = nil }
+        let trace = StepTrace(threads: net.kernels.threads)
+        for i in 0..<(2 * max(steps, 5)) {
+            clock.probing = i % 2
+            trace.reset()
+            net.trace = clock.probing == 1 ? trace : nil
             clock.last = DispatchTime.now().uptimeNanoseconds
             _ = try net.trainStep(x, targets: targets, optimizer: optimizer)
         }
-        let medians = clock.names.map { name in clock.times[name]!.sorted()[clock.times[name]!.count / 2] }
-        let total = medians.reduce(0, +)
-        print("  breakdown (median ms of each stage over \(max(steps, 5)) steps):")
-        for (name, median) in zip(clock.names, medians) {
-            print("    " + name.padding(toLength: 42, withPad: " ", startingAt: 0) + String(format: " %7.2f  %5.1f%%", median, 100 * median / total))
+        func median(_ kind: Int, _ name: String) -> Double {
+            let t = clock.times[kind][name] ?? [0]
+            return t.sorted()[t.count / 2]
         }
+        let plain = clock.names.map { median(0, $0) }, probed = clock.names.map { median(1, $0) }
+        let total = plain.reduce(0, +), totalProbed = probed.reduce(0, +)
+        print("  breakdown (median ms of each stage over \(max(steps, 5)) steps; with the record's probes: the same stages of")
+        print("  steps that take them, alternating):")
+        print("    " + "stage".padding(toLength: 42, withPad: " ", startingAt: 0) + "      ms  share   with probes")
+        for (name, (ms, withProbes)) in zip(clock.names, zip(plain, probed)) {
+            print("    " + name.padding(toLength: 42, withPad: " ", startingAt: 0)
+                  + String(format: " %7.2f  %5.1f%%   %7.2f  %+6.2f", ms, 100 * ms / total, withProbes, withProbes - ms))
+        }
+        print("    " + "sum".padding(toLength: 42, withPad: " ", startingAt: 0)
+              + String(format: " %7.2f          %7.2f  %+6.2f", total, totalProbed, totalProbed - total))
     }
 
     /// What the numeric code was compiled for (Package.swift picks it from the build machine).
