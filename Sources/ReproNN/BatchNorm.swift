@@ -227,7 +227,7 @@ public final class BatchNorm<T: KernelScalar> {
     /// for bn1. Other shapes take the stored gradient.
     @inlinable
     public func backward(_ dy: PooledGradient<T>) -> FeatureMap<T> {
-        guard dy.spreadsInPlace, fusedReLUAffine != nil else { return backward(dy.dense()) }
+        guard dy.spreadsInPlace, fusedReLUAffine != nil else { return backward(dy.dense(threads: kernels.threads)) }
         return dy.gradient.data.withUnsafeBufferPointer { g in dy.argmax.withUnsafeBufferPointer { a in
             backward(.pooled(gradient: g.baseAddress!, argmax: a.baseAddress!, height: dy.height, width: dy.width),
                      channels: dy.gradient.channels, batch: dy.gradient.batch, height: dy.height, width: dy.width)

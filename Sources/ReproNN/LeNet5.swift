@@ -162,33 +162,38 @@ public final class LeNet5<T: KernelScalar> {
         traced(fc3.name, gradientsOf: fc3.parameters)
         stageDone?("fc5..fc3 backward (bn4, bn3), unflatten")
         traced(pool2.name, gradientIn: g)
-        g = pool2.backward(g)
-        stageDone?("pool2 backward")
-        backward(bn2, relu2, &g)
-        stageDone?("bn2 + relu2 backward")
+        backwardThroughPool(pool2, bn2, relu2, &g, stages: ("pool2 backward", "bn2 + relu2 backward"))
         traced(conv2.name, gradientIn: g)
         g = conv2.backward(g)!
         traced(conv2.name, gradientsOf: conv2.parameters)
         stageDone?("conv2 backward")
         traced(pool1.name, gradientIn: g)
-        if let bn1, trace == nil {
-            // The pool's gradient spread as bn1 reads it, never stored. A trace probes the stored gradient
-            // flowing into bn1, so it takes the two steps below (the same bits).
-            let pooled = pool1.backwardLeftPooled(g)
-            stageDone?("pool1 backward")
-            g = bn1.backward(pooled)
-            traced(bn1.name, gradientsOf: bn1.parameters)
-        } else {
-            g = pool1.backward(g)
-            stageDone?("pool1 backward")
-            backward(bn1, relu1, &g)
-        }
-        stageDone?("bn1 + relu1 backward")
+        backwardThroughPool(pool1, bn1, relu1, &g, stages: ("pool1 backward", "bn1 + relu1 backward"))
         traced(conv1.name, gradientIn: g)
         let dx = conv1.backward(g, inputGradient: inputGradient)
         traced(conv1.name, gradientsOf: conv1.parameters)
         stageDone?(inputGradient ? "conv1 backward" : "conv1 backward (weights only)")
         return dx
+    }
+
+    /// A max-pool's backward, then that of the BatchNorm layer (or ReLU) before it. Without a trace the pool's
+    /// gradient is spread as the BN layer reads it (rows of 16 and more: pool1), never stored; a trace probes
+    /// the stored gradient flowing into the BN layer, so it takes the two steps one after the other (the same
+    /// bits).
+    @inlinable
+    func backwardThroughPool(_ pool: MaxPool2x2<T>, _ bn: BatchNorm<T>?, _ relu: ReLU<T>, _ g: inout FeatureMap<T>,
+                             stages: (pool: StaticString, activation: StaticString)) {
+        if let bn, trace == nil {
+            let pooled = pool.backwardLeftPooled(g)
+            stageDone?(stages.pool)
+            g = bn.backward(pooled)
+            traced(bn.name, gradientsOf: bn.parameters)
+        } else {
+            g = pool.backward(g)
+            stageDone?(stages.pool)
+            backward(bn, relu, &g)
+        }
+        stageDone?(stages.activation)
     }
 
     /// The backward of a BatchNorm layer with its fused ReLU, or of the plain ReLU in the model without BN.

@@ -153,37 +153,9 @@ public final class MaxPool2x2<T: KernelScalar> {
         }
     }
 
-    /// ∂L/∂input: each window's gradient at the position it chose, 0 elsewhere. Rows of 16 and more are spread
-    /// 16 positions at a time in registers (`spreadPooledGradient`), others zero-filled and scattered.
+    /// ∂L/∂input: each window's gradient at the position it chose, 0 elsewhere (`PooledGradient.dense`).
     @inlinable
-    public func backward(_ dy: FeatureMap<T>) -> FeatureMap<T> {
-        let (c, n, h, w) = inputShape
-        let oh = h / 2, ow = w / 2
-        let spreads = backwardLeftPooled(dy).spreadsInPlace
-        var dx = [T](overwrittenCount: c * n * h * w)  // every element written below
-        dy.data.withUnsafeBufferPointer { g in argmax.withUnsafeBufferPointer { ap in dx.withUnsafeMutableBufferPointer { dp in
-            nonisolated(unsafe) let gs = g.baseAddress!, As = ap.baseAddress!, ds = dp.baseAddress!
-            Parallel.forEach(c * n, threads: threads, minimumPerPart: 16) { range in
-                if spreads {
-                    let out = UnsafeMutableRawPointer(ds + range.lowerBound * h * w)
-                    spreadPooledGradient(cast(gs + range.lowerBound * oh * ow), argmax: As + range.lowerBound * oh * ow,
-                                         planes: range.count, height: h, width: w) { offset, values in
-                        out.storeBytes(of: values, toByteOffset: offset &* 4, as: SIMD16<Float>.self)
-                    }
-                    return
-                }
-                for p in range {
-                    (ds + p * h * w).update(repeating: 0, count: h * w)
-                    for r in 0..<oh { for q in 0..<ow {
-                        let o = (p * oh + r) * ow + q
-                        let a = Int(As[o])
-                        ds[p * h * w + (2 * r + a / 2) * w + 2 * q + a % 2] = gs[o]
-                    } }
-                }
-            }
-        } } }
-        return FeatureMap(channels: c, batch: n, height: h, width: w, data: dx)
-    }
+    public func backward(_ dy: FeatureMap<T>) -> FeatureMap<T> { backwardLeftPooled(dy).dense(threads: threads) }
 
     /// The backward left undone: ∂L/∂output with the last forward's window choices (`PooledGradient`), for a
     /// BatchNorm layer that spreads it while it reads it (`BatchNorm.backward(_: PooledGradient)`).
@@ -260,15 +232,35 @@ public struct PooledGradient<T: KernelScalar> {
     @inlinable
     public var spreadsInPlace: Bool { T.self == Float.self && height % 2 == 0 && width % 2 == 0 && width >= 16 }
 
-    /// ∂L/∂input stored (what `MaxPool2x2.backward` returns).
-    public func dense() -> FeatureMap<T> {
-        let oh = height / 2, ow = width / 2, planes = gradient.channels * gradient.batch
-        var dx = [T](repeating: 0, count: planes * height * width)
-        for p in 0..<planes { for r in 0..<oh { for q in 0..<ow {
-            let o = (p * oh + r) * ow + q, a = Int(argmax[o])
-            dx[p * height * width + (2 * r + a / 2) * width + 2 * q + a % 2] = gradient.data[o]
+    /// ∂L/∂input stored (`MaxPool2x2.backward`), threads taking whole planes: rows of 16 and more spread 16
+    /// positions at a time in registers (`spreadPooledGradient`), others zero-filled and scattered.
+    @inlinable
+    public func dense(threads: Int = 1) -> FeatureMap<T> {
+        let (h, w) = (height, width), oh = h / 2, ow = w / 2, planes = gradient.channels * gradient.batch
+        let spreads = spreadsInPlace
+        var dx = [T](overwrittenCount: planes * h * w)  // every element written below
+        gradient.data.withUnsafeBufferPointer { g in argmax.withUnsafeBufferPointer { ap in dx.withUnsafeMutableBufferPointer { dp in
+            nonisolated(unsafe) let gs = g.baseAddress!, As = ap.baseAddress!, ds = dp.baseAddress!
+            Parallel.forEach(planes, threads: threads, minimumPerPart: 16) { range in
+                if spreads {
+                    let out = UnsafeMutableRawPointer(ds + range.lowerBound * h * w)
+                    spreadPooledGradient(cast(gs + range.lowerBound * oh * ow), argmax: As + range.lowerBound * oh * ow,
+                                         planes: range.count, height: h, width: w) { offset, values in
+                        out.storeBytes(of: values, toByteOffset: offset &* 4, as: SIMD16<Float>.self)
+                    }
+                    return
+                }
+                for p in range {
+                    (ds + p * h * w).update(repeating: 0, count: h * w)
+                    for r in 0..<oh { for q in 0..<ow {
+                        let o = (p * oh + r) * ow + q
+                        let a = Int(As[o])
+                        ds[p * h * w + (2 * r + a / 2) * w + 2 * q + a % 2] = gs[o]
+                    } }
+                }
+            }
         } } }
-        return FeatureMap(channels: gradient.channels, batch: gradient.batch, height: height, width: width, data: dx)
+        return FeatureMap(channels: gradient.channels, batch: gradient.batch, height: h, width: w, data: dx)
     }
 }
 
