@@ -175,7 +175,6 @@ struct FloatActivation {
     @inlinable init(gamma: SIMD16<Float>, beta: SIMD16<Float>, affine: Bool, on: Bool) {
         self.gamma = gamma; self.beta = beta; self.affine = affine; self.on = on
     }
-    @inlinable static var none: FloatActivation { FloatActivation(gamma: SIMD16(repeating: 1), beta: SIMD16(), affine: false, on: false) }
 }
 
 /// A max-pool's ∂L/∂input formed 16 positions at a time, for `planes` planes of h × w (both even, w ≥ 16):
@@ -269,7 +268,7 @@ public struct PooledGradient<T: KernelScalar> {
 /// all ones or all zeros), because SIMD's replace(with:where:) compiles to a per-lane loop.
 /// With an activation (`on`), each loaded x̂ first becomes max(x̂·γ + β, 0) (`affineReLU`).
 @inlinable @inline(__always)
-func maxPool8Lanes(_ top: UnsafePointer<Float>, rowLength w: Int, activation a: FloatActivation = .none) -> (SIMD8<Float>, SIMD8<UInt8>) {
+func maxPool8Lanes(_ top: UnsafePointer<Float>, rowLength w: Int, activation a: FloatActivation) -> (SIMD8<Float>, SIMD8<UInt8>) {
     typealias Bits = SIMD8<Int32>
     let raw = UnsafeRawPointer(top)
     var upper = raw.loadUnaligned(as: SIMD16<Float>.self)

@@ -218,26 +218,30 @@ struct ProbeLanes {
     }
 }
 
-/// What a probe sums: term i in Float64, singly or sixteen at a time (a chunk's lanes 0–7 and 8–15).
+/// What a probe sums: term i in Float64 singly (the tail), and a chunk's whole sixteens into its lanes.
 @usableFromInline
 protocol ProbeTerms {
     var count: Int { get }
-    /// Whether every term's square is exact in Float64 (the terms are float32 values).
-    static var squaresAreExact: Bool { get }
     func term(_ i: Int) -> Double
-    func sixteen(from i: Int) -> (SIMD8<Double>, SIMD8<Double>)
     /// Terms range.lowerBound, +16, … (whole sixteens) into the lanes, in order.
     func addSixteens(_ range: Range<Int>, to lanes: inout ProbeLanes)
 }
 
-extension ProbeTerms {
+/// Terms read eight at a time: a sixteen is lanes 0–7, then 8–15.
+@usableFromInline
+protocol EightTerms: ProbeTerms {
+    /// Whether every term's square is exact in Float64 (the terms are float32 values).
+    static var squaresAreExact: Bool { get }
+    func eight(from i: Int) -> SIMD8<Double>
+}
+
+extension EightTerms {
     @inlinable @inline(__always)
     func addSixteens(_ range: Range<Int>, to lanes: inout ProbeLanes) {
-        var l = lanes
+        var l = lanes  // in registers (through the inout, every addition was stored)
         var i = range.lowerBound
         while i < range.upperBound {
-            let (v0, v1) = sixteen(from: i)
-            l.add(v0, v1, squaresAreExact: Self.squaresAreExact)
+            l.add(eight(from: i), eight(from: i &+ 8), squaresAreExact: Self.squaresAreExact)
             i &+= 16
         }
         lanes = l
@@ -246,14 +250,13 @@ extension ProbeTerms {
 
 /// A float32 tensor's values.
 @usableFromInline
-struct FloatTerms: ProbeTerms {
+struct FloatTerms: EightTerms {
     @usableFromInline let x: UnsafeRawPointer?
     @usableFromInline let count: Int
     @inlinable init(x: UnsafeRawPointer?, count: Int) { self.x = x; self.count = count }
     @inlinable static var squaresAreExact: Bool { true }
     @inlinable func term(_ i: Int) -> Double { Double(x!.load(fromByteOffset: 4 * i, as: Float.self)) }
     @inlinable func eight(from i: Int) -> SIMD8<Double> { SIMD8<Double>(x!.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)) }
-    @inlinable @inline(__always) func sixteen(from i: Int) -> (SIMD8<Double>, SIMD8<Double>) { (eight(from: i), eight(from: i + 8)) }
 }
 
 /// A BatchNorm layer's unstored float32 output: y = max(x̂·γ + β, 0) of its channel, sixteen at a time (never
@@ -266,15 +269,9 @@ struct NormalizedOutputTerms: ProbeTerms {
     @inlinable init(x: UnsafePointer<Float>, count: Int, perChannel: Int, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, affine: Bool) {
         self.x = x; self.count = count; self.perChannel = perChannel; self.gamma = gamma; self.beta = beta; self.affine = affine
     }
-    @inlinable static var squaresAreExact: Bool { true }
-
     @inlinable func term(_ i: Int) -> Double {
         let c = i / perChannel
         return Double(affineReLU(x[i], gamma: gamma[c], beta: beta[c], affine: affine))
-    }
-    @inlinable func sixteen(from i: Int) -> (SIMD8<Double>, SIMD8<Double>) {
-        let c = i / perChannel
-        return sixteen(from: i, gamma: SIMD16(repeating: gamma[c]), beta: SIMD16(repeating: beta[c]))
     }
     /// x̂·γ + β rounded in float32 as `affineReLU` does, then the ReLU on the exact Float64 values: the same
     /// comparison on the same numbers, so the same terms (on float32 lanes the compiler moved the select
@@ -300,7 +297,7 @@ struct NormalizedOutputTerms: ProbeTerms {
             let g = SIMD16(repeating: gamma[c]), b = SIMD16(repeating: beta[c])
             while i < end {
                 let (v0, v1) = sixteen(from: i, gamma: g, beta: b)
-                l.add(v0, v1, squaresAreExact: true)
+                l.add(v0, v1, squaresAreExact: true)  // float32 values: exact squares
                 i &+= 16
             }
         }
@@ -310,7 +307,7 @@ struct NormalizedOutputTerms: ProbeTerms {
 
 /// new − old, formed in Float64, for a float32 parameter and its copy from before the step.
 @usableFromInline
-struct FloatDifferenceTerms: ProbeTerms {
+struct FloatDifferenceTerms: EightTerms {
     @usableFromInline let new: UnsafeRawPointer?, old: UnsafeRawPointer?
     @usableFromInline let count: Int
     @inlinable init(new: UnsafeRawPointer?, old: UnsafeRawPointer?, count: Int) { self.new = new; self.old = old; self.count = count }
@@ -322,12 +319,11 @@ struct FloatDifferenceTerms: ProbeTerms {
         SIMD8<Double>(new!.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
             - SIMD8<Double>(old!.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
     }
-    @inlinable @inline(__always) func sixteen(from i: Int) -> (SIMD8<Double>, SIMD8<Double>) { (eight(from: i), eight(from: i + 8)) }
 }
 
 /// Any other terms (Float64 models, the tests), one at a time.
 @usableFromInline
-struct ScalarTerms: ProbeTerms {
+struct ScalarTerms: EightTerms {
     @usableFromInline let count: Int
     @usableFromInline let value: (Int) -> Double
     @inlinable init(count: Int, _ value: @escaping (Int) -> Double) { self.count = count; self.value = value }
@@ -338,7 +334,6 @@ struct ScalarTerms: ProbeTerms {
         for l in 0..<8 { v[l] = value(i + l) }
         return v
     }
-    @inlinable @inline(__always) func sixteen(from i: Int) -> (SIMD8<Double>, SIMD8<Double>) { (eight(from: i), eight(from: i + 8)) }
 }
 
 /// Collects one step's trace: the points the model passes, in order, and the probe of each probed point.
