@@ -95,22 +95,23 @@ def check_probes(f):
     updates = [p.split(":", 1)[1] for p in points if p.startswith("update/")]
     assert updates == params, f"update points {updates}"
     with gzip.open("Data/mnist/train-labels-idx1-ubyte.gz", "rb") as g:
-        labels = np.frombuffer(g.read()[8:], dtype=np.uint8).astype(np.float64)
+        labels = np.frombuffer(g.read()[8:], dtype=np.uint8).astype(np.float32)
     order, b = f["data/epoch_order"][()], int(f["config"].attrs["batch_size"])
-    sums, squares = f["steps/probes/sum"][()][:, 0], f["steps/probes/sum_of_squares"][()][:, 0]
+    checksums, largest = f["steps/probes/checksum"][()][:, 0], f["steps/probes/largest"][()][:, 0]
     per_epoch = order.shape[1] // b
 
-    def expected(step):  # small whole numbers: exact in float64 whatever the order
+    def expected(step):  # docs/SCHEMA.md: the float32 bit patterns summed modulo 2**32, and max |x|
         epoch, k = divmod(step - 1, per_epoch)
         batch = labels[order[epoch, k * b:(k + 1) * b]]
-        return batch.sum(), (batch * batch).sum()
+        return int(batch.view(np.uint32).sum(dtype=np.uint64) % 2**32), float(np.abs(batch).max())
 
-    for step in range(1, len(sums) + 1):
-        s, q = expected(step)
-        assert (s, q) == (sums[step - 1], squares[step - 1]), f"step {step}: labels probe {sums[step - 1]}, expected {s}"
+    for step in range(1, len(checksums) + 1):
+        c, m = expected(step)
+        assert (c, m) == (checksums[step - 1], largest[step - 1]), \
+            f"step {step}: labels probe {checksums[step - 1]:#x}, {largest[step - 1]}; expected {c:#x}, {m}"
     # Negative control: the next step's batch gives another probe.
-    assert expected(2) != (sums[0], squares[0]), "negative control: another batch's labels went unnoticed"
-    return f"{len(sums)} steps' label probes equal the labels file's"
+    assert expected(2) != (checksums[0], largest[0]), "negative control: another batch's labels went unnoticed"
+    return f"{len(checksums)} steps' label probes equal the labels file's"
 
 
 if __name__ == "__main__":

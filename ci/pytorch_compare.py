@@ -144,14 +144,17 @@ def accuracy(record, images, labels, threads):
         epoch, k = divmod(step, per_epoch)
         indices = order[epoch, k * b:(k + 1) * b]
         x32 = notebook_batch(images, indices)
-        # The record's probe of this step's input (Σx² in float64): the batch rebuilt here must be the one repro used.
-        recorded = f["steps/probes/sum_of_squares"][step, image_probe]
-        rebuilt = float((x32.double() ** 2).sum())
-        if not abs(rebuilt - recorded) <= 1e-12 * recorded:
-            sys.exit(f"{record}: the batch of step {step + 1} rebuilt here has Σx² {rebuilt!r}, the record {recorded!r}")
+        # The record's probe of this step's input (the checksum of its float32 bits, docs/SCHEMA.md): the batch
+        # rebuilt here must be the one repro used, bit for bit.
+        def checksum(t):
+            return int(t.contiguous().numpy().view(np.uint32).sum(dtype=np.uint64) % 2**32)
+        recorded = int(f["steps/probes/checksum"][step, image_probe])
+        rebuilt = checksum(x32)
+        if rebuilt != recorded:
+            sys.exit(f"{record}: the batch of step {step + 1} rebuilt here has checksum {rebuilt:#x}, the record {recorded:#x}")
         if checked == 0:  # negative control: the next batch's images fail that check
-            other = float((notebook_batch(images, order[epoch, (k + 1) * b:(k + 2) * b]).double() ** 2).sum())
-            assert not abs(other - recorded) <= 1e-12 * recorded, "negative control: another batch passed the input check"
+            other = checksum(notebook_batch(images, order[epoch, (k + 1) * b:(k + 2) * b]))
+            assert other != recorded, "negative control: another batch passed the input check"
         checked += 1
         y = torch.from_numpy(labels[indices].astype(np.int64))
         state = {name: torch.from_numpy(np.asarray(t[()], dtype=np.float32)) for name, t in f[f"checkpoints/{key}/model"].items()}

@@ -100,8 +100,8 @@ public final class BatchNorm<T: KernelScalar> {
     /// it, while the channel is in cache, and `backward` then takes the ReLU's gradient too: the same
     /// operations as BatchNorm then `ReLU` (so the same bits), one pass over the activations fewer each way.
     @inlinable
-    public func forward(_ x: FeatureMap<T>, training: Bool, fusedReLU: Bool = false) throws(BatchNormError) -> FeatureMap<T> {
-        try run(x, training: training, fusedReLU: fusedReLU, storeOutput: true)!
+    public func forward(_ x: FeatureMap<T>, training: Bool, fusedReLU: Bool = false, probing: Bool = false) throws(BatchNormError) -> FeatureMap<T> {
+        try run(x, training: training, fusedReLU: fusedReLU, storeOutput: true, probing: probing)!
     }
 
     /// The forward with its fused ReLU, the output left unstored: x̂ and the γ, β that turn it into
@@ -110,8 +110,8 @@ public final class BatchNorm<T: KernelScalar> {
     /// activations fewer (bn1: 2.4 MB a step; its forward measured 0.27 → 0.14–0.19 ms on 1 thread, 0.25 → 0.07
     /// on 2, where the stores had kept it from scaling).
     @inlinable
-    public func forwardLeavingOutputNormalized(_ x: FeatureMap<T>, training: Bool) throws(BatchNormError) -> NormalizedOutput<T> {
-        _ = try run(x, training: training, fusedReLU: true, storeOutput: false)
+    public func forwardLeavingOutputNormalized(_ x: FeatureMap<T>, training: Bool, probing: Bool = false) throws(BatchNormError) -> NormalizedOutput<T> {
+        _ = try run(x, training: training, fusedReLU: true, storeOutput: false, probing: probing)
         let (g, b) = fusedReLUAffine!
         return NormalizedOutput(normalized: FeatureMap(channels: x.channels, batch: x.batch, height: x.height, width: x.width, data: normalized),
                                 gamma: g, beta: b, affine: options.affine)
@@ -119,7 +119,7 @@ public final class BatchNorm<T: KernelScalar> {
 
     /// Statistics, x̂ (kept for the backward), and y when `storeOutput`.
     @inlinable
-    func run(_ x: FeatureMap<T>, training: Bool, fusedReLU: Bool, storeOutput: Bool) throws(BatchNormError) -> FeatureMap<T>? {
+    func run(_ x: FeatureMap<T>, training: Bool, fusedReLU: Bool, storeOutput: Bool, probing: Bool = false) throws(BatchNormError) -> FeatureMap<T>? {
         precondition(x.channels == channels, "\(name) expects \(channels) channels, got \(x.channels)")
         let m = x.perChannel
         let useBatch = training || !options.trackRunningStats
@@ -131,16 +131,30 @@ public final class BatchNorm<T: KernelScalar> {
                                affine: options.affine, relu: fusedReLU, kernels: kernels,
                                gamma: gamma?.value ?? [T](repeating: 1, count: channels), beta: beta?.value ?? [T](repeating: 0, count: channels))
         var y = [T](overwrittenCount: storeOutput ? x.data.count : 0)  // every element is written below
+        // Per channel, so any split between threads forms the same probes.
+        var probes = [ProbeLanes](repeating: ProbeLanes(), count: probing ? 2 * channels : 0)
         // Threads take whole channels: a channel's statistics, then its normalization while it is in cache.
         x.data.withUnsafeBufferPointer { xp in normalized.withUnsafeMutableBufferPointer { np in y.withUnsafeMutableBufferPointer { yp in
-            mean.withUnsafeMutableBufferPointer { mp in std.withUnsafeMutableBufferPointer { sp in
+            mean.withUnsafeMutableBufferPointer { mp in std.withUnsafeMutableBufferPointer { sp in probes.withUnsafeMutableBufferPointer { pr in
                 nonisolated(unsafe) let xs = xp.baseAddress!, ns = np.baseAddress!, ys = storeOutput ? yp.baseAddress : nil
                 nonisolated(unsafe) let means = mp.baseAddress!, stds = sp.baseAddress!
+                nonisolated(unsafe) let probeLanes = probing ? pr.baseAddress : nil  // an empty array's may be non-nil
+                let channels = channels
                 Parallel.forEach(channels, threads: kernels.threads, minimumPerPart: Self.channelsPerThread(m)) { range in
-                    for c in range { pass.channel(c, x: xs, normalized: ns, y: ys, means: means, stds: stds) }
+                    for c in range {
+                        pass.channel(c, x: xs, normalized: ns, y: ys, means: means, stds: stds,
+                                     probes: probeLanes.map { ($0 + c, $0 + channels + c) })
+                    }
                 }
-            } }
+            } } }
         } } }
+        if probing {
+            var input = ProbeLanes(), output = ProbeLanes()
+            for c in 0..<channels { input.merge(probes[c]); output.merge(probes[channels + c]) }
+            lastForwardProbes = (input.probe, output.probe)
+        } else {
+            lastForwardProbes = nil
+        }
         if useBatch {
             // NaN inputs propagate as in PyTorch; only the division by a zero std is refused (first such channel),
             // before any state changes: the output computed with it is dropped.
@@ -172,9 +186,11 @@ public final class BatchNorm<T: KernelScalar> {
             self.kernels = kernels; self.gamma = gamma; self.beta = beta
         }
 
+        /// `probes`: where to form the probes of the channel's input and output.
         @inlinable
         func channel(_ c: Int, x xs: UnsafePointer<T>, normalized ns: UnsafeMutablePointer<T>, y ys: UnsafeMutablePointer<T>?,
-                     means: UnsafeMutablePointer<T>, stds: UnsafeMutablePointer<T>) {
+                     means: UnsafeMutablePointer<T>, stds: UnsafeMutablePointer<T>,
+                     probes: (input: UnsafeMutablePointer<ProbeLanes>, output: UnsafeMutablePointer<ProbeLanes>)? = nil) {
             let base = c * m
             if batchStatistics {
                 let seg = UnsafeBufferPointer(start: xs + base, count: m)
@@ -187,8 +203,18 @@ public final class BatchNorm<T: KernelScalar> {
             if T.self == Float.self {
                 normalizeFloat(x: cast(xs + base), normalized: cast(ns + base), y: ys.map { cast($0 + base) }, count: m,
                                mean: unsafeBitCast(mu, to: Float.self), std: unsafeBitCast(s, to: Float.self),
-                               gamma: unsafeBitCast(g, to: Float.self), beta: unsafeBitCast(b, to: Float.self), affine: affine, relu: relu)
+                               gamma: unsafeBitCast(g, to: Float.self), beta: unsafeBitCast(b, to: Float.self), affine: affine, relu: relu,
+                               probes: probes)
                 return
+            }
+            // Other types: the channel's input and output probed after it is formed.
+            defer {
+                if let probes {
+                    probes.input.pointee.add(UnsafeBufferPointer(start: xs + base, count: m))
+                    for i in base..<(base + m) {
+                        probes.output.pointee.add(relu ? affineReLU(ns[i], gamma: g, beta: b, affine: affine) : affine ? ns[i] * g + b : ns[i])
+                    }
+                }
             }
             guard let ys else {
                 for i in base..<(base + m) { ns[i] = (xs[i] - mu) / s }
@@ -225,14 +251,26 @@ public final class BatchNorm<T: KernelScalar> {
     /// ∂L/∂input is formed 16 positions at a time while the ReLU's gradient reads it (`reluGradientFromPool`),
     /// never stored. The same bits as `backward(pool.backward(dy))`; one 2.4 MB zero-fill, store and load fewer
     /// for bn1. Other shapes take the stored gradient.
+    ///
+    /// `probing`: also form the probes of the gradient flowing in and of ∂L/∂x (`backwardProbes`), channel by
+    /// channel as the values pass through registers or while the channel is in cache.
     @inlinable
-    public func backward(_ dy: PooledGradient<T>) -> FeatureMap<T> {
-        guard dy.spreadsInPlace, fusedReLUAffine != nil else { return backward(dy.dense(threads: kernels.threads)) }
+    public func backward(_ dy: PooledGradient<T>, probing: Bool = false) -> FeatureMap<T> {
+        guard dy.spreadsInPlace, fusedReLUAffine != nil else { return backward(dy.dense(threads: kernels.threads), probing: probing) }
         return dy.gradient.data.withUnsafeBufferPointer { g in dy.argmax.withUnsafeBufferPointer { a in
             backward(.pooled(gradient: g.baseAddress!, argmax: a.baseAddress!, height: dy.height, width: dy.width),
-                     channels: dy.gradient.channels, batch: dy.gradient.batch, height: dy.height, width: dy.width)
+                     channels: dy.gradient.channels, batch: dy.gradient.batch, height: dy.height, width: dy.width, probing: probing)
         } }
     }
+
+    /// The probes of the last backward that was asked for them: the gradient flowing in and ∂L/∂x (nil after
+    /// a backward without `probing`).
+    public var backwardProbes: (incoming: Probe, inputGradient: Probe)? { lastBackwardProbes }
+    /// The probes of the last forward that was asked for them: its input and its output (after the fused
+    /// ReLU; formed whether stored or not).
+    public var forwardProbes: (input: Probe, output: Probe)? { lastForwardProbes }
+    @usableFromInline var lastForwardProbes: (input: Probe, output: Probe)?
+    @usableFromInline var lastBackwardProbes: (incoming: Probe, inputGradient: Probe)?
 
     /// Fills gamma.grad and beta.grad; returns ∂L/∂x, the exact gradient of the forward above.
     ///
@@ -240,9 +278,9 @@ public final class BatchNorm<T: KernelScalar> {
     ///   ∂L/∂x̂ = γ·dy,   ∂L/∂x = (1/s)·(∂L/∂x̂ − mean(∂L/∂x̂) − x̂·Σ(∂L/∂x̂·x̂)/d)
     /// because ∂μ/∂x_i = 1/m and ∂s/∂x_i = x̂_i/d. With running statistics μ and s are constants: ∂L/∂x = γ·dy/s.
     @inlinable
-    public func backward(_ dy: FeatureMap<T>) -> FeatureMap<T> {
+    public func backward(_ dy: FeatureMap<T>, probing: Bool = false) -> FeatureMap<T> {
         dy.data.withUnsafeBufferPointer { g in
-            backward(.stored(g.baseAddress!), channels: dy.channels, batch: dy.batch, height: dy.height, width: dy.width)
+            backward(.stored(g.baseAddress!), channels: dy.channels, batch: dy.batch, height: dy.height, width: dy.width, probing: probing)
         }
     }
 
@@ -254,7 +292,7 @@ public final class BatchNorm<T: KernelScalar> {
     }
 
     @inlinable
-    func backward(_ incoming: Incoming, channels: Int, batch: Int, height: Int, width: Int) -> FeatureMap<T> {
+    func backward(_ incoming: Incoming, channels: Int, batch: Int, height: Int, width: Int, probing: Bool) -> FeatureMap<T> {
         let m = batch * height * width, count = channels * m
         precondition(count == normalized.count, "\(name).backward does not match the last forward")
         var dx = [T](overwrittenCount: count)  // every element is written below
@@ -262,18 +300,29 @@ public final class BatchNorm<T: KernelScalar> {
         let pass = BackwardPass(m: m, divisor: T(options.unbiased ? m - 1 : m), batchStatistics: usedBatchStatistics,
                                 affine: options.affine, kernels: kernels, gamma: gamma?.value ?? [T](repeating: 1, count: channels),
                                 stds: lastStd, fusedReLU: fusedReLUAffine)
+        // Per channel, so any split between threads forms the same probes.
+        var probes = [ProbeLanes](repeating: ProbeLanes(), count: probing ? 2 * channels : 0)
         normalized.withUnsafeBufferPointer { np in dx.withUnsafeMutableBufferPointer { dp in
-            sumsDy.withUnsafeMutableBufferPointer { sd in sumsDyXhat.withUnsafeMutableBufferPointer { sx in
+            sumsDy.withUnsafeMutableBufferPointer { sd in sumsDyXhat.withUnsafeMutableBufferPointer { sx in probes.withUnsafeMutableBufferPointer { pr in
                 nonisolated(unsafe) let ns = np.baseAddress!, ds = dp.baseAddress!
                 nonisolated(unsafe) let sumDyOut = sd.baseAddress!, sumDyXhatOut = sx.baseAddress!
+                nonisolated(unsafe) let probeLanes = probing ? pr.baseAddress : nil  // an empty array's may be non-nil
                 // Threads take whole channels.
                 Parallel.forEach(channels, threads: kernels.threads, minimumPerPart: Self.channelsPerThread(m)) { channelRange in
                     for c in channelRange {
-                        pass.channel(c, incoming: incoming, normalized: ns, dx: ds, sumDy: sumDyOut, sumDyXhat: sumDyXhatOut)
+                        pass.channel(c, incoming: incoming, normalized: ns, dx: ds, sumDy: sumDyOut, sumDyXhat: sumDyXhatOut,
+                                     probes: probeLanes.map { ($0 + c, $0 + channels + c) })
                     }
                 }
-            } }
+            } } }
         } }
+        if probing {
+            var incomingProbe = ProbeLanes(), inputGradientProbe = ProbeLanes()
+            for c in 0..<channels { incomingProbe.merge(probes[c]); inputGradientProbe.merge(probes[channels + c]) }
+            lastBackwardProbes = (incomingProbe.probe, inputGradientProbe.probe)
+        } else {
+            lastBackwardProbes = nil
+        }
         if let gamma, let beta {
             gamma.grad = gammaGradientFactor == 1 ? sumsDyXhat : sumsDyXhat.map { $0 * gammaGradientFactor }
             beta.grad = sumsDy
@@ -301,22 +350,29 @@ public final class BatchNorm<T: KernelScalar> {
             self.kernels = kernels; self.gamma = gamma; self.stds = stds; self.fusedReLU = fusedReLU
         }
 
+        /// `probes`: where to form the probes of the channel's gradient flowing in and of its ∂L/∂x.
         @inlinable
         func channel(_ c: Int, incoming source: Incoming, normalized ns: UnsafePointer<T>,
-                     dx ds: UnsafeMutablePointer<T>, sumDy: UnsafeMutablePointer<T>, sumDyXhat: UnsafeMutablePointer<T>) {
+                     dx ds: UnsafeMutablePointer<T>, sumDy: UnsafeMutablePointer<T>, sumDyXhat: UnsafeMutablePointer<T>,
+                     probes: (incoming: UnsafeMutablePointer<ProbeLanes>, inputGradient: UnsafeMutablePointer<ProbeLanes>)?) {
             let range = (c * m)..<((c + 1) * m)
             let incoming: UnsafePointer<T>
             switch source {
-            case .stored(let g): incoming = g
+            case .stored(let g):
+                incoming = g
+                if let probes { probes.incoming.pointee.add(UnsafeBufferPointer(start: g + c * m, count: m)) }
             case let .pooled(gradient, argmax, height, width):
                 // `backward(_: PooledGradient)` takes this path only for Float with the fused ReLU.
                 let g = fusedReLU!.gamma[c], b = fusedReLU!.beta[c], pooledPerChannel = m / 4
                 reluGradientFromPool(gradient: cast(gradient + c * pooledPerChannel), argmax: argmax + c * pooledPerChannel,
                                      normalized: cast(ns + c * m), into: cast(ds + c * m), images: m / (height * width),
                                      height: height, width: width,
-                                     gamma: unsafeBitCast(g, to: Float.self), beta: unsafeBitCast(b, to: Float.self), affine: affine)
+                                     gamma: unsafeBitCast(g, to: Float.self), beta: unsafeBitCast(b, to: Float.self), affine: affine,
+                                     probe: probes?.incoming)
                 incoming = UnsafePointer(ds)
             }
+            // ∂L/∂x of the channel, probed while in cache.
+            defer { if let probes { probes.inputGradient.pointee.add(UnsafeBufferPointer(start: UnsafePointer(ds + c * m), count: m)) } }
             if let fusedReLU, case .stored = source {
                 let g = fusedReLU.gamma[c], b = fusedReLU.beta[c]
                 if T.self == Float.self {
@@ -362,11 +418,39 @@ public final class BatchNorm<T: KernelScalar> {
 /// y only when it is given.
 @inlinable
 func normalizeFloat(x: UnsafePointer<Float>, normalized: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>?,
-                    count: Int, mean: Float, std: Float, gamma: Float, beta: Float, affine: Bool, relu: Bool) {
+                    count: Int, mean: Float, std: Float, gamma: Float, beta: Float, affine: Bool, relu: Bool,
+                    probes: (input: UnsafeMutablePointer<ProbeLanes>, output: UnsafeMutablePointer<ProbeLanes>)? = nil) {
     typealias V = SIMD16<Float>
     let xr = UnsafeRawPointer(x), nr = UnsafeMutableRawPointer(normalized)
     let mu = V(repeating: mean), s = V(repeating: std), g = V(repeating: gamma), b = V(repeating: beta)
     var i = 0
+    if let probes {
+        // The probes of x and of y (formed whether stored or not) from the registers.
+        var input = probes.input.pointee, output = probes.output.pointee
+        while i + 16 <= count {
+            let offset = i &* 4
+            let xv = xr.loadUnaligned(fromByteOffset: offset, as: V.self)
+            let h = (xv - mu) / s
+            nr.storeBytes(of: h, toByteOffset: offset, as: V.self)
+            let out = relu ? affineReLU(h, gamma: g, beta: b, affine: affine) : affine ? h * g + b : h
+            if let y { UnsafeMutableRawPointer(y).storeBytes(of: out, toByteOffset: offset, as: V.self) }
+            input.add(xv)
+            output.add(out)
+            i += 16
+        }
+        while i < count {
+            let h = (x[i] - mean) / std
+            normalized[i] = h
+            let out = relu ? affineReLU(h, gamma: gamma, beta: beta, affine: affine) : affine ? h * gamma + beta : h
+            y?[i] = out
+            input.add(x[i])
+            output.add(out)
+            i += 1
+        }
+        probes.input.pointee = input
+        probes.output.pointee = output
+        return
+    }
     if let y {
         let yr = UnsafeMutableRawPointer(y)
         while i + 16 <= count {
@@ -471,16 +555,20 @@ func reluGradientFloat(gradient: UnsafePointer<Float>, normalized: UnsafePointer
 @inlinable
 func reluGradientFromPool(gradient: UnsafePointer<Float>, argmax: UnsafePointer<UInt8>, normalized: UnsafePointer<Float>,
                           into d: UnsafeMutablePointer<Float>, images: Int, height h: Int, width w: Int,
-                          gamma: Float, beta: Float, affine: Bool) {
+                          gamma: Float, beta: Float, affine: Bool, probe: UnsafeMutablePointer<ProbeLanes>? = nil) {
     typealias V = SIMD16<Float>
     let g = V(repeating: gamma), b = V(repeating: beta)
-    spreadPooledGradient(gradient, argmax: argmax, planes: images, height: h, width: w) { offset, incoming in
+    var lanes = probe?.pointee ?? ProbeLanes()
+    spreadPooledGradient(gradient, argmax: argmax, planes: images, height: h, width: w) { offset, incoming, fresh in
         let h = UnsafeRawPointer(normalized + offset).loadUnaligned(as: V.self)
         let out = affine ? h * g + b : h
         let cleared = unsafeBitCast(out .<= V(), to: SIMD16<UInt32>.self)
-        UnsafeMutableRawPointer(d + offset).storeBytes(of: unsafeBitCast(unsafeBitCast(incoming, to: SIMD16<UInt32>.self) & ~cleared, to: V.self),
-                                                       as: V.self)
+        let bits = unsafeBitCast(incoming, to: SIMD16<UInt32>.self)
+        UnsafeMutableRawPointer(d + offset).storeBytes(of: unsafeBitCast(bits & ~cleared, to: V.self), as: V.self)
+        // The gradient flowing in, each position once (a row's last block may repeat positions).
+        if probe != nil { lanes.add(unsafeBitCast(bits & fresh, to: V.self)) }
     }
+    probe?.pointee = lanes
 }
 
 /// ∂L/∂x = (γ·g − mean(∂L/∂x̂) − x̂·projection)/s, in place when `into` is `gradient`.

@@ -67,52 +67,62 @@ public final class LeNet5<T: KernelScalar> {
         // Each BN applies the ReLU after it (`fusedReLU`); without BN the ReLU layers run on their own.
         trace?.probe(TracePoint(.data, "input", .images), x.data)
         var a = conv1.forward(x)
-        traced(conv1.name, output: a)
+        if bn1 == nil { traced(conv1.name, output: a) }  // else probed by bn1 as it reads it
         stageDone?("conv1 forward")
-        try activateAndPool(bn1, relu1, pool1, &a, training: training, stage: "bn1 + relu1 forward")
+        try activateAndPool(after: conv1.name, bn1, relu1, pool1, &a, training: training, stage: "bn1 + relu1 forward")
         traced(pool1.name, output: a)
         stageDone?("pool1 forward")
         a = conv2.forward(a)
-        traced(conv2.name, output: a)
+        if bn2 == nil { traced(conv2.name, output: a) }
         stageDone?("conv2 forward")
-        try activateAndPool(bn2, relu2, pool2, &a, training: training, stage: "bn2 + relu2 forward")
+        try activateAndPool(after: conv2.name, bn2, relu2, pool2, &a, training: training, stage: "bn2 + relu2 forward")
         traced(pool2.name, output: a)
         stageDone?("pool2 forward")
         a = fc3.forward(Self.flatten(a))
-        traced(fc3.name, output: a)
-        if let bn3 { a = try forward(bn3, a, training: training) } else { relu3.forward(&a); traced(relu3.name, output: a) }
+        if let bn3 { a = try forward(bn3, after: fc3.name, a, training: training) } else {
+            traced(fc3.name, output: a)
+            relu3.forward(&a)
+            traced(relu3.name, output: a)
+        }
         a = fc4.forward(a)
-        traced(fc4.name, output: a)
-        if let bn4 { a = try forward(bn4, a, training: training) } else { relu4.forward(&a); traced(relu4.name, output: a) }
+        if let bn4 { a = try forward(bn4, after: fc4.name, a, training: training) } else {
+            traced(fc4.name, output: a)
+            relu4.forward(&a)
+            traced(relu4.name, output: a)
+        }
         a = fc5.forward(a)
         traced(fc5.name, output: a)
         stageDone?("flatten, fc3..fc5 forward (bn3, bn4)")
         return a
     }
 
-    /// A BatchNorm layer with its fused ReLU; the trace gets the statistics it computed, then its output.
+    /// A BatchNorm layer with its fused ReLU after `layer`; the trace gets the layer's output, the statistics
+    /// the BN layer computed, then its output — the first and the last probed by the BN layer as it reads and
+    /// forms them.
     @inlinable
-    func forward(_ bn: BatchNorm<T>, _ a: FeatureMap<T>, training: Bool) throws(BatchNormError) -> FeatureMap<T> {
-        let y = try bn.forward(a, training: training, fusedReLU: true)
-        if let trace {
-            tracedStatistics(bn, training: training)
-            trace.probe(TracePoint(.forward, bn.name, .output), y.data)
-        }
+    func forward(_ bn: BatchNorm<T>, after layer: String, _ a: FeatureMap<T>, training: Bool) throws(BatchNormError) -> FeatureMap<T> {
+        let y = try bn.forward(a, training: training, fusedReLU: true, probing: trace != nil)
+        tracedForward(of: bn, after: layer, training: training)
         return y
+    }
+
+    @inlinable
+    func tracedForward(of bn: BatchNorm<T>, after layer: String, training: Bool) {
+        guard let trace, let probes = bn.forwardProbes else { return }
+        trace.record(TracePoint(.forward, layer, .output), probes.input)
+        tracedStatistics(bn, training: training)
+        trace.record(TracePoint(.forward, bn.name, .output), probes.output)
     }
 
     /// A convolution's BatchNorm (or, without BN, its ReLU: `stage` for the breakdown) and the max-pool after it.
     /// The BN layer's output is never stored: the pool forms it from x̂ as it loads it (`NormalizedOutput`), and
-    /// the trace probes it the same way.
+    /// the BN layer probes it (and its input) as it forms it.
     @inlinable
-    func activateAndPool(_ bn: BatchNorm<T>?, _ relu: ReLU<T>, _ pool: MaxPool2x2<T>, _ a: inout FeatureMap<T>,
+    func activateAndPool(after layer: String, _ bn: BatchNorm<T>?, _ relu: ReLU<T>, _ pool: MaxPool2x2<T>, _ a: inout FeatureMap<T>,
                          training: Bool, stage: StaticString) throws(BatchNormError) {
         if let bn {
-            let y = try bn.forwardLeavingOutputNormalized(a, training: training)
-            if let trace {
-                tracedStatistics(bn, training: training)
-                trace.probe(TracePoint(.forward, bn.name, .output), y)
-            }
+            let y = try bn.forwardLeavingOutputNormalized(a, training: training, probing: trace != nil)
+            tracedForward(of: bn, after: layer, training: training)
             stageDone?(stage)
             a = pool.forward(y)
         } else {
@@ -133,8 +143,13 @@ public final class LeNet5<T: KernelScalar> {
     func traced(_ layer: String, output a: FeatureMap<T>) { trace?.probe(TracePoint(.forward, layer, .output), a.data) }
 
     /// Before a layer's backward: the gradient flowing into it.
+    /// `known`: its probe, when the layer before formed it.
     @inlinable
-    func traced(_ layer: String, gradientIn g: FeatureMap<T>) { trace?.probe(TracePoint(.backward, layer, .outputGradient), g.data) }
+    func traced(_ layer: String, gradientIn g: FeatureMap<T>, known: Probe? = nil) {
+        guard let trace else { return }
+        let point = TracePoint(.backward, layer, .outputGradient)
+        if let known { trace.record(point, known) } else { trace.probe(point, g.data) }
+    }
 
     /// After a layer's backward: its parameters' gradients.
     @inlinable
@@ -152,61 +167,73 @@ public final class LeNet5<T: KernelScalar> {
         traced(fc5.name, gradientIn: g)
         g = fc5.backward(g)
         traced(fc5.name, gradientsOf: fc5.parameters)
-        backward(bn4, relu4, &g)
-        traced(fc4.name, gradientIn: g)
+        var known = backward(bn4, relu4, &g)
+        traced(fc4.name, gradientIn: g, known: known)
         g = fc4.backward(g)
         traced(fc4.name, gradientsOf: fc4.parameters)
-        backward(bn3, relu3, &g)
-        traced(fc3.name, gradientIn: g)
+        known = backward(bn3, relu3, &g)
+        traced(fc3.name, gradientIn: g, known: known)
         g = Self.unflatten(fc3.backward(g), channels: 16, height: 5, width: 5)
         traced(fc3.name, gradientsOf: fc3.parameters)
         stageDone?("fc5..fc3 backward (bn4, bn3), unflatten")
         traced(pool2.name, gradientIn: g)
-        backwardThroughPool(pool2, bn2, relu2, &g, stages: ("pool2 backward", "bn2 + relu2 backward"))
-        traced(conv2.name, gradientIn: g)
+        known = backwardThroughPool(pool2, bn2, relu2, &g, stages: ("pool2 backward", "bn2 + relu2 backward"))
+        traced(conv2.name, gradientIn: g, known: known)
         g = conv2.backward(g)!
         traced(conv2.name, gradientsOf: conv2.parameters)
         stageDone?("conv2 backward")
         traced(pool1.name, gradientIn: g)
-        backwardThroughPool(pool1, bn1, relu1, &g, stages: ("pool1 backward", "bn1 + relu1 backward"))
-        traced(conv1.name, gradientIn: g)
+        known = backwardThroughPool(pool1, bn1, relu1, &g, stages: ("pool1 backward", "bn1 + relu1 backward"))
+        traced(conv1.name, gradientIn: g, known: known)
         let dx = conv1.backward(g, inputGradient: inputGradient)
         traced(conv1.name, gradientsOf: conv1.parameters)
         stageDone?(inputGradient ? "conv1 backward" : "conv1 backward (weights only)")
         return dx
     }
 
-    /// A max-pool's backward, then that of the BatchNorm layer (or ReLU) before it. Without a trace the pool's
-    /// gradient is spread as the BN layer reads it (rows of 16 and more: pool1), never stored; a trace probes
-    /// the stored gradient flowing into the BN layer, so it takes the two steps one after the other (the same
-    /// bits).
+    /// A max-pool's backward, then that of the BatchNorm layer (or ReLU) before it. The pool's gradient is left
+    /// unspread: the BN layer spreads it as it reads it (rows of 16 and more: pool1), never stored. Returns,
+    /// in a traced step, the probe of ∂L/∂(the BN layer's input), which the BN layer formed (`backward`).
     @inlinable
     func backwardThroughPool(_ pool: MaxPool2x2<T>, _ bn: BatchNorm<T>?, _ relu: ReLU<T>, _ g: inout FeatureMap<T>,
-                             stages: (pool: StaticString, activation: StaticString)) {
-        if let bn, trace == nil {
+                             stages: (pool: StaticString, activation: StaticString)) -> Probe? {
+        let inputGradientProbe: Probe?
+        if let bn {
             let pooled = pool.backwardLeftPooled(g)
             stageDone?(stages.pool)
-            g = bn.backward(pooled)
-            traced(bn.name, gradientsOf: bn.parameters)
+            g = bn.backward(pooled, probing: trace != nil)
+            inputGradientProbe = tracedBackward(of: bn)
         } else {
             g = pool.backward(g)
             stageDone?(stages.pool)
-            backward(bn, relu, &g)
+            inputGradientProbe = backward(bn, relu, &g)
         }
         stageDone?(stages.activation)
+        return inputGradientProbe
     }
 
     /// The backward of a BatchNorm layer with its fused ReLU, or of the plain ReLU in the model without BN.
+    /// Returns, in a traced step, the probe of ∂L/∂input when the layer formed it.
     @inlinable
-    func backward(_ bn: BatchNorm<T>?, _ relu: ReLU<T>, _ g: inout FeatureMap<T>) {
+    func backward(_ bn: BatchNorm<T>?, _ relu: ReLU<T>, _ g: inout FeatureMap<T>) -> Probe? {
         if let bn {
-            traced(bn.name, gradientIn: g)
-            g = bn.backward(g)
-            traced(bn.name, gradientsOf: bn.parameters)
+            g = bn.backward(g, probing: trace != nil)
+            return tracedBackward(of: bn)
         } else {
             traced(relu.name, gradientIn: g)
             relu.backward(&g)  // in place: `g` is the caller's only reference
+            return nil
         }
+    }
+
+    /// After a BatchNorm layer's backward: the gradient that flowed in (probed by the layer), its parameters'
+    /// gradients; returns the probe of its ∂L/∂input.
+    @inlinable
+    func tracedBackward(of bn: BatchNorm<T>) -> Probe? {
+        guard let trace, let probes = bn.backwardProbes else { return nil }
+        trace.record(TracePoint(.backward, bn.name, .outputGradient), probes.incoming)
+        traced(bn.name, gradientsOf: bn.parameters)
+        return probes.inputGradient
     }
 
     /// [C][N][H][W] → [C·H·W][N], feature index c·H·W + h·W + w: PyTorch's x.view(N, −1) on NCHW.
@@ -259,9 +286,11 @@ extension LeNet5 {
         trace?.mark(TracePoint(.loss, "loss", .accuracy))
         stageDone?("loss")
         backward(ce.gradient!)
-        trace?.parametersWillUpdate(optimizer.parameters)
-        optimizer.step()
-        trace?.parametersUpdated(optimizer.parameters)
+        if let trace {
+            trace.updated(optimizer.parameters, probes: optimizer.step(probing: true))
+        } else {
+            optimizer.step()
+        }
         stageDone?("SGD step")
         return StepResult(loss: ce.loss, correct: ce.correct)
     }

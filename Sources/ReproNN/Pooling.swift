@@ -179,14 +179,20 @@ struct FloatActivation {
 
 /// A max-pool's ∂L/∂input formed 16 positions at a time, for `planes` planes of h × w (both even, w ≥ 16):
 /// each pooled value spread to its window's two columns and kept where the window chose that position, 0
-/// elsewhere (+0, as the zero-filled scatter leaves it). `body(offset, values)` gets each block with the
+/// elsewhere (+0, as the zero-filled scatter leaves it). `body(offset, values, fresh)` gets each block with the
 /// offset of its first position from the first plane's start; a row takes blocks at 0, 16, … and a last one
-/// ending at the row's end, which may overlap the one before it (the same values twice).
+/// ending at the row's end, which may overlap the one before it (the same values twice): `fresh` has all bits
+/// set in the lanes of positions not given before, none in the others.
 @inlinable @inline(__always)
 func spreadPooledGradient(_ gradient: UnsafePointer<Float>, argmax: UnsafePointer<UInt8>, planes: Int, height h: Int, width w: Int,
-                          _ body: (Int, SIMD16<Float>) -> Void) {
+                          _ body: (Int, SIMD16<Float>, SIMD16<UInt32>) -> Void) {
     let ow = w / 2
     let column = SIMD16<Int32>(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1)
+    // The last block's lanes below `repeated` were the previous block's (sign of lane − repeated, spread).
+    let repeated = Int32(w % 16 == 0 ? 0 : 16 - w % 16)
+    let lane = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+    let lastFresh = unsafeBitCast(~((lane &- SIMD16(repeating: repeated)) &>> 31), to: SIMD16<UInt32>.self)
+    let allFresh = SIMD16<UInt32>(repeating: .max)
     for p in 0..<planes {
         for r in 0..<h {
             // The positions of row r are window choices 2·(r mod 2) + (column mod 2).
@@ -201,7 +207,7 @@ func spreadPooledGradient(_ gradient: UnsafePointer<Float>, argmax: UnsafePointe
                 let chosen = SIMD16<Int32>(Int32(a[0]), Int32(a[0]), Int32(a[1]), Int32(a[1]), Int32(a[2]), Int32(a[2]), Int32(a[3]), Int32(a[3]),
                                            Int32(a[4]), Int32(a[4]), Int32(a[5]), Int32(a[5]), Int32(a[6]), Int32(a[6]), Int32(a[7]), Int32(a[7])) .== choice
                 body(row + q, unsafeBitCast(unsafeBitCast(spread, to: SIMD16<UInt32>.self) & unsafeBitCast(chosen, to: SIMD16<UInt32>.self),
-                                            to: SIMD16<Float>.self))
+                                            to: SIMD16<Float>.self), q == w - 16 && q % 16 != 0 ? lastFresh : allFresh)
                 if q == w - 16 { break }
                 q = Swift.min(q + 16, w - 16)
             }
@@ -244,7 +250,7 @@ public struct PooledGradient<T: KernelScalar> {
                 if spreads {
                     let out = UnsafeMutableRawPointer(ds + range.lowerBound * h * w)
                     spreadPooledGradient(cast(gs + range.lowerBound * oh * ow), argmax: As + range.lowerBound * oh * ow,
-                                         planes: range.count, height: h, width: w) { offset, values in
+                                         planes: range.count, height: h, width: w) { offset, values, _ in
                         out.storeBytes(of: values, toByteOffset: offset &* 4, as: SIMD16<Float>.self)
                     }
                     return

@@ -81,258 +81,198 @@ public struct TracePoint: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// A probe: Σx and Σx² of a tensor, both accumulated in Float64 from its float32 (or Float64) values in
-/// one fixed order: the tensor is cut into chunks of `chunkSize` elements; within a chunk, element i goes
-/// into lane i mod 16, each lane sequential, then the lanes by halving (`lanes`); the chunks' results are
-/// added in chunk order. The chunks of a large tensor may be summed on several threads (`threads`): each
-/// chunk's result is the same, and they are still added in chunk order.
-/// Cheap enough for every step, and a change of any value by one ULP changes Σx or Σx² in all but
-/// contrived cases (float32 values summed in Float64 are often exact outright).
+/// A probe: two summaries of a tensor that need no order.
+/// - `checksum`: the sum of the values' bit patterns as unsigned 32-bit integers, modulo 2^32 (a float64 value
+///   adds its two 32-bit halves). Changing any one value changes it (by the difference of the two bit
+///   patterns, never a multiple of 2^32); only changes that cancel exactly (+k in one pattern, −k in another)
+///   go unnoticed.
+/// - `largest`: the largest magnitude, max |x| (a NaN counts as larger than any number), exact — the
+///   summary a tolerance judges, where the bits may legitimately differ.
+/// Integer addition and max are associative and commutative, so neither depends on the order, the blocking
+/// or the thread that takes a value: a kernel folds the probe of the tensor it produces into its own loops
+/// (`ProbeLanes`, partials merged in any order), and no value is converted to Float64 (that conversion
+/// alone, one instruction per four values, cost more than the 3% of a step a probe may take, measured).
 public struct Probe: Equatable, Sendable {
-    public var sum: Double
-    public var sumOfSquares: Double
+    public var checksum: UInt32
+    public var largest: Double
 
-    /// 64 Ki elements (256 KiB of float32): a chunk stays in L2. Part of the documented order (the goldens'
-    /// probes depend on it), not a tuning knob.
-    public static let chunkSize = 1 << 16
+    /// Fewer values than this (64 KiB of float32) are probed on one thread. Any split gives the same probe.
+    public static let minimumPerThread = 1 << 14
 
     @inlinable
-    public init(sum: Double, sumOfSquares: Double) {
-        self.sum = sum
-        self.sumOfSquares = sumOfSquares
+    public init(checksum: UInt32, largest: Double) {
+        self.checksum = checksum
+        self.largest = largest
     }
 
     @inlinable
     public init<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, threads: Int = 1) {
-        self = T.self == Float.self
-            ? Self.accumulate(FloatTerms(x: UnsafeRawPointer(x.baseAddress), count: x.count), threads: threads)
-            : Self.accumulate(ScalarTerms(count: x.count) { Double(x[$0]) })
+        if T.self == Float.self {
+            nonisolated(unsafe) let base = UnsafeRawPointer(x.baseAddress)
+            self = Self.chunked(x.count, threads: threads) { range, lanes in lanes.add(floatsAt: base, range) }
+        } else {
+            var lanes = ProbeLanes()
+            for v in x { lanes.add(v) }
+            self = lanes.probe
+        }
     }
 
     /// The probe of a BatchNorm layer's unstored output: each y formed from x̂ as the layer would have stored it
-    /// (`affineReLU`), in the documented order; the same bits as the probe of the stored output.
+    /// (`affineReLU`), so the probe of the stored output.
     @inlinable
     public init<T: KernelScalar>(_ y: NormalizedOutput<T>, threads: Int = 1) {
         let m = y.normalized.perChannel
         if T.self == Float.self && m % 16 == 0 {
-            // Every 16 terms a chunk's lanes take lie in one channel (chunks and channels start at multiples of 16).
             self = y.normalized.data.withUnsafeBufferPointer { x in y.gamma.withUnsafeBufferPointer { g in y.beta.withUnsafeBufferPointer { b in
-                Self.accumulate(NormalizedOutputTerms(x: cast(x.baseAddress!), count: x.count, perChannel: m,
-                                                      gamma: cast(g.baseAddress!), beta: cast(b.baseAddress!), affine: y.affine),
-                                threads: threads)
+                let x = UnsafeRawPointer(x.baseAddress!), g = UnsafeRawPointer(g.baseAddress!), b = UnsafeRawPointer(b.baseAddress!)
+                let affine = y.affine
+                nonisolated(unsafe) let (xs, gs, bs) = (x, g, b)
+                return Self.chunked(y.normalized.data.count, threads: threads) { range, lanes in
+                    // A channel's stretch at a time, its γ and β loaded once (chunks and channels start at multiples of 16).
+                    var i = range.lowerBound
+                    while i < range.upperBound {
+                        let c = i / m, end = Swift.min(range.upperBound, (c + 1) * m)
+                        let gv = SIMD16(repeating: gs.load(fromByteOffset: 4 * c, as: Float.self))
+                        let bv = SIMD16(repeating: bs.load(fromByteOffset: 4 * c, as: Float.self))
+                        while i < end {
+                            lanes.add(affineReLU(xs.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self), gamma: gv, beta: bv, affine: affine))
+                            i &+= 16
+                        }
+                    }
+                }
             } } }
         } else {
-            self = Self.accumulate(ScalarTerms(count: y.normalized.data.count) { Double(y.value($0)) })
+            var lanes = ProbeLanes()
+            for i in y.normalized.data.indices { lanes.add(y.value(i)) }
+            self = lanes.probe
         }
     }
 
-    /// The probe of `new[i] − old[i]` (formed in Float64), in the same order as the probe of a tensor
-    /// holding those differences.
+    /// The probe of an update, new − old: the checksum of the new values minus that of the old ones (modulo
+    /// 2^32), and the largest |new − old|, each difference formed in Float64 (exact for float32 values
+    /// within a factor 2^29 of each other).
+    /// One value at a time: the definition `SGD.step(probing:)` meets as it updates, eight lanes at a time.
     @inlinable
-    public init<T: KernelScalar>(differencesOf new: UnsafeBufferPointer<T>, from old: UnsafeBufferPointer<T>) {
-        self.init(differencesOf: new, fromBytes: UnsafeRawBufferPointer(old))
-    }
-
-    /// The same, with the old values as the raw bytes of `T`s (the trace keeps its copies as bytes).
-    @inlinable
-    init<T: KernelScalar>(differencesOf new: UnsafeBufferPointer<T>, fromBytes old: UnsafeRawBufferPointer) {
-        precondition(old.count == new.count * MemoryLayout<T>.stride)
-        self = T.self == Float.self
-            ? Self.accumulate(FloatDifferenceTerms(new: UnsafeRawPointer(new.baseAddress), old: old.baseAddress, count: new.count))
-            : Self.accumulate(ScalarTerms(count: new.count) {
-                Double(new[$0]) - Double(old.loadUnaligned(fromByteOffset: $0 * MemoryLayout<T>.stride, as: T.self))
-            })
-    }
-
-    /// The documented order over any terms: chunks; in a chunk sixteen lanes (lanes 0–7 and 8–15 as two
-    /// vectors, so each addition does not wait on the previous one), the n mod 16 tail into its lanes, the
-    /// lanes by halving; the chunks' results in order.
-    @inlinable
-    static func accumulate<Terms: ProbeTerms>(_ terms: Terms, threads: Int = 1) -> Probe {
-        let chunks = (terms.count + chunkSize - 1) / chunkSize
-        guard threads > 1 && chunks > 1 else {
-            var total = Probe(sum: 0, sumOfSquares: 0)
-            for chunk in 0..<chunks { total.add(Self.chunk(chunk, of: terms)) }
-            return total
+    public init<T: KernelScalar>(differencesOf new: UnsafeBufferPointer<T>, from oldValues: UnsafeBufferPointer<T>) {
+        precondition(oldValues.count == new.count)
+        var before = ProbeLanes(), after = ProbeLanes(), differences = ProbeLanes()
+        for i in new.indices {
+            before.add(oldValues[i])
+            after.add(new[i])
+            differences.add(Double(new[i]) - Double(oldValues[i]))
         }
-        var results = [Probe](repeating: Probe(sum: 0, sumOfSquares: 0), count: chunks)
-        results.withUnsafeMutableBufferPointer { r in
-            nonisolated(unsafe) let r = r, terms = terms
-            Parallel.forEach(chunks, threads: threads) { range in for chunk in range { r[chunk] = Self.chunk(chunk, of: terms) } }
+        self.init(checksum: after.probe.checksum &- before.probe.checksum, largest: differences.probe.largest)
+    }
+
+    /// `count` terms shared between up to `threads` threads in equal parts of whole sixteens (at least
+    /// `minimumPerThread` terms each: below that a second thread costs more than it saves), the partial results
+    /// merged (in any order: the same probe).
+    @inlinable
+    static func chunked(_ count: Int, threads: Int, _ sixteens: @Sendable (Range<Int>, inout ProbeLanes) -> Void) -> Probe {
+        let parts = Swift.max(1, Swift.min(threads, count / minimumPerThread))
+        var total = ProbeLanes()
+        if parts > 1 {
+            let sixteensPerPart = (count / 16 + parts - 1) / parts
+            var partials = [ProbeLanes](repeating: ProbeLanes(), count: parts)
+            partials.withUnsafeMutableBufferPointer { r in
+                nonisolated(unsafe) let r = r
+                Parallel.forEach(parts, threads: parts) { range in
+                    for part in range {
+                        let lower = Swift.min(count, part * 16 * sixteensPerPart)
+                        let upper = part == parts - 1 ? count : Swift.min(count, (part + 1) * 16 * sixteensPerPart)
+                        sixteens(lower..<upper, &r[part])
+                    }
+                }
+            }
+            for p in partials { total.merge(p) }
+        } else if count > 0 {
+            sixteens(0..<count, &total)
         }
-        var total = Probe(sum: 0, sumOfSquares: 0)
-        for result in results { total.add(result) }
-        return total
-    }
-
-    /// The chunks' results added in order.
-    @inlinable
-    mutating func add(_ chunk: Probe) {
-        sum += chunk.sum
-        sumOfSquares += chunk.sumOfSquares
-    }
-
-    /// One chunk's Σx and Σx²: its lanes, then the lanes by halving.
-    @inlinable
-    static func chunk<Terms: ProbeTerms>(_ chunk: Int, of terms: Terms) -> Probe {
-        let lower = chunk * chunkSize
-        let upper = Swift.min(lower + chunkSize, terms.count), full = lower + (upper - lower) / 16 * 16
-        var lanes = ProbeLanes()
-        terms.addSixteens(lower..<full, to: &lanes)
-        // Registers, not arrays: an array here was four heap allocations per chunk.
-        var sl = SIMD16(lowHalf: lanes.s0, highHalf: lanes.s1), ql = SIMD16(lowHalf: lanes.q0, highHalf: lanes.q1)
-        for i in full..<upper { let v = terms.term(i); sl[(i - lower) & 15] += v; ql[(i - lower) & 15] += v * v }
-        return Probe(sum: Self.lanes(sl), sumOfSquares: Self.lanes(ql))
-    }
-
-    /// Sixteen lanes to one by halving: l[i] += l[i + 8], then + l[i + 4], + l[i + 2], then l[0] + l[1].
-    @inlinable
-    static func lanes(_ l: SIMD16<Double>) -> Double {
-        let h8 = l.lowHalf + l.highHalf, h4 = h8.lowHalf + h8.highHalf, h2 = h4.lowHalf + h4.highHalf
-        return h2[0] + h2[1]
+        return total.probe
     }
 }
 
-/// A chunk's sixteen lanes of Σx and Σx² (lanes 0–7 and 8–15 as two vectors, so that each addition does not
-/// wait on the previous one).
-@usableFromInline
-struct ProbeLanes {
-    @usableFromInline var s0 = SIMD8<Double>(), s1 = SIMD8<Double>(), q0 = SIMD8<Double>(), q1 = SIMD8<Double>()
-    @inlinable init() {}
+/// A probe being formed: sixteen lanes of the checksum and of the largest magnitude's bit pattern (the
+/// magnitude of a float32 value orders like its pattern with the sign bit cleared, a signed 32-bit integer
+/// ≥ 0, so max needs no floating-point comparison). Partials from any split of a tensor merge into the same
+/// probe.
+public struct ProbeLanes: Sendable {
+    @usableFromInline var sum = SIMD16<UInt32>()
+    @usableFromInline var top = SIMD16<Int32>()
+    /// Float64 terms (Float64 models, update differences): their own checksum halves and largest magnitude.
+    @usableFromInline var scalarSum: UInt32 = 0
+    @usableFromInline var scalarTop: UInt64 = 0
 
-    /// The next sixteen terms, one into each lane.
+    @inlinable public init() {}
+
+    /// Sixteen float32 values.
     @inlinable @inline(__always)
-    mutating func add(_ v0: SIMD8<Double>, _ v1: SIMD8<Double>, squaresAreExact: Bool) {
-        s0 += v0
-        s1 += v1
-        // A float32 value's square is exact in Float64 (48 significant bits), so there a fused
-        // multiply-add rounds exactly where product-then-sum does: the same bits, and the additions
-        // leave the pipes the conversions also need (1.45× faster, measured). A difference's square
-        // is not exact: rounded product, then the sum.
-        #if REPRO_TARGET_HASWELL
-        if squaresAreExact { q0.addProduct(v0, v0); q1.addProduct(v1, v1) } else { q0 += v0 * v0; q1 += v1 * v1 }
-        #else
-        q0 += v0 * v0
-        q1 += v1 * v1
-        #endif
+    public mutating func add(_ v: SIMD16<Float>) {
+        let bits = unsafeBitCast(v, to: SIMD16<UInt32>.self)
+        sum &+= bits
+        top = Self.max(top, unsafeBitCast(bits & 0x7fff_ffff, to: SIMD16<Int32>.self))
     }
-}
 
-/// What a probe sums: term i in Float64 singly (the tail), and a chunk's whole sixteens into its lanes.
-@usableFromInline
-protocol ProbeTerms {
-    var count: Int { get }
-    func term(_ i: Int) -> Double
-    /// Terms range.lowerBound, +16, … (whole sixteens) into the lanes, in order.
-    func addSixteens(_ range: Range<Int>, to lanes: inout ProbeLanes)
-}
-
-/// Terms read eight at a time: a sixteen is lanes 0–7, then 8–15.
-@usableFromInline
-protocol EightTerms: ProbeTerms {
-    /// Whether every term's square is exact in Float64 (the terms are float32 values).
-    static var squaresAreExact: Bool { get }
-    func eight(from i: Int) -> SIMD8<Double>
-}
-
-extension EightTerms {
+    /// Lane-wise max of integers ≥ 0 in integer arithmetic: a + (b − a) where b − a > 0, the sign of the
+    /// difference spread by a shift (`pointwiseMax` and every comparison's mask compiled to per-lane code).
     @inlinable @inline(__always)
-    func addSixteens(_ range: Range<Int>, to lanes: inout ProbeLanes) {
-        var l = lanes  // in registers (through the inout, every addition was stored)
+    static func max<V: SIMD>(_ a: V, _ b: V) -> V where V.Scalar: FixedWidthInteger & SignedInteger {
+        let d = b &- a
+        return a &+ (d & ~(d &>> V.Scalar(V.Scalar.bitWidth - 1)))
+    }
+
+    /// The float32 values at `base` + 4·i for i in `range` (whole sixteens from its start, then the rest).
+    @inlinable @inline(__always)
+    public mutating func add(floatsAt base: UnsafeRawPointer?, _ range: Range<Int>) {
+        guard let base else { return }
+        var l = self  // in registers (through self, every addition was stored)
         var i = range.lowerBound
-        while i < range.upperBound {
-            l.add(eight(from: i), eight(from: i &+ 8), squaresAreExact: Self.squaresAreExact)
+        while i &+ 16 <= range.upperBound {
+            l.add(base.loadUnaligned(fromByteOffset: 4 &* i, as: SIMD16<Float>.self))
             i &+= 16
         }
-        lanes = l
+        while i < range.upperBound { l.add(base.load(fromByteOffset: 4 &* i, as: Float.self)); i &+= 1 }
+        self = l
     }
-}
 
-/// A float32 tensor's values.
-@usableFromInline
-struct FloatTerms: EightTerms {
-    @usableFromInline let x: UnsafeRawPointer?
-    @usableFromInline let count: Int
-    @inlinable init(x: UnsafeRawPointer?, count: Int) { self.x = x; self.count = count }
-    @inlinable static var squaresAreExact: Bool { true }
-    @inlinable func term(_ i: Int) -> Double { Double(x!.load(fromByteOffset: 4 * i, as: Float.self)) }
-    @inlinable func eight(from i: Int) -> SIMD8<Double> { SIMD8<Double>(x!.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)) }
-}
-
-/// A BatchNorm layer's unstored float32 output: y = max(x̂·γ + β, 0) of its channel, sixteen at a time (never
-/// across a channel's end: the channel length is a multiple of 16).
-@usableFromInline
-struct NormalizedOutputTerms: ProbeTerms {
-    @usableFromInline let x: UnsafePointer<Float>, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>
-    @usableFromInline let count: Int, perChannel: Int
-    @usableFromInline let affine: Bool
-    @inlinable init(x: UnsafePointer<Float>, count: Int, perChannel: Int, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, affine: Bool) {
-        self.x = x; self.count = count; self.perChannel = perChannel; self.gamma = gamma; self.beta = beta; self.affine = affine
-    }
-    @inlinable func term(_ i: Int) -> Double {
-        let c = i / perChannel
-        return Double(affineReLU(x[i], gamma: gamma[c], beta: beta[c], affine: affine))
-    }
-    /// x̂·γ + β rounded in float32 as `affineReLU` does, then the ReLU on the exact Float64 values: the same
-    /// comparison on the same numbers, so the same terms (on float32 lanes the compiler moved the select
-    /// behind the conversion, at ~20 shuffles per 16 terms).
-    @inlinable @inline(__always)
-    func sixteen(from i: Int, gamma g: SIMD16<Float>, beta b: SIMD16<Float>) -> (SIMD8<Double>, SIMD8<Double>) {
-        let h = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
-        let out = affine ? h * g + b : h
-        @inline(__always) func relu(_ v: SIMD8<Double>) -> SIMD8<Double> {
-            let cleared = unsafeBitCast(SIMD8<Double>() .>= v, to: SIMD8<UInt64>.self)
-            return unsafeBitCast(unsafeBitCast(v, to: SIMD8<UInt64>.self) & ~cleared, to: SIMD8<Double>.self)
+    /// The values of a buffer of any type.
+    @inlinable
+    public mutating func add<T: KernelScalar>(_ x: UnsafeBufferPointer<T>) {
+        if T.self == Float.self {
+            add(floatsAt: UnsafeRawPointer(x.baseAddress), 0..<x.count)
+        } else {
+            for v in x { add(v) }
         }
-        return (relu(SIMD8<Double>(out.lowHalf)), relu(SIMD8<Double>(out.highHalf)))
     }
-    /// A channel's stretch at a time, its γ and β loaded once (an integer division per sixteen terms made
-    /// this probe 2× slower, measured).
-    @inlinable @inline(__always)
-    func addSixteens(_ range: Range<Int>, to lanes: inout ProbeLanes) {
-        var l = lanes  // in registers (through the inout, every addition was stored)
-        var i = range.lowerBound
-        while i < range.upperBound {
-            let c = i / perChannel, end = Swift.min(range.upperBound, (c + 1) * perChannel)
-            let g = SIMD16(repeating: gamma[c]), b = SIMD16(repeating: beta[c])
-            while i < end {
-                let (v0, v1) = sixteen(from: i, gamma: g, beta: b)
-                l.add(v0, v1, squaresAreExact: true)  // float32 values: exact squares
-                i &+= 16
-            }
+
+    /// One value of any type (float32 into lane 0, Float64 as its two 32-bit halves).
+    @inlinable
+    public mutating func add<T: KernelScalar>(_ v: T) {
+        if T.self == Float.self {
+            let bits = unsafeBitCast(v, to: UInt32.self)
+            sum[0] &+= bits
+            top[0] = Swift.max(top[0], Int32(bitPattern: bits & 0x7fff_ffff))
+        } else {
+            let bits = Double(v).bitPattern
+            scalarSum &+= UInt32(truncatingIfNeeded: bits) &+ UInt32(truncatingIfNeeded: bits >> 32)
+            scalarTop = Swift.max(scalarTop, bits & 0x7fff_ffff_ffff_ffff)
         }
-        lanes = l
     }
-}
 
-/// new − old, formed in Float64, for a float32 parameter and its copy from before the step.
-@usableFromInline
-struct FloatDifferenceTerms: EightTerms {
-    @usableFromInline let new: UnsafeRawPointer?, old: UnsafeRawPointer?
-    @usableFromInline let count: Int
-    @inlinable init(new: UnsafeRawPointer?, old: UnsafeRawPointer?, count: Int) { self.new = new; self.old = old; self.count = count }
-    @inlinable static var squaresAreExact: Bool { false }
-    @inlinable func term(_ i: Int) -> Double {
-        Double(new!.load(fromByteOffset: 4 * i, as: Float.self)) - Double(old!.load(fromByteOffset: 4 * i, as: Float.self))
+    @inlinable
+    public mutating func merge(_ other: ProbeLanes) {
+        sum &+= other.sum
+        top = Self.max(top, other.top)
+        scalarSum &+= other.scalarSum
+        scalarTop = Swift.max(scalarTop, other.scalarTop)
     }
-    @inlinable func eight(from i: Int) -> SIMD8<Double> {
-        SIMD8<Double>(new!.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
-            - SIMD8<Double>(old!.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
-    }
-}
 
-/// Any other terms (Float64 models, the tests), one at a time.
-@usableFromInline
-struct ScalarTerms: EightTerms {
-    @usableFromInline let count: Int
-    @usableFromInline let value: (Int) -> Double
-    @inlinable init(count: Int, _ value: @escaping (Int) -> Double) { self.count = count; self.value = value }
-    @inlinable static var squaresAreExact: Bool { false }
-    @inlinable func term(_ i: Int) -> Double { value(i) }
-    @inlinable func eight(from i: Int) -> SIMD8<Double> {
-        var v = SIMD8<Double>()
-        for l in 0..<8 { v[l] = value(i + l) }
-        return v
+    @inlinable
+    public var probe: Probe {
+        let floatTop = Double(Float(bitPattern: UInt32(bitPattern: top.max())))
+        let doubleTop = Double(bitPattern: scalarTop)
+        let largest = floatTop.isNaN || doubleTop.isNaN ? Double.nan : Swift.max(floatTop, doubleTop)
+        return Probe(checksum: sum.wrappedSum() &+ scalarSum, largest: largest)
     }
 }
 
@@ -365,41 +305,32 @@ public final class StepTrace {
 
     public func probe<T: KernelScalar>(_ point: TracePoint, _ values: UnsafeBufferPointer<T>) {
         points.append(point)
-        probes.append(namesOnly ? Probe(sum: 0, sumOfSquares: 0) : Probe(values, threads: threads))
+        probes.append(namesOnly ? Probe(checksum: 0, largest: 0) : Probe(values, threads: threads))
     }
 
     /// A BatchNorm layer's unstored output, probed as if stored (`Probe(_: NormalizedOutput)`).
     public func probe<T: KernelScalar>(_ point: TracePoint, _ output: NormalizedOutput<T>) {
         points.append(point)
-        probes.append(namesOnly ? Probe(sum: 0, sumOfSquares: 0) : Probe(output, threads: threads))
+        probes.append(namesOnly ? Probe(checksum: 0, largest: 0) : Probe(output, threads: threads))
+    }
+
+    /// A probe the layer that produced the tensor formed itself (in its own loops; the same probe).
+    public func record(_ point: TracePoint, _ probe: Probe) {
+        points.append(point)
+        probes.append(namesOnly ? Probe(checksum: 0, largest: 0) : probe)
     }
 
     /// A point whose values are recorded in full elsewhere (BN statistics, the loss): its place only.
     public func mark(_ point: TracePoint) { points.append(point) }
 
-    /// Keeps the parameters' values before the optimizer step, for the update probes (copies in their own
-    /// type, exact, in buffers kept from step to step: no allocation in the step).
-    public func parametersWillUpdate<T: KernelScalar>(_ parameters: [NamedTensor<T>]) {
-        if parametersBefore.count != parameters.count || zip(parametersBefore, parameters).contains(where: { $0.count != $1.count * MemoryLayout<T>.stride }) {
-            parametersBefore = parameters.map { [UInt8](repeating: 0, count: $0.count * MemoryLayout<T>.stride) }
-        }
-        for (i, p) in parameters.enumerated() {
-            p.value.withUnsafeBytes { v in parametersBefore[i].withUnsafeMutableBytes { old in old.copyMemory(from: v) } }
-        }
-    }
-
-    /// The update pass: for each parameter (in the optimizer's order) the probe of new − old, each
-    /// difference formed in Float64 (exact for float32 values within a factor 2^29 of each other).
-    public func parametersUpdated<T: KernelScalar>(_ parameters: [NamedTensor<T>]) {
-        precondition(parametersBefore.count == parameters.count, "parametersUpdated without parametersWillUpdate")
-        for (i, p) in parameters.enumerated() {
+    /// The update pass: for each parameter (in the optimizer's order) the probe of new − old, which the
+    /// optimizer formed (`SGD.step(probing:)`).
+    public func updated<T: KernelScalar>(_ parameters: [NamedTensor<T>], probes updates: [Probe]) {
+        precondition(updates.count == parameters.count, "an update probe per parameter")
+        for (p, probe) in zip(parameters, updates) {
             let layer = String(p.name.prefix { $0 != "." })  // "conv1" of "conv1.weight"
             points.append(TracePoint(.update, layer, .update(p.name)))
-            probes.append(namesOnly ? Probe(sum: 0, sumOfSquares: 0)
-                          : p.value.withUnsafeBufferPointer { v in
-                              parametersBefore[i].withUnsafeBytes { Probe(differencesOf: v, fromBytes: $0) }
-                          })
+            probes.append(namesOnly ? Probe(checksum: 0, largest: 0) : probe)
         }
     }
-    private var parametersBefore: [[UInt8]] = []
 }

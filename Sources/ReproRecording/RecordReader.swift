@@ -227,26 +227,41 @@ public final class Record {
                 }
             }
         }
-        // Probes: finite sums and sums of squares ≥ 0 where the profile keeps the step, the not-stored NaN elsewhere.
+        // Probes: where the profile keeps the step, checksums in 0..<2^32 and finite largest magnitudes ≥ 0 —
+        // float32 values (the records' tensors are float32), but for updates, whose differences are formed in
+        // float64; elsewhere the not-stored markers.
         let points = layout.probePoints.count
-        for (path, isSquares) in [(RecordSchema.probeSums, false), (RecordSchema.probeSumsOfSquares, true)] {
-            let values = try reader.read(path, as: Double.self)
-            if let bad = values.indices.first(where: { i in
-                let v = values[i]
-                return plan.isKept(i / points + 1, profile: config.profile) ? !v.isFinite || (isSquares && v < 0)
-                    : v.bitPattern != RecordSchema.notStoredFloat64.bitPattern
-            }) {
-                let step = bad / points + 1
-                throw SchemaViolation(path, found: "step \(step) point \(layout.probePoints[bad % points].key) is \(values[bad])",
-                                      expected: !plan.isKept(step, profile: config.profile) ? "the not-stored NaN outside the windows (golden profile)"
-                                                : isSquares ? "finite sums of squares ≥ 0" : "finite sums")
-            }
+        func isChecksum(_ v: Int64) -> Bool { v >= 0 && v <= Int64(UInt32.max) }
+        func isLargest(_ v: Double, point: TracePoint) -> Bool {
+            guard v.isFinite && v >= 0 && v.sign == .plus else { return false }
+            if case .update = point.quantity { return true }
+            return Double(Float(v)) == v
         }
-        for (path, isSquares) in [(RecordSchema.forwardProbeSums, false), (RecordSchema.forwardProbeSumsOfSquares, true)] {
-            let values = try reader.read(path, as: Double.self)
-            if let bad = values.firstIndex(where: { !$0.isFinite || (isSquares && $0 < 0) }) {
-                throw SchemaViolation("\(path)[\(bad)]", found: "\(values[bad])", expected: isSquares ? "finite sums of squares ≥ 0" : "finite sums")
-            }
+        let checksums = try reader.read(RecordSchema.probeChecksums, as: Int64.self)
+        if let bad = checksums.indices.first(where: { i in
+            plan.isKept(i / points + 1, profile: config.profile) ? !isChecksum(checksums[i]) : checksums[i] != RecordSchema.notStoredChecksum
+        }) {
+            let step = bad / points + 1
+            throw SchemaViolation(RecordSchema.probeChecksums, found: "step \(step) point \(layout.probePoints[bad % points].key) is \(checksums[bad])",
+                                  expected: !plan.isKept(step, profile: config.profile) ? "the not-stored \(RecordSchema.notStoredChecksum) outside the windows (golden profile)"
+                                            : "a checksum in 0...\(UInt32.max)")
+        }
+        let largest = try reader.read(RecordSchema.probeLargest, as: Double.self)
+        if let bad = largest.indices.first(where: { i in
+            plan.isKept(i / points + 1, profile: config.profile) ? !isLargest(largest[i], point: layout.probePoints[i % points]) : largest[i].bitPattern != RecordSchema.notStoredFloat64.bitPattern
+        }) {
+            let step = bad / points + 1
+            throw SchemaViolation(RecordSchema.probeLargest, found: "step \(step) point \(layout.probePoints[bad % points].key) is \(largest[bad])",
+                                  expected: !plan.isKept(step, profile: config.profile) ? "the not-stored NaN outside the windows (golden profile)"
+                                            : "a finite magnitude ≥ 0 (a float32 value but for updates)")
+        }
+        let forwardChecksums = try reader.read(RecordSchema.forwardProbeChecksums, as: Int64.self)
+        if let bad = forwardChecksums.firstIndex(where: { !isChecksum($0) }) {
+            throw SchemaViolation("\(RecordSchema.forwardProbeChecksums)[\(bad)]", found: "\(forwardChecksums[bad])", expected: "a checksum in 0...\(UInt32.max)")
+        }
+        let forwardLargest = try reader.read(RecordSchema.forwardProbeLargest, as: Double.self)
+        if let bad = forwardLargest.indices.first(where: { !isLargest(forwardLargest[$0], point: layout.forwardProbePoints[$0]) }) {
+            throw SchemaViolation("\(RecordSchema.forwardProbeLargest)[\(bad)]", found: "\(forwardLargest[bad])", expected: "a finite float32 magnitude ≥ 0")
         }
         // Per-epoch metrics and evaluations.
         for series in RecordSchema.EpochSeries.allCases {
@@ -349,10 +364,10 @@ struct ExpectedTree {
             for series in RecordSchema.BatchNormSeries.recorded(by: bn) { add(RecordSchema.stepBatchNorm(bn.name, series), .float32, [s, bn.channels]) }
         }
         add(group: RecordSchema.probes)
-        add(RecordSchema.probeSums, .float64, [s, layout.probePoints.count])
-        add(RecordSchema.probeSumsOfSquares, .float64, [s, layout.probePoints.count])
-        add(RecordSchema.forwardProbeSums, .float64, [layout.forwardProbePoints.count])
-        add(RecordSchema.forwardProbeSumsOfSquares, .float64, [layout.forwardProbePoints.count])
+        add(RecordSchema.probeChecksums, .int64, [s, layout.probePoints.count])
+        add(RecordSchema.probeLargest, .float64, [s, layout.probePoints.count])
+        add(RecordSchema.forwardProbeChecksums, .int64, [layout.forwardProbePoints.count])
+        add(RecordSchema.forwardProbeLargest, .float64, [layout.forwardProbePoints.count])
         for series in RecordSchema.EpochSeries.allCases { add(RecordSchema.epochSeries(series), .float64, [e]) }
         for phase in EvaluationPhase.allCases {
             add(RecordSchema.evaluation(phase.rawValue, .loss), .float64, [3])

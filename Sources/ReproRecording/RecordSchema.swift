@@ -9,8 +9,10 @@ public enum RecordSchema {
     /// 2: the record profile and verification windows (`/config@profile`, `@window_steps`), window-end state
     /// digests, epoch-order digests in the golden profile.
     /// 3: per-step probes (`/steps/probes`) and the probes of the first forward pass
-    /// (`/evaluation/before/probe_*`). Older records are refused (re-record them).
-    public static let version: Int32 = 3
+    /// (`/evaluation/before/probe_*`).
+    /// 4: probes are a checksum of the bits and the largest magnitude (`checksum`, `largest`) instead of Σx
+    /// and Σx². Older records are refused (re-record them).
+    public static let version: Int32 = 4
 
     public static let config = "/config"
     public static let environment = "/environment"
@@ -29,22 +31,22 @@ public enum RecordSchema {
     /// rows of steps outside every window hold `notStored`.
     public static func stepBatchNorm(_ layer: String, _ series: BatchNormSeries) -> String { "/steps/\(layer)/\(series.rawValue)" }
 
-    /// Per-step probes: Σx and Σx² (`Probe`) of every probed point of the step's trace, float64 [S, P], P =
+    /// Per-step probes (`Probe`) of every probed point of the step's trace: the checksum (int64 [S, P], a
+    /// value in 0..<2^32) and the largest magnitude (float64 [S, P], a float32 value); P =
     /// `ModelLayout.probePoints.count`, column j = the j-th point of the group's attribute `points` (one
     /// `TracePoint.key` per line, in execution order). The golden profile keeps the window steps' rows;
-    /// the others hold `notStoredFloat64`.
+    /// the others hold `notStoredChecksum` and `notStoredFloat64`.
     public static let probes = "/steps/probes"
-    public static let probeSums = "/steps/probes/sum"
-    public static let probeSumsOfSquares = "/steps/probes/sum_of_squares"
+    public static let probeChecksums = "/steps/probes/checksum"
+    public static let probeLargest = "/steps/probes/largest"
     public static let probePointsAttribute = "points"
-    /// The first forward pass (the first test batch of the evaluation before training): float64 [F] each,
-    /// F = `ModelLayout.forwardProbePoints.count`, in that order.
-    public static let forwardProbeSums = "/evaluation/before/probe_sum"
-    public static let forwardProbeSumsOfSquares = "/evaluation/before/probe_sum_of_squares"
-    /// The datasets of probes' Σx and of their Σx².
-    public static let probeSumDatasets = [probeSums, forwardProbeSums]
-    public static let probeSquareDatasets = [probeSumsOfSquares, forwardProbeSumsOfSquares]
-    public static func isProbe(_ path: String) -> Bool { probeSumDatasets.contains(path) || probeSquareDatasets.contains(path) }
+    /// The first forward pass (the first test batch of the evaluation before training): [F] each, F =
+    /// `ModelLayout.forwardProbePoints.count`, in that order.
+    public static let forwardProbeChecksums = "/evaluation/before/probe_checksum"
+    public static let forwardProbeLargest = "/evaluation/before/probe_largest"
+    /// The datasets of probes' checksums and of their largest magnitudes.
+    public static let probeChecksumDatasets = [probeChecksums, forwardProbeChecksums]
+    public static let probeLargestDatasets = [probeLargest, forwardProbeLargest]
 
     public enum BatchNormSeries: String, CaseIterable, Sendable {
         case batchMean = "batch_mean", batchStd = "batch_std", runningMean = "running_mean", runningStd = "running_std"
@@ -78,6 +80,8 @@ public enum RecordSchema {
     /// The value of a per-step series at a step the profile does not keep: one quiet NaN bit pattern.
     public static let notStored = Float(bitPattern: 0x7fc0_0000)
     public static let notStoredFloat64 = Double(bitPattern: 0x7ff8_0000_0000_0000)
+    /// A checksum outside 0..<2^32: the probes of a step the golden profile does not keep.
+    public static let notStoredChecksum: Int64 = -1
 
     /// The state at the end of a window that is not a checkpoint: the SHA-256 of each tensor's little-endian
     /// float32 bytes, uint8 [T, 32] for the state_dict and [P, 32] for the momentum buffers, in their orders.

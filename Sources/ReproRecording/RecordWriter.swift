@@ -20,7 +20,7 @@ public final class RecordWriter: TrainingObserver {
     var batchNormSeries: [(layer: String, series: [(RecordSchema.BatchNormSeries, [Float])])] = []
     var epochSeries = [[Double]](repeating: [], count: RecordSchema.EpochSeries.allCases.count)
     /// [S × P] row-major, like the BatchNorm series.
-    var probeSums: [Double] = [], probeSumsOfSquares: [Double] = []
+    var probeChecksums: [Int64] = [], probeLargest: [Double] = []
     var probePointCount = 0
 
     public var wantsProbes: Bool { true }
@@ -54,8 +54,8 @@ public final class RecordWriter: TrainingObserver {
                 try w.create(Float.self, shape: [plan.totalSteps, bn.channels], at: RecordSchema.stepBatchNorm(bn.name, series))
             }
         }
-        try w.create(Double.self, shape: [plan.totalSteps, layout.probePoints.count], at: RecordSchema.probeSums)
-        try w.create(Double.self, shape: [plan.totalSteps, layout.probePoints.count], at: RecordSchema.probeSumsOfSquares)
+        try w.create(Int64.self, shape: [plan.totalSteps, layout.probePoints.count], at: RecordSchema.probeChecksums)
+        try w.create(Double.self, shape: [plan.totalSteps, layout.probePoints.count], at: RecordSchema.probeLargest)
         try ProbePointsAttribute.write(layout, to: w)
         probePointCount = layout.probePoints.count
         try w.write(split.train, shape: [split.train.count], at: RecordSchema.trainIndices)
@@ -65,8 +65,8 @@ public final class RecordWriter: TrainingObserver {
     public func forwardProbed(_ probes: [Probe]) throws {
         guard let layout else { preconditionFailure("probes before runStarted") }
         precondition(probes.count == layout.forwardProbePoints.count, "forward probes do not match the layout")
-        try file.writer.write(probes.map(\.sum), shape: [probes.count], at: RecordSchema.forwardProbeSums)
-        try file.writer.write(probes.map(\.sumOfSquares), shape: [probes.count], at: RecordSchema.forwardProbeSumsOfSquares)
+        try file.writer.write(probes.map { Int64($0.checksum) }, shape: [probes.count], at: RecordSchema.forwardProbeChecksums)
+        try file.writer.write(probes.map(\.largest), shape: [probes.count], at: RecordSchema.forwardProbeLargest)
     }
 
     public func evaluated(_ phase: EvaluationPhase, train: Metrics, validation: Metrics, test: Metrics) throws {
@@ -95,11 +95,11 @@ public final class RecordWriter: TrainingObserver {
         let points = probePointCount
         if kept {
             guard let probes = outcome.probes, probes.count == points else { preconditionFailure("step \(outcome.step) has no probes") }
-            probeSums += probes.map(\.sum)
-            probeSumsOfSquares += probes.map(\.sumOfSquares)
+            probeChecksums += probes.map { Int64($0.checksum) }
+            probeLargest += probes.map(\.largest)
         } else {
-            probeSums += repeatElement(RecordSchema.notStoredFloat64, count: points)
-            probeSumsOfSquares += repeatElement(RecordSchema.notStoredFloat64, count: points)
+            probeChecksums += repeatElement(RecordSchema.notStoredChecksum, count: points)
+            probeLargest += repeatElement(RecordSchema.notStoredFloat64, count: points)
         }
         for (i, statistics) in outcome.batchNorm.enumerated() {
             for j in batchNormSeries[i].series.indices {
@@ -131,10 +131,10 @@ public final class RecordWriter: TrainingObserver {
                 batchNormSeries[i].series[j].1.removeAll(keepingCapacity: true)
             }
         }
-        try w.writeRows(probeSums, from: stepsWritten, at: RecordSchema.probeSums)
-        try w.writeRows(probeSumsOfSquares, from: stepsWritten, at: RecordSchema.probeSumsOfSquares)
-        probeSums.removeAll(keepingCapacity: true)
-        probeSumsOfSquares.removeAll(keepingCapacity: true)
+        try w.writeRows(probeChecksums, from: stepsWritten, at: RecordSchema.probeChecksums)
+        try w.writeRows(probeLargest, from: stepsWritten, at: RecordSchema.probeLargest)
+        probeChecksums.removeAll(keepingCapacity: true)
+        probeLargest.removeAll(keepingCapacity: true)
         stepsWritten += stepLoss.count
         stepLoss.removeAll(keepingCapacity: true)
         stepAccuracy.removeAll(keepingCapacity: true)

@@ -73,8 +73,8 @@ public struct RecordReplay {
             return (0..<3).map { Metrics(loss: l[$0], accuracy: a[$0], samples: Int(n[$0])) }
         }
         let before = try metrics(EvaluationPhase.before.rawValue)
-        let forward = zip(try record.values(RecordSchema.forwardProbeSums).values, try record.values(RecordSchema.forwardProbeSumsOfSquares).values)
-        try observers.forEach { try $0.forwardProbed(forward.map { Probe(sum: $0, sumOfSquares: $1) }) }
+        let forward = zip(try record.values(RecordSchema.forwardProbeChecksums).values, try record.values(RecordSchema.forwardProbeLargest).values)
+        try observers.forEach { try $0.forwardProbed(forward.map { Probe(checksum: UInt32($0), largest: $1) }) }
         try observers.forEach { try $0.evaluated(.before, train: before[0], validation: before[1], test: before[2]) }
         try observers.forEach { try $0.stateCaptured(try state(at: 0, plan: plan)) }
 
@@ -83,8 +83,8 @@ public struct RecordReplay {
         for bn in record.layout.batchNorms {
             batchNorm.append((bn.name, try RecordSchema.BatchNormSeries.recorded(by: bn).map { ($0, try floats(RecordSchema.stepBatchNorm(bn.name, $0))) }))
         }
-        let probeSums = try record.values(RecordSchema.probeSums).values
-        let probeSquares = try record.values(RecordSchema.probeSumsOfSquares).values
+        let probeChecksums = try record.values(RecordSchema.probeChecksums).values
+        let probeLargest = try record.values(RecordSchema.probeLargest).values
         let points = record.layout.probePoints.count
         let epochSeries = try RecordSchema.EpochSeries.allCases.map { try record.values(RecordSchema.epochSeries($0)).values }
         let validated = Trainer.evaluationSizes(config: config, train: train.count, validation: validation.count, test: data.test.count)[1]
@@ -104,7 +104,7 @@ public struct RecordReplay {
                                            runningMean: row(.runningMean), runningStd: row(.runningStd))
             }
             let probes = !source.isKept(s, profile: record.config.profile) ? nil
-                : ((s - 1) * points..<(s * points)).map { Probe(sum: probeSums[$0], sumOfSquares: probeSquares[$0]) }
+                : ((s - 1) * points..<(s * points)).map { Probe(checksum: UInt32(probeChecksums[$0]), largest: probeLargest[$0]) }
             let outcome = StepOutcome(step: s, loss: loss[s - 1], correct: Self.correct(accuracy: accuracy[s - 1], batchSize: b),
                                       batchSize: b, batchNorm: statistics, probes: probes)
             try observers.forEach { try $0.stepFinished(outcome) }

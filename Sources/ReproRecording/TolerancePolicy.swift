@@ -29,13 +29,12 @@ public enum TolerancePolicy {
     public static let crossEnvironmentBLAS = ComparisonMode.tolerance(absolute: 0.3, relative: 0.5)
 
     /// Whether a recorded value is judged under `mode`. Exactly compared, everything is. Under a tolerance,
-    /// everything but the probes' Σx (`/steps/probes/sum`, `/evaluation/before/probe_sum`): the Σx of a
-    /// gradient is a small difference of large terms (∂conv2.weight: −0.42 from terms up to ~10 in size), so
-    /// environments that legitimately differ move it by more than 100% within a few steps, and no relative
-    /// tolerance can tell drift from a bug there. Σx² (a squared norm, no cancellation) is judged like
-    /// every other value; Σx is still shown, with its worst difference.
+    /// everything but the probes' checksums (`/steps/probes/checksum`, `/evaluation/before/probe_checksum`):
+    /// a checksum of bits has no distance — any difference in any value changes it arbitrarily, and
+    /// environments that legitimately differ change bits from the first BLAS call on. The largest magnitude
+    /// (a value of the tensor itself) is judged like every other value; the checksum is still shown.
     public static func judges(_ path: String, under mode: ComparisonMode) -> Bool {
-        mode == .exact || !RecordSchema.probeSumDatasets.contains(path)
+        mode == .exact || !RecordSchema.probeChecksumDatasets.contains(path)
     }
 
     /// The environment facts that decide whether a blas golden can be compared exactly here.

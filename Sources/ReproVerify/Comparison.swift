@@ -144,8 +144,8 @@ public enum Comparison {
         result.elements = a.count
         result.isInteger = kind.isInteger
         let judged = TolerancePolicy.judges(path, under: mode)
-        let isProbe = RecordSchema.isProbe(path)
-        if !kind.isInteger && !isProbe { result.worstULP = 0 }
+        let isChecksum = RecordSchema.probeChecksumDatasets.contains(path)
+        if !kind.isInteger { result.worstULP = 0 }
         for i in a.indices {
             let g = a[i], c = b[i]
             let same: Bool
@@ -163,7 +163,8 @@ public enum Comparison {
                 }
             } else { same = true }
             let diff = abs(g - c)
-            let ulp = kind.isInteger || isProbe ? nil : ulps(g, c, float32: kind == .float32)
+            // A probe's largest magnitude is a float32 value of the tensor: its distance in float32 ULPs.
+            let ulp = kind.isInteger ? nil : ulps(g, c, float32: kind == .float32 || RecordSchema.probeLargestDatasets.contains(path))
             if diff > result.worstAbsolute || (diff.isNaN && !result.worstAbsolute.isNaN) || (result.worstIndex < 0 && !same) {
                 result.worstAbsolute = diff
                 result.worstRelative = g == 0 ? (c == 0 ? 0 : .infinity) : diff / abs(g)
@@ -173,11 +174,10 @@ public enum Comparison {
             if !same {
                 result.mismatches += 1
                 if result.firstDivergence == nil {
-                    // A probe's sum of many values is not a float32 value: its difference in ULPs of float64
-                    // says nothing; the relative difference does.
-                    let distance = isProbe ? String(format: " (relative difference %.2g)", g == 0 ? .infinity : abs(c - g) / abs(g))
-                        : ulp.map { " (\($0 == .max ? "∞" : String($0)) ULP)" } ?? " (Δ \(Int64(c) - Int64(g)))"
-                    result.firstDivergence = locator.divergence(path, index: offset + i, detail: "\(format(g, kind)) vs \(format(c, kind))\(distance)")
+                    // A checksum has no distance: any change of any bit moves it anywhere.
+                    let detail = isChecksum ? String(format: "0x%08llx vs 0x%08llx", Int64(g), Int64(c))
+                        : "\(format(g, kind)) vs \(format(c, kind))" + (ulp.map { " (\($0 == .max ? "∞" : String($0)) ULP)" } ?? " (Δ \(Int64(c) - Int64(g)))")
+                    result.firstDivergence = locator.divergence(path, index: offset + i, detail: detail)
                 }
             }
         }
@@ -239,7 +239,7 @@ struct Locator {
             if path == RecordSchema.epochOrderDigests { return ((index / 32) * plan.stepsPerEpoch + 1, .data) }
             return (0, .data)
         case "steps":
-            if path == RecordSchema.probeSums || path == RecordSchema.probeSumsOfSquares {
+            if path == RecordSchema.probeChecksums || path == RecordSchema.probeLargest {
                 let points = layout.probePoints
                 return (index / points.count + 1, .trace(traceIndex(points[index % points.count])))
             }
@@ -254,7 +254,7 @@ struct Locator {
         case "epochs":
             return (min((index + 1) * plan.stepsPerEpoch, plan.totalSteps), .epochMetrics)
         default:  // evaluation
-            if path == RecordSchema.forwardProbeSums || path == RecordSchema.forwardProbeSumsOfSquares {
+            if path == RecordSchema.forwardProbeChecksums || path == RecordSchema.forwardProbeLargest {
                 return (0, .trace(traceIndex(layout.forwardProbePoints[index % layout.forwardProbePoints.count])))
             }
             return (parts.count > 1 && parts[1] == EvaluationPhase.before.rawValue ? 0 : plan.totalSteps, .evaluation)
@@ -268,7 +268,7 @@ struct Locator {
     /// bn1: ∂bn1.weight, Σx", "checkpoint 00000064 conv1.weight[3]", "loss", "epochs/val_loss[0]".
     func place(_ path: String, index: Int, withStep: Bool = false) -> String {
         let parts = path.split(separator: "/").map(String.init)
-        let probeKind = RecordSchema.probeSumDatasets.contains(path) ? "Σx" : RecordSchema.probeSquareDatasets.contains(path) ? "Σx²" : nil
+        let probeKind = RecordSchema.probeChecksumDatasets.contains(path) ? "checksum" : RecordSchema.probeLargestDatasets.contains(path) ? "max |x|" : nil
         if let probeKind {
             let perStep = parts.first == "steps"
             let points = perStep ? layout.probePoints : layout.forwardProbePoints

@@ -126,8 +126,8 @@ final class CapturedRun: TrainingObserver {
                     }
                 }
                 let probes = run.map { steps[$0 - first].probes ?? [] }
-                try compare(RecordSchema.probeSums, rows: (run.lowerBound - 1)..<run.upperBound, probes.flatMap { $0.map(\.sum) })
-                try compare(RecordSchema.probeSumsOfSquares, rows: (run.lowerBound - 1)..<run.upperBound, probes.flatMap { $0.map(\.sumOfSquares) })
+                try compare(RecordSchema.probeChecksums, rows: (run.lowerBound - 1)..<run.upperBound, probes.flatMap { $0.map { Double($0.checksum) } })
+                try compare(RecordSchema.probeLargest, rows: (run.lowerBound - 1)..<run.upperBound, probes.flatMap { $0.map(\.largest) })
             }
         }
         for state in states {
@@ -150,8 +150,8 @@ final class CapturedRun: TrainingObserver {
             }
         }
         if let forwardProbes {
-            try compare(RecordSchema.forwardProbeSums, rows: 0..<forwardProbes.count, forwardProbes.map(\.sum))
-            try compare(RecordSchema.forwardProbeSumsOfSquares, rows: 0..<forwardProbes.count, forwardProbes.map(\.sumOfSquares))
+            try compare(RecordSchema.forwardProbeChecksums, rows: 0..<forwardProbes.count, forwardProbes.map { Double($0.checksum) })
+            try compare(RecordSchema.forwardProbeLargest, rows: 0..<forwardProbes.count, forwardProbes.map(\.largest))
         }
         for (phase, sets) in evaluations {
             try compare(RecordSchema.evaluation(phase.rawValue, .loss), rows: 0..<3, sets.map(\.loss))

@@ -2,51 +2,61 @@ import ReproKernels
 import ReproNN
 import Testing
 
-/// The per-step probes: their documented summation order, their accuracy, and the trace a training step
-/// emits (order derived from the model, values of the tensors they name).
+/// The per-step probes: their definition (order-free), the probes layers form in their own loops, and the
+/// trace a training step emits (order derived from the model, values of the tensors they name).
 @Suite struct ProbeTests {
-    /// The documented order as its definition: chunks of 65,536; in each, element i into lane i mod 16 (each
-    /// lane in a row, in Float64), the lanes by halving; the chunks' results in order.
-    static func documented<T: BinaryFloatingPoint>(_ x: [T]) -> (sum: Double, squares: Double) {
-        func halving(_ l: [Double]) -> Double {  // the tree written out
-            let a = (0..<8).map { l[$0] + l[$0 + 8] }, b = (0..<4).map { a[$0] + a[$0 + 4] }, c = (0..<2).map { b[$0] + b[$0 + 2] }
-            return c[0] + c[1]
+    /// The definition, written out one value at a time: the bit patterns summed as UInt32 modulo 2^32 (a
+    /// Float64 value's two halves), and the largest magnitude (a NaN larger than any number).
+    static func defined<T: BinaryFloatingPoint>(_ x: [T]) -> Probe {
+        var checksum: UInt32 = 0, largest = 0.0
+        for v in x {
+            if let f = v as? Float {
+                checksum &+= f.bitPattern
+            } else {
+                let bits = Double(v).bitPattern
+                checksum &+= UInt32(truncatingIfNeeded: bits) &+ UInt32(truncatingIfNeeded: bits >> 32)
+            }
+            let m = Double(v).magnitude
+            if m.isNaN || largest.isNaN { largest = .nan } else if m > largest { largest = m }
         }
-        var total = (sum: 0.0, squares: 0.0)
-        for lower in stride(from: 0, to: x.count, by: 65_536) {
-            var s = [Double](repeating: 0, count: 16), q = [Double](repeating: 0, count: 16)
-            for i in lower..<min(lower + 65_536, x.count) { let d = Double(x[i]); s[(i - lower) % 16] += d; q[(i - lower) % 16] += d * d }
-            total.sum += halving(s)
-            total.squares += halving(q)
-        }
-        return total
+        return Probe(checksum: checksum, largest: largest)
     }
 
-    static let sizes = [0, 1, 7, 8, 9, 15, 63, 100, 1_001, 4_096, 65_536, 65_537, 100_355, 602_115]
+    static func same(_ a: Probe, _ b: Probe) -> Bool { a.checksum == b.checksum && a.largest.bitPattern == b.largest.bitPattern }
+
+    static let sizes = [0, 1, 7, 8, 9, 15, 16, 17, 63, 100, 1_001, 4_096, 65_536, 65_537, 100_355, 602_115]
 
     @Test(arguments: sizes)
-    func probeFollowsTheDocumentedOrderBitForBit(n: Int) {
+    func probeFollowsItsDefinition(n: Int) {
         let values = randomValues(n, seed: 41, scale: 3, offset: 0.5)
         let floats = values.map { Float($0) }
-        let rf = Self.documented(floats), rd = Self.documented(values)
         let f = floats.withUnsafeBufferPointer { Probe($0) }, d = values.withUnsafeBufferPointer { Probe($0) }
-        #expect(f.sum.bitPattern == rf.sum.bitPattern && f.sumOfSquares.bitPattern == rf.squares.bitPattern, "n = \(n)")
-        // Chunks shared between threads: the same bits for every count.
+        #expect(Self.same(f, Self.defined(floats)), "n = \(n)")
+        #expect(Self.same(d, Self.defined(values)), "n = \(n)")
+        // Chunks shared between threads, and any order of the values: the same probe.
         for threads in [2, 3] {
-            let t = floats.withUnsafeBufferPointer { Probe($0, threads: threads) }
-            #expect(t.sum.bitPattern == rf.sum.bitPattern && t.sumOfSquares.bitPattern == rf.squares.bitPattern, "n = \(n), \(threads) threads")
+            #expect(Self.same(floats.withUnsafeBufferPointer { Probe($0, threads: threads) }, f), "n = \(n), \(threads) threads")
         }
-        #expect(d.sum.bitPattern == rd.sum.bitPattern && d.sumOfSquares.bitPattern == rd.squares.bitPattern, "n = \(n)")
-        // The update probes' own loop (new − old, formed in Float64) gives the bits of the probe of the differences.
+        #expect(Self.same(floats.reversed().withUnsafeBufferPointer { Probe($0) }, f), "n = \(n), reversed")
+        // The update probe: the new values' checksum minus the old ones', the largest |new − old| in Float64.
         let old = floats.map { $0 * 0.999 }
         let u = floats.withUnsafeBufferPointer { nb in old.withUnsafeBufferPointer { Probe(differencesOf: nb, from: $0) } }
-        let ru = Self.documented(zip(floats, old).map { Double($0) - Double($1) })
-        #expect(u.sum.bitPattern == ru.sum.bitPattern && u.sumOfSquares.bitPattern == ru.squares.bitPattern, "n = \(n)")
+        let differences = Self.defined(zip(floats, old).map { Double($0) - Double($1) })
+        #expect(u.checksum == Self.defined(floats).checksum &- Self.defined(old).checksum && u.largest == differences.largest, "n = \(n)")
     }
 
-    /// A BatchNorm layer's unstored output (`NormalizedOutput`) is probed as if stored: the bits of the probe of
-    /// the stored y, for channels that end inside a chunk and chunks that span several channels, at 1, 2 and 3
-    /// threads; channel lengths that are not a multiple of 16 and Double take the one-at-a-time path.
+    /// Special values: −0 differs from +0 (a bit), a NaN makes the largest magnitude NaN, infinities count.
+    @Test func probeOfSpecialValues() {
+        func probe(_ x: [Float]) -> Probe { x.withUnsafeBufferPointer { Probe($0) } }
+        #expect(probe([0, 0]).checksum == 0 && probe([-0.0, 0]).checksum == 0x8000_0000)
+        #expect(probe([-3, 2]).largest == 3 && probe([.infinity, 1]).largest == .infinity)
+        #expect(probe(Array(repeating: 1, count: 40) + [.nan]).largest.isNaN)
+        #expect(Self.same(probe([-0.0, 0]), Self.defined([Float(-0.0), 0])))
+    }
+
+    /// A BatchNorm layer's unstored output (`NormalizedOutput`) is probed as if stored, for channels that end
+    /// inside a chunk and chunks that span several channels, at 1, 2 and 3 threads; channel lengths that are
+    /// not a multiple of 16 and Double take the one-at-a-time path.
     @Test(arguments: [(3, 40_000), (6, 100_352), (2, 16), (5, 12_345), (1, 65_552)])
     func unstoredBatchNormOutputIsProbedAsIfStored(shape: (channels: Int, perChannel: Int)) {
         let (channels, m) = shape
@@ -55,12 +65,10 @@ import Testing
         let beta: [Float] = (0..<channels).map { [0.5, 0.25, -0.125, 0, 1, -2][$0 % 6] }
         for affine in [true, false] {
             let y = PoolingTests.activated(x, channels: channels, perChannel: m, gamma: gamma, beta: beta, affine: affine)
-            let expected = Self.documented(y)
+            let expected = Self.defined(y)
             let pending = NormalizedOutput(normalized: FeatureMap(channels: channels, batch: m, data: x), gamma: gamma, beta: beta, affine: affine)
             for threads in [1, 2, 3] {
-                let p = Probe(pending, threads: threads)
-                #expect(p.sum.bitPattern == expected.sum.bitPattern && p.sumOfSquares.bitPattern == expected.squares.bitPattern,
-                        "\(channels) × \(m), affine \(affine), \(threads) threads")
+                #expect(Self.same(Probe(pending, threads: threads), expected), "\(channels) × \(m), affine \(affine), \(threads) threads")
             }
             let pendingDouble = NormalizedOutput(normalized: FeatureMap(channels: channels, batch: m, data: x.map(Double.init)),
                                                  gamma: gamma.map(Double.init), beta: beta.map(Double.init), affine: affine)
@@ -68,8 +76,7 @@ import Testing
                 let c = i / m, v = affine ? Double(x[i]) * Double(gamma[c]) + Double(beta[c]) : Double(x[i])
                 return 0 >= v ? 0 : v
             }
-            let d = Probe(pendingDouble), expectedDouble = Self.documented(yd)
-            #expect(d.sum.bitPattern == expectedDouble.sum.bitPattern && d.sumOfSquares.bitPattern == expectedDouble.squares.bitPattern)
+            #expect(Self.same(Probe(pendingDouble), Self.defined(yd)))
         }
         // Negative control: the channels' parameters rotated by one give another probe.
         let y = PoolingTests.activated(x, channels: channels, perChannel: m, gamma: gamma, beta: beta, affine: true)
@@ -78,46 +85,89 @@ import Testing
         if channels > 1 { #expect(Probe(rotated) != y.withUnsafeBufferPointer { Probe($0) }) }
     }
 
-    /// Negative control: the bit-for-bit check tells orders apart (a plain running sum gives other bits).
-    /// Float64 inputs: sums of float32 values in Float64 are often exact in any order (24-bit significands
-    /// leave 29 bits of headroom), which is part of why the probes are robust, and no test of order.
-    @Test func negativeControlARunningSumIsDetected() {
-        let values = randomValues(100_355, seed: 42, scale: 3, offset: 0.5)
-        let running = values.reduce(0.0, +)
-        #expect(values.withUnsafeBufferPointer { Probe($0) }.sum.bitPattern != running.bitPattern)
-    }
-
-    /// Against a compensated Float64 reference: within a bound of (⌈n/16⌉ + 4)·2⁻⁵³·Σ|x| (sixteen lanes of
-    /// ⌈n/16⌉ terms, four halving levels; the chunks' running sum adds fewer roundings than it saves).
-    @Test(arguments: [1_000, 100_000, 1_000_000])
-    func probeIsWithinItsErrorBound(n: Int) {
-        let floats = randomValues(n, seed: 43, scale: 1e3, offset: 10).map { Float($0) }
-        let probe = floats.withUnsafeBufferPointer { Probe($0) }
-        func compensated(_ terms: [Double]) -> Double {  // Neumaier
-            var s = 0.0, c = 0.0
-            for t in terms {
-                let u = s + t
-                c += abs(s) >= abs(t) ? (s - u) + t : (t - u) + s
-                s = u
-            }
-            return s + c
-        }
-        let x = floats.map(Double.init)
-        let bound = Double((n + 15) / 16 + 4) * 0x1p-53
-        #expect(abs(probe.sum - compensated(x)) <= bound * x.reduce(0) { $0 + abs($1) })
-        #expect(abs(probe.sumOfSquares - compensated(x.map { $0 * $0 })) <= 2 * bound * x.reduce(0) { $0 + $1 * $1 })
-    }
-
-    /// What the probes are for: one value moved by one ULP anywhere in an activation-sized tensor changes Σx.
+    /// What the probes are for: one value moved by one ULP anywhere in an activation-sized tensor changes the
+    /// checksum (by ±1: never a multiple of 2^32), and so does a sign flip of a zero.
     @Test func oneULPAnywhereChangesTheProbe() {
         var floats = randomValues(602_112, seed: 44).map { Float($0) }
+        floats[5] = 0
         let before = floats.withUnsafeBufferPointer { Probe($0) }
-        for i in [0, 1, 7, 301_056, 602_111] {
+        for i in [0, 1, 5, 7, 301_056, 602_111] {
             let kept = floats[i]
-            floats[i] = kept.nextUp
-            let after = floats.withUnsafeBufferPointer { Probe($0) }
-            #expect(after.sum != before.sum, "index \(i)")
+            for changed in [kept.nextUp, kept.nextDown, -kept] where changed.bitPattern != kept.bitPattern {
+                floats[i] = changed
+                let after = floats.withUnsafeBufferPointer { Probe($0) }
+                #expect(after.checksum != before.checksum, "index \(i)")
+            }
             floats[i] = kept
+        }
+    }
+
+    /// The probes a layer forms in its own loops are the probes of the tensors it reads and writes: a
+    /// BatchNorm layer's input and output (stored or left normalized), the gradient flowing in (stored, or a
+    /// max-pool's spread as the layer reads it, rows of 16 and more with blocks that overlap) and ∂L/∂x, at 1,
+    /// 2 and 3 threads; the optimizer's update probes against `Probe(differencesOf:from:)`.
+    @Test(arguments: [(28, 28), (6, 18), (4, 16), (10, 10), (5, 7)])
+    func layersFormTheProbesOfWhatTheyReadAndWrite(size: (Int, Int)) throws {
+        let (h, w) = size, channels = 3, batch = 4
+        var rng = Philox(seed: UInt64(31 + h * w), .testData)
+        let x = FeatureMap(channels: channels, batch: batch, height: h, width: w,
+                           data: (0..<(channels * batch * h * w)).map { _ in Float(rng.nextUnitDouble() * 4 - 2) })
+        let upstream = FeatureMap(channels: channels, batch: batch, height: h / 2, width: w / 2,
+                                  data: (0..<(channels * batch * (h / 2) * (w / 2))).map { _ in Float(rng.nextUnitDouble() - 0.5) })
+        func probe(_ v: [Float]) -> Probe { v.withUnsafeBufferPointer { Probe($0) } }
+        for threads in [1, 2, 3] {
+            let bn = BatchNorm<Float>("bn", channels: channels, kernels: PortableKernels(threads: threads))
+            bn.gamma!.value = [1.5, -0.5, 0.25]
+            bn.beta!.value = [0.1, -0.2, 0.3]
+            let context = "\(h)×\(w), \(threads) threads"
+            // Stored output.
+            let y = try bn.forward(x, training: true, fusedReLU: true, probing: true)
+            #expect(bn.forwardProbes.map { Self.same($0.input, probe(x.data)) && Self.same($0.output, probe(y.data)) } == true, "\(context)")
+            let dy = FeatureMap(channels: channels, batch: batch, height: h, width: w,
+                                data: (0..<(channels * batch * h * w)).map { _ in Float(rng.nextUnitDouble() - 0.5) })
+            let dx = bn.backward(dy, probing: true)
+            #expect(bn.backwardProbes.map { Self.same($0.incoming, probe(dy.data)) && Self.same($0.inputGradient, probe(dx.data)) } == true, "\(context)")
+            // Output left normalized, the gradient flowing in a max-pool's.
+            if h % 2 == 0 && w % 2 == 0 {
+                let pool = MaxPool2x2<Float>(threads: threads)
+                let pending = try bn.forwardLeavingOutputNormalized(x, training: true, probing: true)
+                #expect(bn.forwardProbes.map { Self.same($0.input, probe(x.data)) && Self.same($0.output, probe(pending.materialized().data)) } == true, "\(context)")
+                _ = pool.forward(pending)
+                let dense = pool.backward(upstream)
+                let dxSpread = bn.backward(pool.backwardLeftPooled(upstream), probing: true)
+                #expect(bn.backwardProbes.map { Self.same($0.incoming, probe(dense.data)) && Self.same($0.inputGradient, probe(dxSpread.data)) } == true,
+                        "\(context)")
+                // Without probing the layer leaves none (so a stale one is never taken for this step's).
+                _ = bn.backward(pool.backwardLeftPooled(upstream))
+                #expect(bn.backwardProbes == nil)
+            }
+        }
+    }
+
+    /// The optimizer's update probes (formed as it updates, eight lanes at a time) are those of the definition,
+    /// and its eight-lane loop gives the scalar loop's bits: odd sizes, the first step (no momentum yet) and
+    /// later ones.
+    @Test func optimizerFormsTheUpdateProbes() {
+        func parameters() -> [NamedTensor<Float>] {
+            [1, 7, 8, 13, 450].enumerated().map { i, n in
+                let p = NamedTensor<Float>(name: "p\(i)", shape: [n], isParameter: true, value: randomValues(n, seed: 60 + UInt64(i)).map { Float($0) })
+                p.grad = randomValues(n, seed: 70 + UInt64(i), scale: 0.1).map { Float($0) }
+                return p
+            }
+        }
+        let probed = parameters(), plain = parameters()
+        let options = SGDOptions(learningRate: 0.05, momentum: 0.9, weightDecay: 1e-3)
+        let a = SGD(parameters: probed, options: options), b = SGD(parameters: plain, options: options)
+        for step in 0..<3 {
+            let old = probed.map(\.value)
+            let probes = a.step(probing: true)
+            b.step()
+            for (i, p) in probed.enumerated() {
+                let expected = p.value.withUnsafeBufferPointer { nv in old[i].withUnsafeBufferPointer { Probe(differencesOf: nv, from: $0) } }
+                #expect(Self.same(probes[i], expected), "step \(step), \(p.name)")
+                #expect(p.value.map(\.bitPattern) == plain[i].value.map(\.bitPattern), "step \(step), \(p.name)")
+                #expect(a.momentumBuffers[i].map(\.bitPattern) == b.momentumBuffers[i].map(\.bitPattern), "step \(step), \(p.name)")
+            }
         }
     }
 
@@ -146,8 +196,8 @@ import Testing
         #expect(model.layout.probePoints.count == (normalized ? 60 : 44))
     }
 
-    /// A step without a trace (the pool's gradient spread as bn1 reads it, BN outputs never stored) and a traced
-    /// step (the gradient flowing into bn1 stored, for its probe) train to the same bits.
+    /// A step without a trace and a traced step (the layers forming their probes, the optimizer updating eight
+    /// lanes at a time) train to the same bits.
     @Test func tracedAndUntracedStepsGiveTheSameBits() throws {
         func run(traced: Bool) throws -> [[Float]] {
             let model = LeNet5<Float>(normalized: true, kernels: PortableKernels(threads: 2))
@@ -182,8 +232,8 @@ import Testing
         #expect(trace.points.filter(\.isProbed) == model.layout.probePoints)
         func probe(_ point: TracePoint) -> Probe { trace.probes[trace.points.filter(\.isProbed).firstIndex(of: point)!] }
         #expect(probe(TracePoint(.backward, "conv2", .parameterGradient("conv2.weight"))) == model.conv2.weight.grad.withUnsafeBufferPointer { Probe($0) })
-        let delta = zip(model.fc4.weight.value, old).map { Double($0) - Double($1) }
-        #expect(probe(TracePoint(.update, "fc4", .update("fc4.weight"))) == delta.withUnsafeBufferPointer { Probe($0) })
+        #expect(probe(TracePoint(.update, "fc4", .update("fc4.weight")))
+                == model.fc4.weight.value.withUnsafeBufferPointer { nv in old.withUnsafeBufferPointer { Probe(differencesOf: nv, from: $0) } })
         #expect(probe(TracePoint(.data, "input", .images)) == x.data.withUnsafeBufferPointer { Probe($0) })
         // Negative control: another tensor's probe is not taken for this one.
         #expect(probe(TracePoint(.backward, "conv2", .parameterGradient("conv2.weight"))) != model.conv1.weight.grad.withUnsafeBufferPointer { Probe($0) })

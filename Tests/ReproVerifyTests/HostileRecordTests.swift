@@ -183,23 +183,34 @@ let hostileCases: [HostileCase] = [
         try $0.setAttribute("points", .string(lines.joined(separator: "\n")), on: "/steps/probes")
     },
     .init(name: "probe points missing", mentions: "/steps/probes@points: missing") { try $0.deleteAttribute("points", on: "/steps/probes") },
-    .init(name: "probe sums one point short", mentions: "/steps/probes/sum: shape [256, 59], the schema expects shape [256, 60]") { e in
-        try e.replaceDataset("/steps/probes/sum", with: [Double](repeating: 1, count: 256 * 59), as: .float64, shape: [256, 59])
+    .init(name: "probe checksums one point short", mentions: "/steps/probes/checksum: shape [256, 59], the schema expects shape [256, 60]") { e in
+        try e.replaceDataset("/steps/probes/checksum", with: [Double](repeating: 1, count: 256 * 59), as: .int64, shape: [256, 59])
     },
-    .init(name: "a NaN probe", mentions: "/steps/probes/sum: step 3 point forward/bn1/output is nan, the schema expects finite sums") {
-        try $0.change("/steps/probes/sum", at: 2 * 60 + 3, to: .nan)
+    .init(name: "a checksum wider than 32 bits",
+          mentions: "/steps/probes/checksum: step 3 point forward/bn1/output is 4294967296, the schema expects a checksum in 0...4294967295") {
+        try $0.change("/steps/probes/checksum", at: 2 * 60 + 3, to: 4_294_967_296)
     },
-    .init(name: "a negative sum of squares", mentions: "/steps/probes/sum_of_squares: step 1 point data/input/labels is -1.0") {
-        try $0.change("/steps/probes/sum_of_squares", at: 0, to: -1)
+    .init(name: "a negative checksum", mentions: "/steps/probes/checksum: step 1 point data/input/labels is -1") {
+        try $0.change("/steps/probes/checksum", at: 0, to: -1)
     },
-    .init(name: "forward probes as float32", mentions: "/evaluation/before/probe_sum: element type float32") { e in
-        try e.replaceDataset("/evaluation/before/probe_sum", with: [Double](repeating: 1, count: 13), as: .float32, shape: [13])
+    .init(name: "a NaN largest magnitude",
+          mentions: "/steps/probes/largest: step 3 point forward/bn1/output is nan, the schema expects a finite magnitude ≥ 0") {
+        try $0.change("/steps/probes/largest", at: 2 * 60 + 3, to: .nan)
     },
-    .init(name: "an infinite forward probe", mentions: "/evaluation/before/probe_sum_of_squares[4]: inf") {
-        try $0.change("/evaluation/before/probe_sum_of_squares", at: 4, to: .infinity)
+    .init(name: "a negative largest magnitude", mentions: "/steps/probes/largest: step 1 point data/input/labels is -1.0") {
+        try $0.change("/steps/probes/largest", at: 0, to: -1)
     },
-    .init(name: "a probe outside the windows", mentions: "/steps/probes/sum: step 200 point data/input/labels is 0.5", source: fullGolden) {
-        try $0.change("/steps/probes/sum", at: 199 * 60, to: 0.5)
+    .init(name: "a largest magnitude no float32 value has", mentions: "/steps/probes/largest: step 3 point forward/bn1/output is 0.1,") {
+        try $0.change("/steps/probes/largest", at: 2 * 60 + 3, to: 0.1)
+    },
+    .init(name: "forward probe checksums as float32", mentions: "/evaluation/before/probe_checksum: element type float32") { e in
+        try e.replaceDataset("/evaluation/before/probe_checksum", with: [Double](repeating: 1, count: 12), as: .float32, shape: [12])
+    },
+    .init(name: "an infinite forward probe", mentions: "/evaluation/before/probe_largest[4]: inf") {
+        try $0.change("/evaluation/before/probe_largest", at: 4, to: .infinity)
+    },
+    .init(name: "a probe outside the windows", mentions: "/steps/probes/checksum: step 200 point data/input/labels is 5", source: fullGolden) {
+        try $0.change("/steps/probes/checksum", at: 199 * 60, to: 5)
     },
 ]
 
