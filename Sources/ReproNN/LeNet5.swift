@@ -287,9 +287,9 @@ extension LeNet5 {
         stageDone?("loss")
         backward(ce.gradient!)
         if let trace {
-            trace.updated(optimizer.parameters, probes: optimizer.step(probing: true))
+            trace.updated(optimizer.parameters, probes: optimizer.probedStep(threads: kernels.threads))
         } else {
-            optimizer.step()
+            optimizer.step(threads: kernels.threads)
         }
         stageDone?("SGD step")
         return StepResult(loss: ce.loss, correct: ce.correct)

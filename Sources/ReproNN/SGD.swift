@@ -27,62 +27,145 @@ public final class SGD<T: KernelScalar> {
         momentumBuffers = []
     }
 
+    /// `threads`: a parameter of at least `elementsPerThread` elements per thread is updated in that many
+    /// parts at once (fc3.weight's 48,000). Each element's update depends on nothing else, so the parts change
+    /// no bit, and the probes need no order.
     @inlinable
-    public func step() { _ = step(probing: false) }
-
-    /// The step; with `probing`, also each parameter's update probe (new − old, `Probe(differencesOf:from:)`),
-    /// formed as the new values are: no copy of the old ones, no second pass.
-    @inlinable
-    public func step(probing: Bool) -> [Probe] {
-        let lr = T(options.learningRate), mu = T(options.momentum), wd = T(options.weightDecay)
-        let first = momentumBuffers.isEmpty
-        if first { momentumBuffers = parameters.map { [T](repeating: 0, count: $0.count) } }
-        var probes = [Probe]()
+    public func step(threads: Int = 1) {
+        let rule = UpdateRule(options: options, first: momentumBuffers.isEmpty)
+        if rule.first { momentumBuffers = parameters.map { [T](repeating: 0, count: $0.count) } }
         for (index, p) in parameters.enumerated() {
-            var before = ProbeLanes(), after = ProbeLanes(), differences = ProbeLanes()
             p.value.withUnsafeMutableBufferPointer { v in p.grad.withUnsafeBufferPointer { g in
                 momentumBuffers[index].withUnsafeMutableBufferPointer { b in
-                    var i = 0
-                    if probing, T.self == Float.self {
-                        // Eight lanes doing the scalar loop's operations (the same bits), the probe alongside.
-                        typealias V = SIMD8<Float>
-                        let vr = UnsafeMutableRawPointer(v.baseAddress!), gr = UnsafeRawPointer(g.baseAddress!)
-                        let br = UnsafeMutableRawPointer(b.baseAddress!)
-                        let lrv = V(repeating: unsafeBitCast(lr, to: Float.self)), muv = V(repeating: unsafeBitCast(mu, to: Float.self))
-                        let wdv = V(repeating: unsafeBitCast(wd, to: Float.self))
-                        var largest = SIMD8<Int64>()
-                        while i + 8 <= v.count {
-                            let o = i &* 4
-                            let old = vr.loadUnaligned(fromByteOffset: o, as: V.self)
-                            let d = gr.loadUnaligned(fromByteOffset: o, as: V.self) + wdv * old
-                            let buf = first ? d : muv * br.loadUnaligned(fromByteOffset: o, as: V.self) + d
-                            let new = old - lrv * buf
-                            br.storeBytes(of: buf, toByteOffset: o, as: V.self)
-                            vr.storeBytes(of: new, toByteOffset: o, as: V.self)
-                            before.add(SIMD16(lowHalf: old, highHalf: V()))
-                            after.add(SIMD16(lowHalf: new, highHalf: V()))
-                            let change = unsafeBitCast(SIMD8<Double>(new) - SIMD8<Double>(old), to: SIMD8<Int64>.self) & Int64.max
-                            largest = ProbeLanes.max(largest, change)
-                            i &+= 8
-                        }
-                        differences.add(Double(bitPattern: UInt64(largest.max())))
-                    }
-                    while i < v.count {
-                        let old = v[i]
-                        let d = g[i] + wd * old
-                        b[i] = first ? d : mu * b[i] + d
-                        v[i] = old - lr * b[i]
-                        if probing {
-                            before.add(old)
-                            after.add(v[i])
-                            differences.add(Double(v[i]) - Double(old))
-                        }
-                        i += 1
-                    }
+                    let count = v.count
+                    nonisolated(unsafe) let (v, g, b) = (v.baseAddress!, g.baseAddress!, b.baseAddress!)
+                    Self.inParts(count, threads: threads) { range in rule.update(v, g, b, range) }
                 }
             } }
-            if probing { probes.append(Probe(checksum: after.probe.checksum &- before.probe.checksum, largest: differences.probe.largest)) }
+        }
+    }
+
+    /// `step(threads:)`, also forming each parameter's update probe (new − old, `Probe(differencesOf:from:)`)
+    /// as the new values are formed: no copy of the old ones, no second pass; the same bits.
+    @inlinable
+    public func probedStep(threads: Int = 1) -> [Probe] {
+        let rule = UpdateRule(options: options, first: momentumBuffers.isEmpty)
+        if rule.first { momentumBuffers = parameters.map { [T](repeating: 0, count: $0.count) } }
+        var probes = [Probe]()
+        for (index, p) in parameters.enumerated() {
+            var parts = [UpdateProbe](repeating: UpdateProbe(), count: Swift.max(1, threads))
+            p.value.withUnsafeMutableBufferPointer { v in p.grad.withUnsafeBufferPointer { g in
+                momentumBuffers[index].withUnsafeMutableBufferPointer { b in parts.withUnsafeMutableBufferPointer { pp in
+                    let count = v.count
+                    nonisolated(unsafe) let (v, g, b, pp) = (v.baseAddress!, g.baseAddress!, b.baseAddress!, pp)
+                    Self.inParts(count, threads: threads) { range, part in rule.probedUpdate(v, g, b, range, into: &pp[part]) }
+                } }
+            } }
+            var total = UpdateProbe()
+            for part in parts { total.merge(part) }
+            probes.append(total.probe)
         }
         return probes
+    }
+
+    /// Below this many elements per thread a parameter is updated on one thread (a parallel call costs ~1 µs).
+    public static var elementsPerThread: Int { 16_384 }
+
+    /// `body(range, part)` over 0..<count in up to `threads` parts of whole eights.
+    @inlinable
+    static func inParts(_ count: Int, threads: Int, _ body: @Sendable (Range<Int>, Int) -> Void) {
+        let parts = Swift.max(1, Swift.min(threads, count / elementsPerThread))
+        guard parts > 1 else { body(0..<count, 0); return }
+        let eights = (count / 8 + parts - 1) / parts
+        Parallel.forEach(parts, threads: parts) { range in
+            for part in range { body(Swift.min(count, part * 8 * eights)..<(part == parts - 1 ? count : Swift.min(count, (part + 1) * 8 * eights)), part) }
+        }
+    }
+
+    @inlinable
+    static func inParts(_ count: Int, threads: Int, _ body: @Sendable (Range<Int>) -> Void) {
+        inParts(count, threads: threads) { range, _ in body(range) }
+    }
+
+    /// torch.optim.SGD's update of one element, as the notebook's PyTorch computes it in float32 (product, then
+    /// sum: never fused).
+    @usableFromInline
+    struct UpdateRule: Sendable {
+        @usableFromInline let lr: T, mu: T, wd: T
+        @usableFromInline let first: Bool
+        @inlinable init(options: SGDOptions, first: Bool) {
+            lr = T(options.learningRate); mu = T(options.momentum); wd = T(options.weightDecay); self.first = first
+        }
+
+        /// Lane by lane: `SIMD8<Double>(_:)` stayed a call per vector here.
+        @inlinable @inline(__always)
+        static func widened(_ v: SIMD8<Float>) -> SIMD8<Double> {
+            SIMD8(Double(v[0]), Double(v[1]), Double(v[2]), Double(v[3]), Double(v[4]), Double(v[5]), Double(v[6]), Double(v[7]))
+        }
+
+        @inlinable
+        func update(_ v: UnsafeMutablePointer<T>, _ g: UnsafePointer<T>, _ b: UnsafeMutablePointer<T>, _ range: Range<Int>) {
+            for i in range {
+                let d = g[i] + wd * v[i]
+                b[i] = first ? d : mu * b[i] + d
+                v[i] = v[i] - lr * b[i]
+            }
+        }
+
+        /// The same, with the probe: for float32 eight lanes each doing `update`'s operations, the rest one at
+        /// a time.
+        @inlinable
+        func probedUpdate(_ v: UnsafeMutablePointer<T>, _ g: UnsafePointer<T>, _ b: UnsafeMutablePointer<T>, _ range: Range<Int>,
+                          into result: inout UpdateProbe) {
+            var probe = result  // in registers (through the inout, every addition was stored)
+            defer { result = probe }
+            var i = range.lowerBound
+            if T.self == Float.self {
+                typealias V = SIMD8<Float>
+                let vr = UnsafeMutableRawPointer(v), gr = UnsafeRawPointer(g), br = UnsafeMutableRawPointer(b)
+                let lrv = V(repeating: unsafeBitCast(lr, to: Float.self)), muv = V(repeating: unsafeBitCast(mu, to: Float.self))
+                let wdv = V(repeating: unsafeBitCast(wd, to: Float.self))
+                var largest = SIMD8<Int64>()
+                while i + 8 <= range.upperBound {
+                    let o = i &* 4
+                    let old = vr.loadUnaligned(fromByteOffset: o, as: V.self)
+                    let d = gr.loadUnaligned(fromByteOffset: o, as: V.self) + wdv * old
+                    let buf = first ? d : muv * br.loadUnaligned(fromByteOffset: o, as: V.self) + d
+                    let new = old - lrv * buf
+                    br.storeBytes(of: buf, toByteOffset: o, as: V.self)
+                    vr.storeBytes(of: new, toByteOffset: o, as: V.self)
+                    probe.before.add(SIMD16(lowHalf: old, highHalf: V()))
+                    probe.after.add(SIMD16(lowHalf: new, highHalf: V()))
+                    // |new − old| in Float64, as bits: they order like the magnitudes.
+                    let change = unsafeBitCast(Self.widened(new) - Self.widened(old), to: SIMD8<Int64>.self) & Int64.max
+                    largest = ProbeLanes.max(largest, change)
+                    i &+= 8
+                }
+                probe.differences.add(Double(bitPattern: UInt64(largest.max())))
+            }
+            while i < range.upperBound {
+                let old = v[i]
+                let d = g[i] + wd * old
+                b[i] = first ? d : mu * b[i] + d
+                v[i] = old - lr * b[i]
+                probe.before.add(old)
+                probe.after.add(v[i])
+                probe.differences.add(Double(v[i]) - Double(old))
+                i += 1
+            }
+        }
+    }
+
+    /// A part of an update probe: the old and new values' probes and the differences'.
+    @usableFromInline
+    struct UpdateProbe: Sendable {
+        @usableFromInline var before = ProbeLanes(), after = ProbeLanes(), differences = ProbeLanes()
+        @inlinable init() {}
+        @inlinable mutating func merge(_ other: UpdateProbe) {
+            before.merge(other.before); after.merge(other.after); differences.merge(other.differences)
+        }
+        @inlinable var probe: Probe {
+            Probe(checksum: after.probe.checksum &- before.probe.checksum, largest: differences.probe.largest)
+        }
     }
 }

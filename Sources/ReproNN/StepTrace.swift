@@ -151,7 +151,7 @@ public struct Probe: Equatable, Sendable {
     /// The probe of an update, new − old: the checksum of the new values minus that of the old ones (modulo
     /// 2^32), and the largest |new − old|, each difference formed in Float64 (exact for float32 values
     /// within a factor 2^29 of each other).
-    /// One value at a time: the definition `SGD.step(probing:)` meets as it updates, eight lanes at a time.
+    /// One value at a time: the definition `SGD.probedStep()` meets as it updates, eight lanes at a time.
     @inlinable
     public init<T: KernelScalar>(differencesOf new: UnsafeBufferPointer<T>, from oldValues: UnsafeBufferPointer<T>) {
         precondition(oldValues.count == new.count)
@@ -324,7 +324,7 @@ public final class StepTrace {
     public func mark(_ point: TracePoint) { points.append(point) }
 
     /// The update pass: for each parameter (in the optimizer's order) the probe of new − old, which the
-    /// optimizer formed (`SGD.step(probing:)`).
+    /// optimizer formed (`SGD.probedStep()`).
     public func updated<T: KernelScalar>(_ parameters: [NamedTensor<T>], probes updates: [Probe]) {
         precondition(updates.count == parameters.count, "an update probe per parameter")
         for (p, probe) in zip(parameters, updates) {

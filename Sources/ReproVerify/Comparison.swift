@@ -121,7 +121,14 @@ public enum Comparison {
             }
             let (a, kind) = try golden.values(path)
             let (b, _) = try candidate.values(path)
-            results.append(compareValues(path, a, b, kind: kind, mode: mode, locator: locator))
+            var magnitudes: ([Double], [Double])?
+            if let i = RecordSchema.probeChecksumDatasets.firstIndex(of: path) {
+                let largest = RecordSchema.probeLargestDatasets[i]
+                if golden.shape(of: largest) == shapeA && candidate.shape(of: largest) == shapeA {
+                    magnitudes = (try golden.values(largest).values, try candidate.values(largest).values)
+                }
+            }
+            results.append(compareValues(path, a, b, kind: kind, mode: mode, locator: locator, magnitudes: magnitudes))
         }
         for extra in candidate.comparedDatasets where !goldenSet.contains(extra) {
             var result = SeriesResult(path: extra)
@@ -138,8 +145,10 @@ public enum Comparison {
 
     /// Compares the values of one series (`a` the golden's, `b` the candidate's, same length).
     /// `offset`: the flat index of a[0] in the whole dataset (the values may be a slice of it).
+    /// `magnitudes`: for a probe checksum series, the same points' largest magnitudes (golden's, candidate's),
+    /// which the first divergence quotes — a checksum says where, not by how much.
     static func compareValues(_ path: String, _ a: [Double], _ b: [Double], kind: HDF5Reader.ElementKind, mode: ComparisonMode,
-                              locator: Locator, offset: Int = 0) -> SeriesResult {
+                              locator: Locator, offset: Int = 0, magnitudes: (golden: [Double], candidate: [Double])? = nil) -> SeriesResult {
         var result = SeriesResult(path: path)
         result.elements = a.count
         result.isInteger = kind.isInteger
@@ -165,7 +174,7 @@ public enum Comparison {
             let diff = abs(g - c)
             // A probe's largest magnitude is a float32 value of the tensor: its distance in float32 ULPs.
             let ulp = kind.isInteger ? nil : ulps(g, c, float32: kind == .float32 || RecordSchema.probeLargestDatasets.contains(path))
-            if diff > result.worstAbsolute || (diff.isNaN && !result.worstAbsolute.isNaN) || (result.worstIndex < 0 && !same) {
+            if !isChecksum && (diff > result.worstAbsolute || (diff.isNaN && !result.worstAbsolute.isNaN) || (result.worstIndex < 0 && !same)) {
                 result.worstAbsolute = diff
                 result.worstRelative = g == 0 ? (c == 0 ? 0 : .infinity) : diff / abs(g)
                 result.worstIndex = offset + i
@@ -174,8 +183,13 @@ public enum Comparison {
             if !same {
                 result.mismatches += 1
                 if result.firstDivergence == nil {
-                    // A checksum has no distance: any change of any bit moves it anywhere.
-                    let detail = isChecksum ? String(format: "0x%08llx vs 0x%08llx", Int64(g), Int64(c))
+                    // A checksum has no distance (any change of any bit moves it anywhere): the same point's
+                    // largest magnitudes give one.
+                    let magnitude = magnitudes.map { m -> String in
+                        let (mg, mc) = (m.golden[i], m.candidate[i])
+                        return ", max |x| \(mg) vs \(mc)" + (mg == mc ? " (equal)" : String(format: " (relative difference %.2g)", mg == 0 ? .infinity : abs(mc - mg) / mg))
+                    } ?? ""
+                    let detail = isChecksum ? String(format: "0x%08llx vs 0x%08llx", Int64(g), Int64(c)) + magnitude
                         : "\(format(g, kind)) vs \(format(c, kind))" + (ulp.map { " (\($0 == .max ? "∞" : String($0)) ULP)" } ?? " (Δ \(Int64(c) - Int64(g)))")
                     result.firstDivergence = locator.divergence(path, index: offset + i, detail: detail)
                 }

@@ -1,4 +1,5 @@
 import Foundation
+import ReproRecording
 
 /// One self-contained HTML file for a verification or comparison: per golden the verdict, the first
 /// divergence, the per-step loss of golden and candidate, the absolute difference per step on a log axis
@@ -65,7 +66,9 @@ public enum HTMLReport {
         }
         if !failed.isEmpty {
             let rows = failed.sorted { ($0.firstDivergence?.step ?? .max, $0.path) < ($1.firstDivergence?.step ?? .max, $1.path) }.prefix(200).map { s in
-                [s.path, "\(s.mismatches) of \(s.elements)", s.structural ?? (s.isInteger ? "\(Int64(s.worstAbsolute))" : String(format: "%.3g", s.worstAbsolute)),
+                [s.path, "\(s.mismatches) of \(s.elements)",
+                 s.structural ?? (RecordSchema.probeChecksumDatasets.contains(s.path) ? "— (a checksum)"
+                                  : s.isInteger ? "\(Int64(s.worstAbsolute))" : String(format: "%.3g", s.worstAbsolute)),
                  s.worstPlace, s.firstDivergence.map { "step \($0.step)" } ?? ""]
             }
             out += "<h3>Series that differ (\(failed.count))</h3>" + table(["series", "differ", "worst |Δ|", "at", "first"], Array(rows))

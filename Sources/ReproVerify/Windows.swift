@@ -85,12 +85,15 @@ final class CapturedRun: TrainingObserver {
         let locator = Locator(record: golden)
         let plan = golden.plan, layout = golden.layout
         var results = [SeriesResult]()
-        func compare(_ path: String, rows: Range<Int>, _ candidate: [Double]) throws(RecordError) {
+        func compare(_ path: String, rows: Range<Int>, _ candidate: [Double],
+                     magnitudes: (path: String, candidate: [Double])? = nil) throws(RecordError) {
             guard let kind = golden.kind(of: path), !rows.isEmpty else { return }
             let stored = try golden.values(path, rows: rows)
             let rowElements = golden.shape(of: path).dropFirst().reduce(1, *)
+            var paired: (golden: [Double], candidate: [Double])?
+            if let magnitudes { paired = (try golden.values(magnitudes.path, rows: rows), magnitudes.candidate) }
             results.append(Comparison.compareValues(path, stored, candidate, kind: kind, mode: mode, locator: locator,
-                                                    offset: rows.lowerBound * rowElements))
+                                                    offset: rows.lowerBound * rowElements, magnitudes: paired))
         }
         if let split {
             try compare(RecordSchema.trainIndices, rows: 0..<split.train.count, split.train.map(Double.init))
@@ -126,8 +129,10 @@ final class CapturedRun: TrainingObserver {
                     }
                 }
                 let probes = run.map { steps[$0 - first].probes ?? [] }
-                try compare(RecordSchema.probeChecksums, rows: (run.lowerBound - 1)..<run.upperBound, probes.flatMap { $0.map { Double($0.checksum) } })
-                try compare(RecordSchema.probeLargest, rows: (run.lowerBound - 1)..<run.upperBound, probes.flatMap { $0.map(\.largest) })
+                let largest = probes.flatMap { $0.map(\.largest) }
+                try compare(RecordSchema.probeChecksums, rows: (run.lowerBound - 1)..<run.upperBound, probes.flatMap { $0.map { Double($0.checksum) } },
+                            magnitudes: (RecordSchema.probeLargest, largest))
+                try compare(RecordSchema.probeLargest, rows: (run.lowerBound - 1)..<run.upperBound, largest)
             }
         }
         for state in states {
@@ -150,7 +155,8 @@ final class CapturedRun: TrainingObserver {
             }
         }
         if let forwardProbes {
-            try compare(RecordSchema.forwardProbeChecksums, rows: 0..<forwardProbes.count, forwardProbes.map { Double($0.checksum) })
+            try compare(RecordSchema.forwardProbeChecksums, rows: 0..<forwardProbes.count, forwardProbes.map { Double($0.checksum) },
+                        magnitudes: (RecordSchema.forwardProbeLargest, forwardProbes.map(\.largest)))
             try compare(RecordSchema.forwardProbeLargest, rows: 0..<forwardProbes.count, forwardProbes.map(\.largest))
         }
         for (phase, sets) in evaluations {

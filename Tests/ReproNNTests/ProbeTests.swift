@@ -144,29 +144,33 @@ import Testing
         }
     }
 
-    /// The optimizer's update probes (formed as it updates, eight lanes at a time) are those of the definition,
-    /// and its eight-lane loop gives the scalar loop's bits: odd sizes, the first step (no momentum yet) and
-    /// later ones.
-    @Test func optimizerFormsTheUpdateProbes() {
+    /// The optimizer's update probes (formed as it updates, eight lanes at a time, a large parameter in parts
+    /// on 2 and 3 threads) are those of the definition, and every way of stepping gives the plain loop's bits:
+    /// odd sizes, the first step (no momentum yet) and later ones.
+    @Test(arguments: [1, 2, 3])
+    func optimizerFormsTheUpdateProbes(threads: Int) {
         func parameters() -> [NamedTensor<Float>] {
-            [1, 7, 8, 13, 450].enumerated().map { i, n in
+            [1, 7, 8, 13, 450, 40_001].enumerated().map { i, n in
                 let p = NamedTensor<Float>(name: "p\(i)", shape: [n], isParameter: true, value: randomValues(n, seed: 60 + UInt64(i)).map { Float($0) })
                 p.grad = randomValues(n, seed: 70 + UInt64(i), scale: 0.1).map { Float($0) }
                 return p
             }
         }
-        let probed = parameters(), plain = parameters()
+        let probed = parameters(), split = parameters(), plain = parameters()
         let options = SGDOptions(learningRate: 0.05, momentum: 0.9, weightDecay: 1e-3)
-        let a = SGD(parameters: probed, options: options), b = SGD(parameters: plain, options: options)
+        let a = SGD(parameters: probed, options: options), b = SGD(parameters: split, options: options), c = SGD(parameters: plain, options: options)
         for step in 0..<3 {
             let old = probed.map(\.value)
-            let probes = a.step(probing: true)
-            b.step()
+            let probes = a.probedStep(threads: threads)
+            b.step(threads: threads)
+            c.step()
             for (i, p) in probed.enumerated() {
                 let expected = p.value.withUnsafeBufferPointer { nv in old[i].withUnsafeBufferPointer { Probe(differencesOf: nv, from: $0) } }
-                #expect(Self.same(probes[i], expected), "step \(step), \(p.name)")
-                #expect(p.value.map(\.bitPattern) == plain[i].value.map(\.bitPattern), "step \(step), \(p.name)")
-                #expect(a.momentumBuffers[i].map(\.bitPattern) == b.momentumBuffers[i].map(\.bitPattern), "step \(step), \(p.name)")
+                #expect(Self.same(probes[i], expected), "step \(step), \(p.name), \(threads) threads")
+                for (other, optimizer) in [(split, b), (plain, c)] {
+                    #expect(p.value.map(\.bitPattern) == other[i].value.map(\.bitPattern), "step \(step), \(p.name), \(threads) threads")
+                    #expect(a.momentumBuffers[i].map(\.bitPattern) == optimizer.momentumBuffers[i].map(\.bitPattern), "step \(step), \(p.name)")
+                }
             }
         }
     }
