@@ -279,7 +279,7 @@ struct Locator {
     func traceIndex(_ point: TracePoint) -> Int { layout.trace.firstIndex(of: point) ?? layout.trace.count }
 
     /// "forward of bn2: bn2.running_std[11]" (with `withStep`: "step 137, forward of bn2: …"), "backward of
-    /// bn1: ∂bn1.weight, Σx", "checkpoint 00000064 conv1.weight[3]", "loss", "epochs/val_loss[0]".
+    /// bn1: ∂bn1.weight, checksum", "checkpoint 00000064 conv1.weight[3]", "loss", "epochs/val_loss[0]".
     func place(_ path: String, index: Int, withStep: Bool = false) -> String {
         let parts = path.split(separator: "/").map(String.init)
         let probeKind = RecordSchema.probeChecksumDatasets.contains(path) ? "checksum" : RecordSchema.probeLargestDatasets.contains(path) ? "max |x|" : nil
