@@ -477,7 +477,7 @@ func normalizeFloat(x: UnsafePointer<Float>, normalized: UnsafeMutablePointer<Fl
 }
 
 /// The fused ReLU's output, y = max(x̂·γ + β, 0) (x̂ itself when not affine), in one place for wherever it is
-/// formed: stored by `normalizeFloat`, formed as max-pool loads x̂ (`NormalizedOutput`), probed by the trace.
+/// formed: stored and probed by `normalizeFloat`, formed as max-pool loads x̂ (`NormalizedOutput`).
 /// Product, then sum (never fused: PyTorch rounds both), then Swift.max(v, 0), which is `0 >= v ? 0 : v`, so a
 /// NaN stays NaN and −0 becomes +0.
 @inlinable @inline(__always)

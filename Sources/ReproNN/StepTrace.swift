@@ -117,37 +117,6 @@ public struct Probe: Equatable, Sendable {
         }
     }
 
-    /// The probe of a BatchNorm layer's unstored output: each y formed from x̂ as the layer would have stored it
-    /// (`affineReLU`), so the probe of the stored output.
-    @inlinable
-    public init<T: KernelScalar>(_ y: NormalizedOutput<T>, threads: Int = 1) {
-        let m = y.normalized.perChannel
-        if T.self == Float.self && m % 16 == 0 {
-            self = y.normalized.data.withUnsafeBufferPointer { x in y.gamma.withUnsafeBufferPointer { g in y.beta.withUnsafeBufferPointer { b in
-                let x = UnsafeRawPointer(x.baseAddress!), g = UnsafeRawPointer(g.baseAddress!), b = UnsafeRawPointer(b.baseAddress!)
-                let affine = y.affine
-                nonisolated(unsafe) let (xs, gs, bs) = (x, g, b)
-                return Self.chunked(y.normalized.data.count, threads: threads) { range, lanes in
-                    // A channel's stretch at a time, its γ and β loaded once (chunks and channels start at multiples of 16).
-                    var i = range.lowerBound
-                    while i < range.upperBound {
-                        let c = i / m, end = Swift.min(range.upperBound, (c + 1) * m)
-                        let gv = SIMD16(repeating: gs.load(fromByteOffset: 4 * c, as: Float.self))
-                        let bv = SIMD16(repeating: bs.load(fromByteOffset: 4 * c, as: Float.self))
-                        while i < end {
-                            lanes.add(affineReLU(xs.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self), gamma: gv, beta: bv, affine: affine))
-                            i &+= 16
-                        }
-                    }
-                }
-            } } }
-        } else {
-            var lanes = ProbeLanes()
-            for i in y.normalized.data.indices { lanes.add(y.value(i)) }
-            self = lanes.probe
-        }
-    }
-
     /// The probe of an update, new − old: the checksum of the new values minus that of the old ones (modulo
     /// 2^32), and the largest |new − old|, each difference formed in Float64 (exact for float32 values
     /// within a factor 2^29 of each other).
@@ -306,12 +275,6 @@ public final class StepTrace {
     public func probe<T: KernelScalar>(_ point: TracePoint, _ values: UnsafeBufferPointer<T>) {
         points.append(point)
         probes.append(namesOnly ? Probe(checksum: 0, largest: 0) : Probe(values, threads: threads))
-    }
-
-    /// A BatchNorm layer's unstored output, probed as if stored (`Probe(_: NormalizedOutput)`).
-    public func probe<T: KernelScalar>(_ point: TracePoint, _ output: NormalizedOutput<T>) {
-        points.append(point)
-        probes.append(namesOnly ? Probe(checksum: 0, largest: 0) : Probe(output, threads: threads))
     }
 
     /// A probe the layer that produced the tensor formed itself (in its own loops; the same probe).

@@ -54,37 +54,6 @@ import Testing
         #expect(Self.same(probe([-0.0, 0]), Self.defined([Float(-0.0), 0])))
     }
 
-    /// A BatchNorm layer's unstored output (`NormalizedOutput`) is probed as if stored, for channels that end
-    /// inside a chunk and chunks that span several channels, at 1, 2 and 3 threads; channel lengths that are
-    /// not a multiple of 16 and Double take the one-at-a-time path.
-    @Test(arguments: [(3, 40_000), (6, 100_352), (2, 16), (5, 12_345), (1, 65_552)])
-    func unstoredBatchNormOutputIsProbedAsIfStored(shape: (channels: Int, perChannel: Int)) {
-        let (channels, m) = shape
-        let x = randomValues(channels * m, seed: 47, scale: 2).map { Float($0) }
-        let gamma: [Float] = (0..<channels).map { [1.25, -0.75, 0, 2, 0.5, -1][$0 % 6] }
-        let beta: [Float] = (0..<channels).map { [0.5, 0.25, -0.125, 0, 1, -2][$0 % 6] }
-        for affine in [true, false] {
-            let y = PoolingTests.activated(x, channels: channels, perChannel: m, gamma: gamma, beta: beta, affine: affine)
-            let expected = Self.defined(y)
-            let pending = NormalizedOutput(normalized: FeatureMap(channels: channels, batch: m, data: x), gamma: gamma, beta: beta, affine: affine)
-            for threads in [1, 2, 3] {
-                #expect(Self.same(Probe(pending, threads: threads), expected), "\(channels) × \(m), affine \(affine), \(threads) threads")
-            }
-            let pendingDouble = NormalizedOutput(normalized: FeatureMap(channels: channels, batch: m, data: x.map(Double.init)),
-                                                 gamma: gamma.map(Double.init), beta: beta.map(Double.init), affine: affine)
-            let yd = x.indices.map { i in
-                let c = i / m, v = affine ? Double(x[i]) * Double(gamma[c]) + Double(beta[c]) : Double(x[i])
-                return 0 >= v ? 0 : v
-            }
-            #expect(Self.same(Probe(pendingDouble), Self.defined(yd)))
-        }
-        // Negative control: the channels' parameters rotated by one give another probe.
-        let y = PoolingTests.activated(x, channels: channels, perChannel: m, gamma: gamma, beta: beta, affine: true)
-        let rotated = NormalizedOutput(normalized: FeatureMap(channels: channels, batch: m, data: x),
-                                       gamma: Array(gamma.dropFirst() + gamma.prefix(1)), beta: Array(beta.dropFirst() + beta.prefix(1)), affine: true)
-        if channels > 1 { #expect(Probe(rotated) != y.withUnsafeBufferPointer { Probe($0) }) }
-    }
-
     /// What the probes are for: one value moved by one ULP anywhere in an activation-sized tensor changes the
     /// checksum (by ±1: never a multiple of 2^32), and so does a sign flip of a zero.
     @Test func oneULPAnywhereChangesTheProbe() {
@@ -141,6 +110,24 @@ import Testing
                 _ = bn.backward(pool.backwardLeftPooled(upstream))
                 #expect(bn.backwardProbes == nil)
             }
+        }
+    }
+
+    /// The same for a Float64 layer (its probes formed after each channel, one value at a time), with a
+    /// negative control: the output's probe is not the input's.
+    @Test func float64LayersFormTheProbesOfWhatTheyReadAndWrite() throws {
+        let (channels, batch, h, w) = (3, 4, 6, 5)
+        let x = FeatureMap(channels: channels, batch: batch, height: h, width: w, data: randomValues(channels * batch * h * w, seed: 48, scale: 2))
+        let dy = FeatureMap(channels: channels, batch: batch, height: h, width: w, data: randomValues(channels * batch * h * w, seed: 49))
+        func probe(_ v: [Double]) -> Probe { v.withUnsafeBufferPointer { Probe($0) } }
+        for threads in [1, 2] {
+            let bn = BatchNorm<Double>("bn", channels: channels, kernels: PortableKernels(threads: threads))
+            bn.gamma!.value = [1.5, -0.5, 0.25]
+            let y = try bn.forward(x, training: true, fusedReLU: true, probing: true)
+            #expect(bn.forwardProbes.map { Self.same($0.input, probe(x.data)) && Self.same($0.output, probe(y.data)) } == true)
+            #expect(bn.forwardProbes.map { Self.same($0.output, probe(x.data)) } == false)
+            let dx = bn.backward(dy, probing: true)
+            #expect(bn.backwardProbes.map { Self.same($0.incoming, probe(dy.data)) && Self.same($0.inputGradient, probe(dx.data)) } == true)
         }
     }
 
