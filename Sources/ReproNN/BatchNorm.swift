@@ -131,30 +131,20 @@ public final class BatchNorm<T: KernelScalar> {
                                affine: options.affine, relu: fusedReLU, kernels: kernels,
                                gamma: gamma?.value ?? [T](repeating: 1, count: channels), beta: beta?.value ?? [T](repeating: 0, count: channels))
         var y = [T](overwrittenCount: storeOutput ? x.data.count : 0)  // every element is written below
-        // Per channel, so any split between threads forms the same probes.
-        var probes = [ProbeLanes](repeating: ProbeLanes(), count: probing ? 2 * channels : 0)
+        var probes = probing ? ChannelProbes(channels: channels) : nil
         // Threads take whole channels: a channel's statistics, then its normalization while it is in cache.
-        x.data.withUnsafeBufferPointer { xp in normalized.withUnsafeMutableBufferPointer { np in y.withUnsafeMutableBufferPointer { yp in
-            mean.withUnsafeMutableBufferPointer { mp in std.withUnsafeMutableBufferPointer { sp in probes.withUnsafeMutableBufferPointer { pr in
+        ChannelProbes.with(&probes) { slots in
+          x.data.withUnsafeBufferPointer { xp in normalized.withUnsafeMutableBufferPointer { np in y.withUnsafeMutableBufferPointer { yp in
+            mean.withUnsafeMutableBufferPointer { mp in std.withUnsafeMutableBufferPointer { sp in
                 nonisolated(unsafe) let xs = xp.baseAddress!, ns = np.baseAddress!, ys = storeOutput ? yp.baseAddress : nil
                 nonisolated(unsafe) let means = mp.baseAddress!, stds = sp.baseAddress!
-                nonisolated(unsafe) let probeLanes = probing ? pr.baseAddress : nil  // an empty array's may be non-nil
-                let channels = channels
                 Parallel.forEach(channels, threads: kernels.threads, minimumPerPart: Self.channelsPerThread(m)) { range in
-                    for c in range {
-                        pass.channel(c, x: xs, normalized: ns, y: ys, means: means, stds: stds,
-                                     probes: probeLanes.map { ($0 + c, $0 + channels + c) })
-                    }
+                    for c in range { pass.channel(c, x: xs, normalized: ns, y: ys, means: means, stds: stds, probes: slots?(c)) }
                 }
-            } } }
-        } } }
-        if probing {
-            var input = ProbeLanes(), output = ProbeLanes()
-            for c in 0..<channels { input.merge(probes[c]); output.merge(probes[channels + c]) }
-            lastForwardProbes = (input.probe, output.probe)
-        } else {
-            lastForwardProbes = nil
+            } }
+          } } }
         }
+        lastForwardProbes = probes?.probes
         if useBatch {
             // NaN inputs propagate as in PyTorch; only the division by a zero std is refused (first such channel),
             // before any state changes: the output computed with it is dropped.
@@ -300,29 +290,22 @@ public final class BatchNorm<T: KernelScalar> {
         let pass = BackwardPass(m: m, divisor: T(options.unbiased ? m - 1 : m), batchStatistics: usedBatchStatistics,
                                 affine: options.affine, kernels: kernels, gamma: gamma?.value ?? [T](repeating: 1, count: channels),
                                 stds: lastStd, fusedReLU: fusedReLUAffine)
-        // Per channel, so any split between threads forms the same probes.
-        var probes = [ProbeLanes](repeating: ProbeLanes(), count: probing ? 2 * channels : 0)
-        normalized.withUnsafeBufferPointer { np in dx.withUnsafeMutableBufferPointer { dp in
-            sumsDy.withUnsafeMutableBufferPointer { sd in sumsDyXhat.withUnsafeMutableBufferPointer { sx in probes.withUnsafeMutableBufferPointer { pr in
+        var probes = probing ? ChannelProbes(channels: channels) : nil
+        ChannelProbes.with(&probes) { slots in
+          normalized.withUnsafeBufferPointer { np in dx.withUnsafeMutableBufferPointer { dp in
+            sumsDy.withUnsafeMutableBufferPointer { sd in sumsDyXhat.withUnsafeMutableBufferPointer { sx in
                 nonisolated(unsafe) let ns = np.baseAddress!, ds = dp.baseAddress!
                 nonisolated(unsafe) let sumDyOut = sd.baseAddress!, sumDyXhatOut = sx.baseAddress!
-                nonisolated(unsafe) let probeLanes = probing ? pr.baseAddress : nil  // an empty array's may be non-nil
                 // Threads take whole channels.
                 Parallel.forEach(channels, threads: kernels.threads, minimumPerPart: Self.channelsPerThread(m)) { channelRange in
                     for c in channelRange {
-                        pass.channel(c, incoming: incoming, normalized: ns, dx: ds, sumDy: sumDyOut, sumDyXhat: sumDyXhatOut,
-                                     probes: probeLanes.map { ($0 + c, $0 + channels + c) })
+                        pass.channel(c, incoming: incoming, normalized: ns, dx: ds, sumDy: sumDyOut, sumDyXhat: sumDyXhatOut, probes: slots?(c))
                     }
                 }
-            } } }
-        } }
-        if probing {
-            var incomingProbe = ProbeLanes(), inputGradientProbe = ProbeLanes()
-            for c in 0..<channels { incomingProbe.merge(probes[c]); inputGradientProbe.merge(probes[channels + c]) }
-            lastBackwardProbes = (incomingProbe.probe, inputGradientProbe.probe)
-        } else {
-            lastBackwardProbes = nil
+            } }
+          } }
         }
+        lastBackwardProbes = probes?.probes
         if let gamma, let beta {
             gamma.grad = gammaGradientFactor == 1 ? sumsDyXhat : sumsDyXhat.map { $0 * gammaGradientFactor }
             beta.grad = sumsDy

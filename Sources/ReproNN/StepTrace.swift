@@ -245,6 +245,46 @@ public struct ProbeLanes: Sendable {
     }
 }
 
+/// The probes of two tensors a layer forms channel by channel (its input and output; the gradient flowing in
+/// and ∂L/∂x): each channel's own, merged at the end, so any split of the channels between threads forms the
+/// same two probes.
+public struct ChannelProbes {
+    @usableFromInline var lanes: [ProbeLanes]
+    @usableFromInline let channels: Int
+
+    @inlinable
+    public init(channels: Int) {
+        self.channels = channels
+        lanes = [ProbeLanes](repeating: ProbeLanes(), count: 2 * channels)
+    }
+
+    /// Where channel c's two probes are formed.
+    public struct Slots: @unchecked Sendable {
+        @usableFromInline let base: UnsafeMutablePointer<ProbeLanes>, channels: Int
+        @inlinable init(base: UnsafeMutablePointer<ProbeLanes>, channels: Int) { self.base = base; self.channels = channels }
+        @inlinable
+        public func callAsFunction(_ c: Int) -> (UnsafeMutablePointer<ProbeLanes>, UnsafeMutablePointer<ProbeLanes>) {
+            (base + c, base + channels + c)
+        }
+    }
+
+    /// `body` with the slots of `probes` (nil when there are none to form).
+    @inlinable
+    public static func with<R>(_ probes: inout ChannelProbes?, _ body: (Slots?) -> R) -> R {
+        guard probes != nil else { return body(nil) }
+        let channels = probes!.channels
+        return probes!.lanes.withUnsafeMutableBufferPointer { body(Slots(base: $0.baseAddress!, channels: channels)) }
+    }
+
+    /// The two probes, each channel's merged.
+    @inlinable
+    public var probes: (Probe, Probe) {
+        var first = ProbeLanes(), second = ProbeLanes()
+        for c in 0..<channels { first.merge(lanes[c]); second.merge(lanes[channels + c]) }
+        return (first.probe, second.probe)
+    }
+}
+
 /// Collects one step's trace: the points the model passes, in order, and the probe of each probed point.
 /// Set `LeNet5.trace` to one for the steps whose probes are wanted; nil costs nothing.
 public final class StepTrace {

@@ -155,12 +155,8 @@ import ReproNN
     /// values in every window position and the ReLU clears some, so every select is taken both ways.
     @Test(arguments: [(28, 28), (6, 18), (4, 16), (10, 10)])
     func backwardFromAPooledGradientMatchesTheStoredOne(size: (Int, Int)) throws {
-        let (h, w) = size, channels = 3, batch = 4
-        var rng = Philox(seed: UInt64(23 + h * w), .testData)
-        let x = FeatureMap(channels: channels, batch: batch, height: h, width: w,
-                           data: (0..<(channels * batch * h * w)).map { _ in Float(rng.nextUnitDouble() * 4 - 2) })
-        let upstream = FeatureMap(channels: channels, batch: batch, height: h / 2, width: w / 2,
-                                  data: (0..<(channels * batch * (h / 2) * (w / 2))).map { _ in Float(rng.nextUnitDouble() - 0.5) })
+        let (h, w) = size, channels = 3
+        let (x, upstream) = pooledBatchNormCase(height: h, width: w, seed: UInt64(23 + h * w))
         for threads in [1, 2, 3] {
             func layer() -> BatchNorm<Float> {
                 let bn = BatchNorm<Float>("bn", channels: channels, kernels: PortableKernels(threads: threads))
@@ -187,11 +183,7 @@ import ReproNN
     /// choice moved to the next position of its window gives other gradients.
     @Test func negativeControlMovedWindowChoicesAreDetected() throws {
         let (h, w, channels, batch) = (28, 28, 3, 4)
-        var rng = Philox(seed: 24, .testData)
-        let x = FeatureMap(channels: channels, batch: batch, height: h, width: w,
-                           data: (0..<(channels * batch * h * w)).map { _ in Float(rng.nextUnitDouble() * 4 - 2) })
-        let upstream = FeatureMap(channels: channels, batch: batch, height: h / 2, width: w / 2,
-                                  data: (0..<(channels * batch * (h / 2) * (w / 2))).map { _ in Float(rng.nextUnitDouble() - 0.5) })
+        let (x, upstream) = pooledBatchNormCase(height: h, width: w, seed: 24)
         let bn = BatchNorm<Float>("bn", channels: channels, kernels: PortableKernels(threads: 1))
         let pool = MaxPool2x2<Float>(threads: 1)
         _ = pool.forward(try bn.forwardLeavingOutputNormalized(x, training: true))

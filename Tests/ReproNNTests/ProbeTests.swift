@@ -78,11 +78,7 @@ import Testing
     @Test(arguments: [(28, 28), (6, 18), (4, 16), (10, 10), (5, 7)])
     func layersFormTheProbesOfWhatTheyReadAndWrite(size: (Int, Int)) throws {
         let (h, w) = size, channels = 3, batch = 4
-        var rng = Philox(seed: UInt64(31 + h * w), .testData)
-        let x = FeatureMap(channels: channels, batch: batch, height: h, width: w,
-                           data: (0..<(channels * batch * h * w)).map { _ in Float(rng.nextUnitDouble() * 4 - 2) })
-        let upstream = FeatureMap(channels: channels, batch: batch, height: h / 2, width: w / 2,
-                                  data: (0..<(channels * batch * (h / 2) * (w / 2))).map { _ in Float(rng.nextUnitDouble() - 0.5) })
+        let (x, upstream) = pooledBatchNormCase(height: h, width: w, seed: UInt64(31 + h * w))
         func probe(_ v: [Float]) -> Probe { v.withUnsafeBufferPointer { Probe($0) } }
         for threads in [1, 2, 3] {
             let bn = BatchNorm<Float>("bn", channels: channels, kernels: PortableKernels(threads: threads))
@@ -93,7 +89,7 @@ import Testing
             let y = try bn.forward(x, training: true, fusedReLU: true, probing: true)
             #expect(bn.forwardProbes.map { Self.same($0.input, probe(x.data)) && Self.same($0.output, probe(y.data)) } == true, "\(context)")
             let dy = FeatureMap(channels: channels, batch: batch, height: h, width: w,
-                                data: (0..<(channels * batch * h * w)).map { _ in Float(rng.nextUnitDouble() - 0.5) })
+                                data: randomValues(channels * batch * h * w, seed: UInt64(32 + h * w), scale: 0.3).map { Float($0) })
             let dx = bn.backward(dy, probing: true)
             #expect(bn.backwardProbes.map { Self.same($0.incoming, probe(dy.data)) && Self.same($0.inputGradient, probe(dx.data)) } == true, "\(context)")
             // Output left normalized, the gradient flowing in a max-pool's.

@@ -24,3 +24,15 @@ func spreadIndices(count: Int, picks: Int, seed: UInt64) -> [Int] {
     var rng = Philox(seed: seed, .testData, substream: 99)
     return (0..<picks).map { _ in rng.nextBelow(count) }
 }
+
+/// A BatchNorm input of 3 channels × 4 images (values in [−2, 2)) and the gradient flowing back into a 2×2
+/// max-pool after it (values in [−0.5, 0.5)): the BN-then-pool tests' shapes.
+func pooledBatchNormCase(height h: Int, width w: Int, seed: UInt64) -> (x: FeatureMap<Float>, upstream: FeatureMap<Float>) {
+    let channels = 3, batch = 4
+    var rng = Philox(seed: seed, .testData)
+    let x = FeatureMap(channels: channels, batch: batch, height: h, width: w,
+                       data: (0..<(channels * batch * h * w)).map { _ in Float(rng.nextUnitDouble() * 4 - 2) })
+    let upstream = FeatureMap(channels: channels, batch: batch, height: h / 2, width: w / 2,
+                              data: (0..<(channels * batch * (h / 2) * (w / 2))).map { _ in Float(rng.nextUnitDouble() - 0.5) })
+    return (x, upstream)
+}
