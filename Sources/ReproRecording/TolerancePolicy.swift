@@ -23,8 +23,10 @@ public enum TolerancePolicy {
     /// OPENBLAS_CORETYPE = Prescott (this machine's default), Haswell, SkylakeX, Cooperlake and Zen with 1 and
     /// 2 threads (README, "Drift across environments"): every environment differs from the reference from the
     /// first forward pass on, and by step 256 BN batch means near 0 have moved by up to 0.21 absolute and the
-    /// loss by up to 8.8% relative. (atol 0.3, rtol 0.5) passes all ten with worst ratio 0.65 (35% margin);
-    /// (0.1, 0.5) fails with 1.71. Such a gate only catches changes that move some value by more than 50%:
+    /// loss by up to 8.8% relative. (atol 0.3, rtol 0.5) passed all ten with worst ratio 0.65 (35% margin);
+    /// (0.1, 0.5) failed with 1.71. Re-measured with the kernels of issue #14's session: worst ratios
+    /// 0.51–0.97, and Cooperlake on 1 thread fails at 1.16 (bn2.batch_mean[0], step 169: 0.014 vs 0.329).
+    /// Not widened for it: such a gate only catches changes that move some value by more than 50% already;
     /// training is chaotic, and portable goldens are the real gate.
     public static let crossEnvironmentBLAS = ComparisonMode.tolerance(absolute: 0.3, relative: 0.5)
 
