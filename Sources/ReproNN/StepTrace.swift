@@ -191,7 +191,8 @@ public struct ProbeLanes: Sendable {
     }
 
     /// Lane-wise max of integers ≥ 0 in integer arithmetic: a + (b − a) where b − a > 0, the sign of the
-    /// difference spread by a shift (`pointwiseMax` and every comparison's mask compiled to per-lane code).
+    /// difference spread by a shift. For the optimizer's Float64 lanes: AVX2 has no 64-bit max, and a
+    /// comparison's mask compiled to per-lane code here.
     @inlinable @inline(__always)
     static func max<V: SIMD>(_ a: V, _ b: V) -> V where V.Scalar: FixedWidthInteger & SignedInteger {
         let d = b &- a
