@@ -32,40 +32,48 @@ public final class SGD<T: KernelScalar> {
     /// no bit, and the probes need no order.
     @inlinable
     public func step(threads: Int = 1) {
-        let rule = UpdateRule(options: options, first: momentumBuffers.isEmpty)
-        if rule.first { momentumBuffers = parameters.map { [T](repeating: 0, count: $0.count) } }
-        for (index, p) in parameters.enumerated() {
-            p.value.withUnsafeMutableBufferPointer { v in p.grad.withUnsafeBufferPointer { g in
-                momentumBuffers[index].withUnsafeMutableBufferPointer { b in
-                    let count = v.count
-                    nonisolated(unsafe) let (v, g, b) = (v.baseAddress!, g.baseAddress!, b.baseAddress!)
-                    Self.inParts(count, threads: threads) { range in rule.update(v, g, b, range) }
-                }
-            } }
-        }
+        let rule = startStep()
+        inParts(threads: threads) { _, v, g, b, range, _ in rule.update(v, g, b, range) }
     }
 
     /// `step(threads:)`, also forming each parameter's update probe (new − old, `Probe(differencesOf:from:)`)
     /// as the new values are formed: no copy of the old ones, no second pass; the same bits.
     @inlinable
     public func probedStep(threads: Int = 1) -> [Probe] {
+        let rule = startStep(), slots = Swift.max(1, threads)
+        var parts = [UpdateProbe](repeating: UpdateProbe(), count: parameters.count * slots)
+        parts.withUnsafeMutableBufferPointer { pp in
+            nonisolated(unsafe) let pp = pp
+            inParts(threads: threads) { index, v, g, b, range, part in rule.probedUpdate(v, g, b, range, into: &pp[index * slots + part]) }
+        }
+        return parameters.indices.map { index in
+            var total = UpdateProbe()
+            for part in parts[(index * slots)..<((index + 1) * slots)] { total.merge(part) }
+            return total.probe
+        }
+    }
+
+    /// The step's update rule; the momentum buffers created on the first step (as PyTorch's optimizer state is).
+    @inlinable
+    func startStep() -> UpdateRule {
         let rule = UpdateRule(options: options, first: momentumBuffers.isEmpty)
         if rule.first { momentumBuffers = parameters.map { [T](repeating: 0, count: $0.count) } }
-        var probes = [Probe]()
+        return rule
+    }
+
+    /// `body(parameter index, value, gradient, momentum buffer, range, part)` for each parameter in order, each
+    /// in up to `threads` parts at once.
+    @inlinable
+    func inParts(threads: Int, _ body: @Sendable (Int, UnsafeMutablePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>, Range<Int>, Int) -> Void) {
         for (index, p) in parameters.enumerated() {
-            var parts = [UpdateProbe](repeating: UpdateProbe(), count: Swift.max(1, threads))
             p.value.withUnsafeMutableBufferPointer { v in p.grad.withUnsafeBufferPointer { g in
-                momentumBuffers[index].withUnsafeMutableBufferPointer { b in parts.withUnsafeMutableBufferPointer { pp in
+                momentumBuffers[index].withUnsafeMutableBufferPointer { b in
                     let count = v.count
-                    nonisolated(unsafe) let (v, g, b, pp) = (v.baseAddress!, g.baseAddress!, b.baseAddress!, pp)
-                    Self.inParts(count, threads: threads) { range, part in rule.probedUpdate(v, g, b, range, into: &pp[part]) }
-                } }
+                    nonisolated(unsafe) let (v, g, b) = (v.baseAddress!, g.baseAddress!, b.baseAddress!)
+                    Self.inParts(count, threads: threads) { range, part in body(index, v, g, b, range, part) }
+                }
             } }
-            var total = UpdateProbe()
-            for part in parts { total.merge(part) }
-            probes.append(total.probe)
         }
-        return probes
     }
 
     /// Below this many elements per thread a parameter is updated on one thread (a parallel call costs ~1 µs).
@@ -80,11 +88,6 @@ public final class SGD<T: KernelScalar> {
         Parallel.forEach(parts, threads: parts) { range in
             for part in range { body(Swift.min(count, part * 8 * eights)..<(part == parts - 1 ? count : Swift.min(count, (part + 1) * 8 * eights)), part) }
         }
-    }
-
-    @inlinable
-    static func inParts(_ count: Int, threads: Int, _ body: @Sendable (Range<Int>) -> Void) {
-        inParts(count, threads: threads) { range, _ in body(range) }
     }
 
     /// torch.optim.SGD's update of one element, as the notebook's PyTorch computes it in float32 (product, then

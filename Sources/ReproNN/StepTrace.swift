@@ -108,8 +108,7 @@ public struct Probe: Equatable, Sendable {
     @inlinable
     public init<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, threads: Int = 1) {
         if T.self == Float.self {
-            nonisolated(unsafe) let base = UnsafeRawPointer(x.baseAddress)
-            self = Self.chunked(x.count, threads: threads) { range, lanes in lanes.add(floatsAt: base, range) }
+            self = Self.floats(at: UnsafeRawPointer(x.baseAddress), count: x.count, threads: threads)
         } else {
             var lanes = ProbeLanes()
             for v in x { lanes.add(v) }
@@ -133,29 +132,28 @@ public struct Probe: Equatable, Sendable {
         self.init(checksum: after.probe.checksum &- before.probe.checksum, largest: differences.probe.largest)
     }
 
-    /// `count` terms shared between up to `threads` threads in equal parts of whole sixteens (at least
-    /// `minimumPerThread` terms each: below that a second thread costs more than it saves), the partial results
-    /// merged (in any order: the same probe).
+    /// `count` float32 values shared between up to `threads` threads in equal parts of whole sixteens (at
+    /// least `minimumPerThread` values each: below that a second thread costs more than it saves), the
+    /// partial results merged (in any order: the same probe).
     @inlinable
-    static func chunked(_ count: Int, threads: Int, _ sixteens: @Sendable (Range<Int>, inout ProbeLanes) -> Void) -> Probe {
+    static func floats(at base: UnsafeRawPointer?, count: Int, threads: Int) -> Probe {
         let parts = Swift.max(1, Swift.min(threads, count / minimumPerThread))
         var total = ProbeLanes()
         if parts > 1 {
-            let sixteensPerPart = (count / 16 + parts - 1) / parts
+            let perPart = (count / 16 + parts - 1) / parts * 16
             var partials = [ProbeLanes](repeating: ProbeLanes(), count: parts)
             partials.withUnsafeMutableBufferPointer { r in
-                nonisolated(unsafe) let r = r
+                nonisolated(unsafe) let r = r, base = base
                 Parallel.forEach(parts, threads: parts) { range in
                     for part in range {
-                        let lower = Swift.min(count, part * 16 * sixteensPerPart)
-                        let upper = part == parts - 1 ? count : Swift.min(count, (part + 1) * 16 * sixteensPerPart)
-                        sixteens(lower..<upper, &r[part])
+                        let upper = part == parts - 1 ? count : Swift.min(count, (part + 1) * perPart)
+                        r[part].add(floatsAt: base, Swift.min(count, part * perPart)..<upper)
                     }
                 }
             }
             for p in partials { total.merge(p) }
-        } else if count > 0 {
-            sixteens(0..<count, &total)
+        } else {
+            total.add(floatsAt: base, 0..<count)
         }
         return total.probe
     }
@@ -179,24 +177,16 @@ public struct ProbeLanes: Sendable {
     public mutating func add(_ v: SIMD16<Float>) {
         let bits = unsafeBitCast(v, to: SIMD16<UInt32>.self)
         sum &+= bits
-        top = Self.max16(top, unsafeBitCast(bits & 0x7fff_ffff, to: SIMD16<Int32>.self))
+        top = Self.max(top, unsafeBitCast(bits & 0x7fff_ffff, to: SIMD16<Int32>.self))
     }
 
-    /// Lane-wise max, written lane by lane: the vectorizer makes it one `vpmaxsd` per eight lanes.
+    /// Lane-wise max, written lane by lane: the vectorizer makes it one `vpmaxsd` per eight Int32 lanes (a
+    /// comparison's mask, and with it `replacing(with:where:)`, compiled to per-lane code here).
     @inlinable @inline(__always)
-    static func max16(_ a: SIMD16<Int32>, _ b: SIMD16<Int32>) -> SIMD16<Int32> {
+    static func max<V: SIMD>(_ a: V, _ b: V) -> V where V.Scalar: Comparable {
         var r = a
-        for i in 0..<16 { r[i] = Swift.max(a[i], b[i]) }
+        for i in a.indices { r[i] = Swift.max(a[i], b[i]) }
         return r
-    }
-
-    /// Lane-wise max of integers ≥ 0 in integer arithmetic: a + (b − a) where b − a > 0, the sign of the
-    /// difference spread by a shift. For the optimizer's Float64 lanes: AVX2 has no 64-bit max, and a
-    /// comparison's mask compiled to per-lane code here.
-    @inlinable @inline(__always)
-    static func max<V: SIMD>(_ a: V, _ b: V) -> V where V.Scalar: FixedWidthInteger & SignedInteger {
-        let d = b &- a
-        return a &+ (d & ~(d &>> V.Scalar(V.Scalar.bitWidth - 1)))
     }
 
     /// The float32 values at `base` + 4·i for i in `range` (whole sixteens from its start, then the rest).
@@ -240,7 +230,7 @@ public struct ProbeLanes: Sendable {
     @inlinable
     public mutating func merge(_ other: ProbeLanes) {
         sum &+= other.sum
-        top = Self.max16(top, other.top)
+        top = Self.max(top, other.top)
         scalarSum &+= other.scalarSum
         scalarTop = Swift.max(scalarTop, other.scalarTop)
     }
