@@ -59,8 +59,15 @@ public final class Conv2d<T: KernelScalar> {
     /// input is data, so its gradient would be wasted work).
     @inlinable
     public func backward(_ dy: FeatureMap<T>, inputGradient: Bool = true) -> FeatureMap<T>? {
+        parameterGradients(dy)
+        return inputGradient ? self.inputGradient(dy) : nil
+    }
+
+    /// Fills weight.grad and bias.grad from ∂L/∂y.
+    @inlinable
+    public func parameterGradients(_ dy: FeatureMap<T>) {
         guard let x = input else { preconditionFailure("Conv2d.backward before forward") }
-        let s = shape(x), n = x.batch, h = x.height, w = x.width, cols = s.columns
+        let s = shape(x), cols = s.columns
         precondition(dy.data.count == outChannels * cols)
         dy.data.withUnsafeBufferPointer { g in
             // Each channel's sum whole on one thread (the same bits for any count); conv1's are 100,352 terms.
@@ -76,7 +83,14 @@ public final class Conv2d<T: KernelScalar> {
                                                   weightGradient: dw.baseAddress!, columns: &columns)
             } }
         }
-        guard inputGradient else { return nil }
+    }
+
+    /// ∂L/∂x from ∂L/∂y.
+    @inlinable
+    public func inputGradient(_ dy: FeatureMap<T>) -> FeatureMap<T> {
+        guard let x = input else { preconditionFailure("Conv2d.backward before forward") }
+        let s = shape(x), n = x.batch, h = x.height, w = x.width
+        precondition(dy.data.count == outChannels * s.columns)
         var dx = [T](overwrittenCount: inChannels * n * h * w)  // the kernels zero it before summing into it
         weight.value.withUnsafeBufferPointer { wp in dy.data.withUnsafeBufferPointer { g in dx.withUnsafeMutableBufferPointer { d in
             kernels.convolutionInputGradient(s, weight: wp.baseAddress!, outputGradient: g.baseAddress!, inputGradient: d.baseAddress!)

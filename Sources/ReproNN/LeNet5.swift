@@ -78,7 +78,7 @@ public final class LeNet5<T: KernelScalar> {
         try activateAndPool(after: conv2.name, bn2, relu2, pool2, &a, training: training, stage: "bn2 + relu2 forward")
         traced(pool2.name, output: a)
         stageDone?("pool2 forward")
-        a = fc3.forward(Self.flatten(a))
+        a = fc3.forward(Self.flatten(a, threads: kernels.threads))
         if let bn3 { a = try forward(bn3, after: fc3.name, a, training: training) } else {
             traced(fc3.name, output: a)
             relu3.forward(&a)
@@ -173,15 +173,17 @@ public final class LeNet5<T: KernelScalar> {
         traced(fc4.name, gradientsOf: fc4.parameters)
         known = backward(bn3, relu3, &g)
         traced(fc3.name, gradientIn: g, known: known)
-        g = Self.unflatten(fc3.backward(g), channels: 16, height: 5, width: 5)
+        g = Self.unflatten(fc3.backward(g), channels: 16, height: 5, width: 5, threads: kernels.threads)
         traced(fc3.name, gradientsOf: fc3.parameters)
         stageDone?("fc5..fc3 backward (bn4, bn3), unflatten")
         traced(pool2.name, gradientIn: g)
         known = backwardThroughPool(pool2, bn2, relu2, &g, stages: ("pool2 backward", "bn2 + relu2 backward"))
         traced(conv2.name, gradientIn: g, known: known)
-        g = conv2.backward(g)!
+        conv2.parameterGradients(g)
         traced(conv2.name, gradientsOf: conv2.parameters)
-        stageDone?("conv2 backward")
+        stageDone?("conv2 backward: weights, bias")
+        g = conv2.inputGradient(g)
+        stageDone?("conv2 backward: input gradient")
         traced(pool1.name, gradientIn: g)
         known = backwardThroughPool(pool1, bn1, relu1, &g, stages: ("pool1 backward", "bn1 + relu1 backward"))
         traced(conv1.name, gradientIn: g, known: known)
@@ -237,30 +239,38 @@ public final class LeNet5<T: KernelScalar> {
     }
 
     /// [C][N][H][W] → [C·H·W][N], feature index c·H·W + h·W + w: PyTorch's x.view(N, −1) on NCHW.
+    /// Threads take whole channels (a copy: the same bits for any split); on one thread it was ~1% of a
+    /// 2-thread step, serial.
     @inlinable
-    public static func flatten(_ a: FeatureMap<T>) -> FeatureMap<T> {
+    public static func flatten(_ a: FeatureMap<T>, threads: Int = 1) -> FeatureMap<T> {
         let n = a.batch, hw = a.spatial
         var out = [T](overwrittenCount: a.data.count)
-        // Writes in order, reads within one channel (12.8 KB for pool2's output); pointers, no bounds checks.
         a.data.withUnsafeBufferPointer { src in out.withUnsafeMutableBufferPointer { dst in
-            var o = 0
-            for c in 0..<a.channels { for s in 0..<hw {
-                let column = src.baseAddress! + c * n * hw + s
-                for j in 0..<n { dst[o] = column[j * hw]; o += 1 }
-            } }
+            nonisolated(unsafe) let src = src.baseAddress!, dst = dst.baseAddress!
+            // Per channel a [N][H·W] → [H·W][N] transpose, 12.8 KB for pool2's output: in L1 either way.
+            Parallel.forEach(a.channels, threads: threads) { channels in
+                for c in channels { for s in 0..<hw {
+                    let column = src + c * n * hw + s, row = dst + (c * hw + s) * n
+                    for j in 0..<n { row[j] = column[j * hw] }
+                } }
+            }
         } }
         return FeatureMap(channels: a.channels * hw, batch: n, data: out)
     }
 
+    /// The inverse of `flatten`: [C·H·W][N] → [C][N][H][W].
     @inlinable
-    public static func unflatten(_ g: FeatureMap<T>, channels: Int, height: Int, width: Int) -> FeatureMap<T> {
+    public static func unflatten(_ g: FeatureMap<T>, channels: Int, height: Int, width: Int, threads: Int = 1) -> FeatureMap<T> {
         let n = g.batch, hw = height * width
         var out = [T](overwrittenCount: g.data.count)
         g.data.withUnsafeBufferPointer { src in out.withUnsafeMutableBufferPointer { dst in
-            var o = 0
-            for c in 0..<channels { for j in 0..<n { for s in 0..<hw {
-                dst[o] = src[(c * hw + s) * n + j]; o += 1
-            } } }
+            nonisolated(unsafe) let src = src.baseAddress!, dst = dst.baseAddress!
+            Parallel.forEach(channels, threads: threads) { range in
+                for c in range { for j in 0..<n {
+                    let image = dst + (c * n + j) * hw, column = src + c * hw * n + j
+                    for s in 0..<hw { image[s] = column[s * n] }
+                } }
+            }
         } }
         return FeatureMap(channels: channels, batch: n, height: height, width: width, data: out)
     }
