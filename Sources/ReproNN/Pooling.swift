@@ -84,20 +84,17 @@ public final class MaxPool2x2<T: KernelScalar> {
                                 if q == ow - 8 { break }
                                 q = Swift.min(q + 8, ow - 8)
                             }
-                        } else if ow >= 4 && T.self == Float.self && (p * h + 2 * r + 1) * w + 16 <= total {
-                            // Short rows (pool2: 5 outputs): eight lanes computed, the first `ow` kept; the lanes
-                            // past the row read the next row (or plane) and are dropped.
+                        } else if ow >= 4 && T.self == Float.self && (p * h + 2 * r + 1) * w + 16 <= total
+                                    && (r + 1 < oh || p + 1 < range.upperBound) {
+                            // Short rows (pool2: 5 outputs): eight lanes computed and stored; the lanes past the
+                            // row read the next row (or plane) and land on the next row's outputs (of this plane
+                            // or of the part's next plane), which that row overwrites next. The part's last row
+                            // takes the window-by-window path below (the same comparisons): extracting lanes
+                            // from the vectors here made the compiler keep them on the stack on every row.
                             let (values, indices) = maxPool8Lanes(UnsafeRawPointer(top).assumingMemoryBound(to: Float.self), rowLength: w,
                                                                   activation: act.floatLanes)
-                            if r + 1 < oh {
-                                // All eight lanes stored: the extra ones land on the next row's outputs of this
-                                // plane, which that row overwrites next.
-                                UnsafeMutableRawPointer(out).storeBytes(of: values, as: SIMD8<Float>.self)
-                                UnsafeMutableRawPointer(outArg).storeBytes(of: indices, as: SIMD8<UInt8>.self)
-                            } else {
-                                let target = UnsafeMutableRawPointer(out).assumingMemoryBound(to: Float.self)
-                                for q in 0..<ow { target[q] = values[q]; outArg[q] = indices[q] }
-                            }
+                            UnsafeMutableRawPointer(out).storeBytes(of: values, as: SIMD8<Float>.self)
+                            UnsafeMutableRawPointer(outArg).storeBytes(of: indices, as: SIMD8<UInt8>.self)
                         } else {
                             for q in 0..<ow { Self.pool1(top + 2 * q, rowLength: w, activation: act, into: out + q, argmax: outArg + q) }
                         }
