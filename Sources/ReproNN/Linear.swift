@@ -30,9 +30,10 @@ public final class Linear<T: KernelScalar> {
         let n = x.batch
         input = x
         var y = [T](overwrittenCount: outFeatures * n)
-        // Bias first, then accumulate W·X on top (beta = 1).
-        for o in 0..<outFeatures { let b = bias.value[o]; for j in 0..<n { y[o * n + j] = b } }
         weight.value.withUnsafeBufferPointer { w in x.data.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
+            // Bias first, then accumulate W·X on top (beta = 1). A fill per row: indexing the array element by
+            // element (bounds-checked) took ~20 µs of the serial part of a step.
+            for o in 0..<outFeatures { (yp.baseAddress! + o * n).update(repeating: bias.value[o], count: n) }
             kernels.gemm(.none, .none, m: outFeatures, n: n, k: inFeatures, alpha: 1, a: w.baseAddress!, lda: inFeatures,
                          b: xp.baseAddress!, ldb: n, beta: 1, c: yp.baseAddress!, ldc: n)
         } } }
