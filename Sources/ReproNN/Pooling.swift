@@ -174,22 +174,50 @@ struct FloatActivation {
     }
 }
 
-/// A max-pool's ∂L/∂input formed 16 positions at a time, for `planes` planes of h × w (both even, w ≥ 16):
-/// each pooled value spread to its window's two columns and kept where the window chose that position, 0
-/// elsewhere (+0, as the zero-filled scatter leaves it). `body(offset, values, fresh)` gets each block with the
-/// offset of its first position from the first plane's start; a row takes blocks at 0, 16, … and a last one
-/// ending at the row's end, which may overlap the one before it (the same values twice): `fresh` has all bits
-/// set in the lanes of positions not given before, none in the others.
+/// A max-pool's ∂L/∂input formed 16 positions at a time, for `planes` planes of h × w (both even, w ≥ 16 or
+/// h·w ≥ 16): each pooled value spread to its window's two columns and kept where the window chose that
+/// position, 0 elsewhere (+0, as the zero-filled scatter leaves it). `body(offset, values, fresh)` gets each
+/// block with the offset of its first position from the first plane's start; a row takes blocks at 0, 16, …
+/// and a last one ending at the row's end, which may overlap the one before it (the same values twice):
+/// `fresh` has all bits set in the lanes of positions not given before, none in the others. Rows narrower
+/// than 16 (pool2's 10) take a plane at a time: scattered into a zeroed buffer of the plane's size, then
+/// given in blocks over the plane the same way (the last ending at the plane's end).
 @inlinable @inline(__always)
 func spreadPooledGradient(_ gradient: UnsafePointer<Float>, argmax: UnsafePointer<UInt8>, planes: Int, height h: Int, width w: Int,
                           _ body: (Int, SIMD16<Float>, SIMD16<UInt32>) -> Void) {
     let ow = w / 2
+    let lane = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+    let allFresh = SIMD16<UInt32>(repeating: .max)
+    /// The last block of a run of `length`: fresh from the lane where the block before it ended.
+    @inline(__always) func lastFresh(_ length: Int) -> SIMD16<UInt32> {
+        let repeated = Int32(length % 16 == 0 ? 0 : 16 - length % 16)
+        return unsafeBitCast(~((lane &- SIMD16(repeating: repeated)) &>> 31), to: SIMD16<UInt32>.self)
+    }
+    if w < 16 {
+        let plane = h * w, pooledPlane = (h / 2) * ow, last = lastFresh(plane)
+        precondition(plane >= 16, "spreadPooledGradient: planes of \(h) × \(w) are below one block")
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: plane) { spread in
+            let base = spread.baseAddress!
+            for p in 0..<planes {
+                base.update(repeating: 0, count: plane)
+                for i in 0..<(h / 2) { for j in 0..<ow {
+                    let k = p * pooledPlane + i * ow + j, chosen = Int(argmax[k])
+                    base[(2 * i + chosen / 2) * w + 2 * j + chosen % 2] = gradient[k]
+                } }
+                var q = 0
+                while true {
+                    body(p * plane + q, UnsafeRawPointer(base + q).loadUnaligned(as: SIMD16<Float>.self),
+                         q == plane - 16 && q % 16 != 0 ? last : allFresh)
+                    if q == plane - 16 { break }
+                    q = Swift.min(q + 16, plane - 16)
+                }
+            }
+        }
+        return
+    }
     let column = SIMD16<Int32>(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1)
     // The last block's lanes below `repeated` were the previous block's (sign of lane − repeated, spread).
-    let repeated = Int32(w % 16 == 0 ? 0 : 16 - w % 16)
-    let lane = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
-    let lastFresh = unsafeBitCast(~((lane &- SIMD16(repeating: repeated)) &>> 31), to: SIMD16<UInt32>.self)
-    let allFresh = SIMD16<UInt32>(repeating: .max)
+    let rowLast = lastFresh(w)
     for p in 0..<planes {
         for r in 0..<h {
             // The positions of row r are window choices 2·(r mod 2) + (column mod 2).
@@ -204,7 +232,7 @@ func spreadPooledGradient(_ gradient: UnsafePointer<Float>, argmax: UnsafePointe
                 let chosen = SIMD16<Int32>(Int32(a[0]), Int32(a[0]), Int32(a[1]), Int32(a[1]), Int32(a[2]), Int32(a[2]), Int32(a[3]), Int32(a[3]),
                                            Int32(a[4]), Int32(a[4]), Int32(a[5]), Int32(a[5]), Int32(a[6]), Int32(a[6]), Int32(a[7]), Int32(a[7])) .== choice
                 body(row + q, unsafeBitCast(unsafeBitCast(spread, to: SIMD16<UInt32>.self) & unsafeBitCast(chosen, to: SIMD16<UInt32>.self),
-                                            to: SIMD16<Float>.self), q == w - 16 && q % 16 != 0 ? lastFresh : allFresh)
+                                            to: SIMD16<Float>.self), q == w - 16 && q % 16 != 0 ? rowLast : allFresh)
                 if q == w - 16 { break }
                 q = Swift.min(q + 16, w - 16)
             }
@@ -230,16 +258,19 @@ public struct PooledGradient<T: KernelScalar> {
     }
 
     /// Whether `reluGradientFromPool` spreads it: Float, even sizes (no row or column outside every window),
-    /// rows of at least 16 (LeNet-5's 28 × 28; pool2's 10-wide rows take the stored gradient).
+    /// rows of at least 16 (LeNet-5's 28 × 28) or planes of at least 16 (pool2's 10 × 10, a plane at a time).
     @inlinable
-    public var spreadsInPlace: Bool { T.self == Float.self && height % 2 == 0 && width % 2 == 0 && width >= 16 }
+    public var spreadsInPlace: Bool {
+        T.self == Float.self && height % 2 == 0 && width % 2 == 0 && (width >= 16 || height * width >= 16)
+    }
 
     /// ∂L/∂input stored (`MaxPool2x2.backward`), threads taking whole planes: rows of 16 and more spread 16
     /// positions at a time in registers (`spreadPooledGradient`), others zero-filled and scattered.
     @inlinable
     public func dense(threads: Int = 1) -> FeatureMap<T> {
         let (h, w) = (height, width), oh = h / 2, ow = w / 2, planes = gradient.channels * gradient.batch
-        let spreads = spreadsInPlace
+        // Narrow rows would go through a buffer of their own here: scattering onto the zero-filled output is direct.
+        let spreads = spreadsInPlace && w >= 16
         var dx = [T](overwrittenCount: planes * h * w)  // every element written below
         gradient.data.withUnsafeBufferPointer { g in argmax.withUnsafeBufferPointer { ap in dx.withUnsafeMutableBufferPointer { dp in
             nonisolated(unsafe) let gs = g.baseAddress!, As = ap.baseAddress!, ds = dp.baseAddress!

@@ -151,9 +151,11 @@ import ReproNN
 
     /// The backward from a max-pool's unspread gradient (`PooledGradient`, spread as the ReLU's gradient reads
     /// it) gives the bits of the backward from the stored gradient, for rows of 16 and more (two blocks that
-    /// overlap, or one) and the stored fallback below that, at 1, 2 and 3 threads; the upstream gradient has
-    /// values in every window position and the ReLU clears some, so every select is taken both ways.
-    @Test(arguments: [(28, 28), (6, 18), (4, 16), (10, 10)])
+    /// overlap, or one), narrower rows in planes of 16 and more (a plane at a time: 10 × 10 is blocks at 0, 16, …,
+    /// 80 and 84; 6 × 6 at 0, 16 and 20) and the stored fallback below that (2 × 6), at 1, 2 and 3 threads; the
+    /// upstream gradient has values in every window position and the ReLU clears some, so every select is
+    /// taken both ways.
+    @Test(arguments: [(28, 28), (6, 18), (4, 16), (10, 10), (6, 6), (2, 6)])
     func backwardFromAPooledGradientMatchesTheStoredOne(size: (Int, Int)) throws {
         let (h, w) = size, channels = 3
         let (x, upstream) = pooledBatchNormCase(height: h, width: w, seed: UInt64(23 + h * w))
@@ -170,7 +172,7 @@ import ReproNN
             _ = try spread.forwardLeavingOutputNormalized(x, training: true)
             let dx = stored.backward(pool.backward(upstream))
             let pooled = pool.backwardLeftPooled(upstream)
-            #expect(pooled.spreadsInPlace == (w >= 16))
+            #expect(pooled.spreadsInPlace == (w >= 16 || h * w >= 16))
             #expect(pooled.dense().data.map(\.bitPattern) == pool.backward(upstream).data.map(\.bitPattern))
             let dxSpread = spread.backward(pooled)
             #expect(dxSpread.data.map(\.bitPattern) == dx.data.map(\.bitPattern), "\(h)×\(w), \(threads) threads")

@@ -75,7 +75,7 @@ import Testing
     /// BatchNorm layer's input and output (stored or left normalized), the gradient flowing in (stored, or a
     /// max-pool's spread as the layer reads it, rows of 16 and more with blocks that overlap) and ∂L/∂x, at 1,
     /// 2 and 3 threads; the optimizer's update probes against `Probe(differencesOf:from:)`.
-    @Test(arguments: [(28, 28), (6, 18), (4, 16), (10, 10), (5, 7)])
+    @Test(arguments: [(28, 28), (6, 18), (4, 16), (10, 10), (6, 6), (5, 7)])
     func layersFormTheProbesOfWhatTheyReadAndWrite(size: (Int, Int)) throws {
         let (h, w) = size, channels = 3, batch = 4
         let (x, upstream) = pooledBatchNormCase(height: h, width: w, seed: UInt64(31 + h * w))
