@@ -147,14 +147,16 @@ enum DotTiles<T: KernelScalar> {
 /// (`shiftedTable`), where a tap's positions are one run per image and only image ends split a group.
 @usableFromInline struct ImageRowColumns: ColumnPlacement {
     /// Per group g, at 3g: the element offset of its first value; `split` (8: none); the offset of the value at
-    /// lane `split` minus `split` (where the rest continues). One table, so the loop keeps one pointer for it.
-    @usableFromInline let groups: UnsafePointer<Int>
+    /// lane `split` minus `split` (where the rest continues). One table, so the loop keeps one pointer for it;
+    /// 32-bit entries, the first two read as one 64-bit load (a load less per group: conv1's in-place tiles
+    /// are bound by their loads).
+    @usableFromInline let groups: UnsafePointer<Int32>
 
-    @inlinable init(_ groups: UnsafePointer<Int>) { self.groups = groups }
+    @inlinable init(_ groups: UnsafePointer<Int32>) { self.groups = groups }
 
     /// The table for the positions of `images` images of OH × OW outputs, inputs H × W (`s`).
     @inlinable
-    static func table(_ s: ConvolutionShape, images: Int) -> [Int] {
+    static func table(_ s: ConvolutionShape, images: Int) -> [Int32] {
         let ow = s.outWidth, plane = s.outPlane
         precondition(ow >= 8)
         return table(groups: images * plane / 8, runLength: ow) { j in j / plane * s.height * s.width + j % plane / ow * s.width + j % ow }
@@ -163,7 +165,7 @@ enum DotTiles<T: KernelScalar> {
     /// The table for `images` images' `ShiftedImage` copies, `copyStride` elements apart: a tap's positions
     /// are one run per image there, so only a group that crosses into the next image is two loads.
     @inlinable
-    static func shiftedTable(_ s: ConvolutionShape, images: Int, copyStride: Int) -> [Int] {
+    static func shiftedTable(_ s: ConvolutionShape, images: Int, copyStride: Int) -> [Int32] {
         let plane = s.outPlane
         precondition(plane >= 8)
         return table(groups: images * plane / 8, runLength: plane) { j in j / plane * copyStride + j % plane }
@@ -171,25 +173,33 @@ enum DotTiles<T: KernelScalar> {
 
     /// Group g's entries when the positions lie in runs of `runLength` (≥ 8) at `offset(j)`.
     @inlinable
-    static func table(groups: Int, runLength: Int, offset: (Int) -> Int) -> [Int] {
-        var table = [Int]()
-        table.reserveCapacity(3 * groups)
+    static func table(groups: Int, runLength: Int, offset: (Int) -> Int) -> [Int32] {
+        var table = [Int32]()
+        table.reserveCapacity(3 * groups + 1)
         for g in 0..<groups {
             let split = min(8, runLength - 8 * g % runLength)
-            table.append(offset(8 * g))
-            table.append(split)
-            table.append(offset(8 * g + split) - split)
+            table.append(Int32(offset(8 * g)))
+            table.append(Int32(split))
+            table.append(Int32(offset(8 * g + split) - split))
         }
+        table.append(0)  // the last group's 64-bit load stays inside
         return table
     }
 
     @inlinable @inline(__always)
     func load<T: KernelScalar>(_ r0: UnsafeRawPointer, _ r1: UnsafeRawPointer, _ r2: UnsafeRawPointer, count: Int,
                                group g: Int) -> (SIMD8<T>, SIMD8<T>, SIMD8<T>) {
-        let entry = groups + 3 &* g, size = MemoryLayout<T>.stride, here = entry[0] &* size, split = entry[1]
+        let entry = groups + 3 &* g, size = MemoryLayout<T>.stride
+        let packed = UnsafeRawPointer(entry).loadUnaligned(as: UInt64.self)
+        #if _endian(little)
+        let (first, second) = (packed, packed &>> 32)
+        #else
+        let (first, second) = (packed &>> 32, packed)
+        #endif
+        let here = Int(Int32(truncatingIfNeeded: first)) &* size, split = Int(Int32(truncatingIfNeeded: second))
         // One test per group, not per row.
         if split == 8 { return ContiguousColumns().load(r0 + here, r1 + here, r2 + here, count: count, group: 0) }
-        let next = entry[2] &* size
+        let next = Int(entry[2]) &* size
         // Lanes below `split` from this row, the rest from the next: a select on bit patterns.
         let below = (SIMD8<Int32>(0, 1, 2, 3, 4, 5, 6, 7) &- Int32(truncatingIfNeeded: split)) &>> 31  // −1 where lane < split
         @inline(__always) func joined(_ row: UnsafeRawPointer) -> SIMD8<T> {

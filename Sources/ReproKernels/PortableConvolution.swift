@@ -233,7 +233,7 @@ enum PortableConvolution<T: KernelScalar> {
         let table = switch source {
         case .inPlace: ImageRowColumns.table(s, images: group)
         case .shiftedCopies: ImageRowColumns.shiftedTable(s, images: group, copyStride: copyStride)
-        case .im2col: [Int]()
+        case .im2col: [Int32]()
         }
         // Threads write disjoint columns p of dW.
         nonisolated(unsafe) let x = x, dy = dy, dw = dw
