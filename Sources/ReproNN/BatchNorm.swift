@@ -239,8 +239,9 @@ public final class BatchNorm<T: KernelScalar> {
 
     /// The backward from a max-pool's unspread gradient (`PooledGradient`) with the fused ReLU: the pool's
     /// ∂L/∂input is formed 16 positions at a time while the ReLU's gradient reads it (`reluGradientFromPool`),
-    /// never stored. The same bits as `backward(pool.backward(dy))`; one 2.4 MB zero-fill, store and load fewer
-    /// for bn1. Other shapes take the stored gradient.
+    /// never stored (rows narrower than 16, pool2's, a plane at a time). The same bits as
+    /// `backward(pool.backward(dy))`; one 2.4 MB zero-fill, store and load fewer for bn1, 0.8 MB for bn2.
+    /// Other shapes (planes below 16 values, odd sizes, Double) take the stored gradient.
     ///
     /// `probing`: also form the probes of the gradient flowing in and of ∂L/∂x (`backwardProbes`), channel by
     /// channel as the values pass through registers or while the channel is in cache.
