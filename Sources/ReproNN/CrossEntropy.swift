@@ -32,7 +32,7 @@ public enum CrossEntropy {
             nonisolated(unsafe) let z = zp.baseAddress!, losses = lp.baseAddress!, g = gp.baseAddress, hit = hp.baseAddress!
             nonisolated(unsafe) let targets = tp.baseAddress!
             Parallel.forEach(n, threads: kernels.threads, minimumPerPart: 32) { samples in
-                var e = [T](repeating: 0, count: classes)
+              withUnsafeTemporaryAllocation(of: T.self, capacity: classes) { e in
                 for j in samples {
                     let t = targets[j]
                     var best = z[j], arg = 0
@@ -46,6 +46,7 @@ public enum CrossEntropy {
                         for k in 0..<classes { g[k * n + j] = (e[k] / total - (k == t ? 1 : 0)) * scale }
                     }
                 }
+              }
             }
           } } }
         } }

@@ -199,11 +199,7 @@ func spreadPooledGradient(_ gradient: UnsafePointer<Float>, argmax: UnsafePointe
         withUnsafeTemporaryAllocation(of: Float.self, capacity: plane) { spread in
             let base = spread.baseAddress!
             for p in 0..<planes {
-                base.update(repeating: 0, count: plane)
-                for i in 0..<(h / 2) { for j in 0..<ow {
-                    let k = p * pooledPlane + i * ow + j, chosen = Int(argmax[k])
-                    base[(2 * i + chosen / 2) * w + 2 * j + chosen % 2] = gradient[k]
-                } }
+                scatterPooledPlane(gradient + p * pooledPlane, argmax: argmax + p * pooledPlane, height: h, width: w, into: base)
                 var q = 0
                 while true {
                     body(p * plane + q, UnsafeRawPointer(base + q).loadUnaligned(as: SIMD16<Float>.self),
@@ -238,6 +234,19 @@ func spreadPooledGradient(_ gradient: UnsafePointer<Float>, argmax: UnsafePointe
             }
         }
     }
+}
+
+/// One plane of a max-pool's ∂L/∂input (h × w) from its pooled gradient: zeros, then each window's value at the
+/// position it chose (0–3: (0,0), (0,1), (1,0), (1,1)).
+@inlinable @inline(__always)
+func scatterPooledPlane<T: KernelScalar>(_ gradient: UnsafePointer<T>, argmax: UnsafePointer<UInt8>, height h: Int, width w: Int,
+                                         into plane: UnsafeMutablePointer<T>) {
+    let ow = w / 2
+    plane.update(repeating: 0, count: h * w)
+    for r in 0..<(h / 2) { for q in 0..<ow {
+        let chosen = Int(argmax[r * ow + q])
+        plane[(2 * r + chosen / 2) * w + 2 * q + chosen % 2] = gradient[r * ow + q]
+    } }
 }
 
 /// A max-pool's backward not yet spread: ∂L/∂(pooled output) and each window's choice (0–3: (0,0), (0,1),
@@ -284,12 +293,7 @@ public struct PooledGradient<T: KernelScalar> {
                     return
                 }
                 for p in range {
-                    (ds + p * h * w).update(repeating: 0, count: h * w)
-                    for r in 0..<oh { for q in 0..<ow {
-                        let o = (p * oh + r) * ow + q
-                        let a = Int(As[o])
-                        ds[p * h * w + (2 * r + a / 2) * w + 2 * q + a % 2] = gs[o]
-                    } }
+                    scatterPooledPlane(gs + p * oh * ow, argmax: As + p * oh * ow, height: h, width: w, into: ds + p * h * w)
                 }
             }
         } } }
