@@ -250,9 +250,17 @@ enum PortableConvolution<T: KernelScalar> {
             var columns = [T](repeating: 0, count: columnCount)
             // This thread's taps use these input channels only.
             let channels = (p0 / (s.kernelSize * s.kernelSize))..<((rowRange.upperBound - 1) / (s.kernelSize * s.kernelSize) + 1)
+            // Where tap p0 + t's row starts: in the chunk's copies, or in the input from the chunk's first image on.
+            // Worked out once: dividing p into (c, ki, kj) for every tile of every chunk took a quarter of this
+            // function's own time.
+            let columnStarts = (p0..<rowRange.upperBound).map { p in
+                if source == .shiftedCopies { return ShiftedImage.rowStart(s, tap: p) }
+                let k = s.kernelSize, c = p / (k * k), ki = (p / k) % k, kj = p % k
+                return (c * s.batch * s.height + ki) * s.width + kj
+            }
             lanes.withUnsafeMutableBufferPointer { lp in
               columns.withUnsafeMutableBufferPointer { cp in
-              table.withUnsafeBufferPointer { tp in
+              table.withUnsafeBufferPointer { tp in columnStarts.withUnsafeBufferPointer { starts in
                 let image = ImageRowColumns(tp.baseAddress!)
                 for n0 in stride(from: 0, to: s.batch, by: group) {
                     let n1 = min(s.batch, n0 + group), width = (n1 - n0) * plane, blocks = width / 16
@@ -261,20 +269,18 @@ enum PortableConvolution<T: KernelScalar> {
                     let lanesBase = lp.baseAddress!
                     switch source {
                     case .shiftedCopies, .inPlace:
-                        let copied = source == .shiftedCopies
-                        if copied {
+                        let chunkBase: UnsafePointer<T>
+                        if source == .shiftedCopies {
                             for n in n0..<n1 {
                                 ShiftedImage.fill(s, image: n, channels: channels, from: x, into: cp.baseAddress! + (n - n0) * copyStride)
                             }
+                            chunkBase = UnsafePointer(cp.baseAddress!)
+                        } else {
+                            chunkBase = x + n0 * s.height * s.width
                         }
                         // A tile's dY rows stay in L1 while every tap's inputs stream past them.
                         for (o0, outputs) in outputTiles { for (t0, taps) in tapTiles {
-                            @inline(__always) func column(_ t: Int) -> UnsafePointer<T> {
-                                let k = s.kernelSize, p = p0 + t0 + min(t, taps - 1)
-                                if copied { return UnsafePointer(cp.baseAddress! + ShiftedImage.rowStart(s, tap: p)) }
-                                let c = p / (k * k), ki = (p / k) % k, kj = p % k
-                                return x + ((c * s.batch + n0) * s.height + ki) * s.width + kj
-                            }
+                            @inline(__always) func column(_ t: Int) -> UnsafePointer<T> { chunkBase + starts[t0 + min(t, taps - 1)] }
                             DotTiles<T>.accumulate(rows: outputs, columns: taps, lanes: lanesBase + o0 * count + t0, laneStride: count,
                                                    a: dy + o0 * cols + n0 * plane, aStride: cols,
                                                    b: (column(0), column(1), column(2)), placement: image, blocks: blocks)
@@ -295,7 +301,7 @@ enum PortableConvolution<T: KernelScalar> {
                         }
                     }
                 }
-              } }
+              } } }
                 // Lanes combined as the dot form combines them, then the batch's last (cols mod 16) terms in order.
                 let tail = (cols / 16 * 16)..<cols
                 for o in 0..<outs { for p in 0..<count {
@@ -366,11 +372,9 @@ enum PortableConvolution<T: KernelScalar> {
                                                  ldc: width)
                         for p in stride(from: p0, to: p0 + m, by: k) {
                             let c = p / (k * k), ki = (p / k) % k
-                            for n in 0..<(n1 - n0) {
-                                scatterTaps(s, from: UnsafePointer(rowsBase + (p - p0) * width + n * plane), rowStride: width,
-                                            into: sp.baseAddress! + (c * group + n) * paddedPlane + ki * paddedWidth,
-                                            paddedWidth: paddedWidth, masks: mp.baseAddress!)
-                            }
+                            scatterTaps(s, images: n1 - n0, from: UnsafePointer(rowsBase + (p - p0) * width), rowStride: width,
+                                        into: sp.baseAddress! + c * group * paddedPlane + ki * paddedWidth,
+                                        paddedWidth: paddedWidth, masks: mp.baseAddress!)
                         }
                     }
                     for c in 0..<s.inChannels { for n in n0..<n1 {
@@ -383,52 +387,63 @@ enum PortableConvolution<T: KernelScalar> {
         }
     }
 
-    /// For one image and (c, ki): input row r + ki, padded, += the K column-gradient rows (c, ki, kj) of output
-    /// row r, each shifted right by kj, kj increasing, for every output row r. Lanes outside a row's OW values
-    /// (before kj or past kj + OW) add +0, which changes nothing: a sum that starts at +0 and adds no −0 never is
-    /// −0 (the column gradient is an FMA chain from +0), so x + 0 = x.
+    /// For a chunk's images and one (c, ki): input row r + ki of image n, padded, += the K column-gradient rows
+    /// (c, ki, kj) of output row r, each shifted right by kj, kj increasing, for every output row r. Lanes outside
+    /// a row's OW values (before kj or past kj + OW) add +0, which changes nothing: a sum that starts at +0 and
+    /// adds no −0 never is −0 (the column gradient is an FMA chain from +0), so x + 0 = x. The images' output
+    /// rows follow each other in the column gradient (row n·OH + r) and their padded planes in `rows` (row
+    /// n·H + r + ki).
     @inlinable @inline(__always)
-    static func scatterTaps(_ s: ConvolutionShape, from taps: UnsafePointer<T>, rowStride: Int, into rows: UnsafeMutablePointer<T>,
-                            paddedWidth: Int, masks: UnsafePointer<SIMD8<Int32>>) {
+    static func scatterTaps(_ s: ConvolutionShape, images: Int, from taps: UnsafePointer<T>, rowStride: Int,
+                            into rows: UnsafeMutablePointer<T>, paddedWidth: Int, masks: UnsafePointer<SIMD8<Int32>>) {
         typealias H = SIMD8<T>
-        let k = s.kernelSize, ow = s.outWidth, size = MemoryLayout<T>.stride, vectors = paddedWidth / 8
-        // Each (row r, vector v) is a chain of K dependent additions; four chains at a time, interleaved, so
-        // that they overlap (one at a time, the loop waited on the adder's latency). A chain's (r, v) is
-        // counted, not divided out of its index: four divisions per four chains took ~40% of the scatter.
-        @inline(__always) func target(_ r: Int, _ v: Int) -> UnsafeMutableRawPointer {
-            UnsafeMutableRawPointer(rows + r &* paddedWidth) + v &* 8 &* size
+        let k = s.kernelSize, ow = s.outWidth, oh = s.outHeight, size = MemoryLayout<T>.stride, vectors = paddedWidth / 8
+        let chains = images &* oh, planeGap = s.height &- oh
+        // Each (output row, vector v) is a chain of K dependent additions; four chains at a time, interleaved, so
+        // that they overlap (one at a time, the loop waited on the adder's latency). The vector is the outer loop,
+        // so the four chains share each kj's mask, and one call takes all the chunk's images (a call per image
+        // and (c, ki) spent as long setting up as adding). A chain's rows are counted, not divided out of its
+        // index: four divisions per four chains took ~40% of the scatter.
+        @inline(__always) func target(_ t: Int, _ v: Int) -> UnsafeMutableRawPointer {
+            UnsafeMutableRawPointer(rows + t &* paddedWidth) + v &* 8 &* size
         }
-        @inline(__always) func shifted(_ r: Int, _ v: Int, _ kj: Int) -> H {
-            let value = UnsafeRawPointer(taps + r &* ow).loadUnaligned(fromByteOffset: (kj &* rowStride &+ 8 &* v &- kj) &* size, as: H.self)
+        @inline(__always) func shifted(_ row: Int, _ kj: Int, _ offset: Int, _ mask: SIMD8<Int32>) -> H {
+            let value = UnsafeRawPointer(taps + row &* ow).loadUnaligned(fromByteOffset: (kj &* rowStride &+ offset) &* size, as: H.self)
             // Lane l holds position 8v + l of the input row, value 8v + l − kj of the tap's output row.
-            return ScatterMasks.keep(value, masks[v &* k &+ kj])
+            return ScatterMasks.keep(value, mask)
         }
-        @inline(__always) func next(_ c: (r: Int, v: Int)) -> (r: Int, v: Int) { c.v &+ 1 == vectors ? (c.r &+ 1, 0) : (c.r, c.v &+ 1) }
-        let chains = s.outHeight &* vectors
-        var i = 0, c0 = (r: 0, v: 0)
-        while i &+ 4 <= chains {
-            let c1 = next(c0), c2 = next(c1), c3 = next(c2)
-            let t0 = target(c0.r, c0.v), t1 = target(c1.r, c1.v), t2 = target(c2.r, c2.v), t3 = target(c3.r, c3.v)
-            var s0 = t0.loadUnaligned(as: H.self), s1 = t1.loadUnaligned(as: H.self)
-            var s2 = t2.loadUnaligned(as: H.self), s3 = t3.loadUnaligned(as: H.self)
-            for kj in 0..<k {
-                s0 += shifted(c0.r, c0.v, kj)
-                s1 += shifted(c1.r, c1.v, kj)
-                s2 += shifted(c2.r, c2.v, kj)
-                s3 += shifted(c3.r, c3.v, kj)
+        /// (column-gradient row, padded target row, output row r) of the next chain.
+        @inline(__always) func next(_ c: (row: Int, t: Int, r: Int)) -> (row: Int, t: Int, r: Int) {
+            c.r &+ 1 == oh ? (c.row &+ 1, c.t &+ 1 &+ planeGap, 0) : (c.row &+ 1, c.t &+ 1, c.r &+ 1)
+        }
+        for v in 0..<vectors {
+            let maskRow = masks + v &* k
+            var i = 0, c0 = (row: 0, t: 0, r: 0)
+            while i &+ 4 <= chains {
+                let c1 = next(c0), c2 = next(c1), c3 = next(c2)
+                let t0 = target(c0.t, v), t1 = target(c1.t, v), t2 = target(c2.t, v), t3 = target(c3.t, v)
+                var s0 = t0.loadUnaligned(as: H.self), s1 = t1.loadUnaligned(as: H.self)
+                var s2 = t2.loadUnaligned(as: H.self), s3 = t3.loadUnaligned(as: H.self)
+                for kj in 0..<k {
+                    let mask = maskRow[kj], offset = 8 &* v &- kj
+                    s0 += shifted(c0.row, kj, offset, mask)
+                    s1 += shifted(c1.row, kj, offset, mask)
+                    s2 += shifted(c2.row, kj, offset, mask)
+                    s3 += shifted(c3.row, kj, offset, mask)
+                }
+                t0.storeBytes(of: s0, as: H.self); t1.storeBytes(of: s1, as: H.self)
+                t2.storeBytes(of: s2, as: H.self); t3.storeBytes(of: s3, as: H.self)
+                c0 = next(c3)
+                i &+= 4
             }
-            t0.storeBytes(of: s0, as: H.self); t1.storeBytes(of: s1, as: H.self)
-            t2.storeBytes(of: s2, as: H.self); t3.storeBytes(of: s3, as: H.self)
-            c0 = next(c3)
-            i &+= 4
-        }
-        while i < chains {
-            let t = target(c0.r, c0.v)
-            var sum = t.loadUnaligned(as: H.self)
-            for kj in 0..<k { sum += shifted(c0.r, c0.v, kj) }
-            t.storeBytes(of: sum, as: H.self)
-            c0 = next(c0)
-            i &+= 1
+            while i < chains {
+                let t = target(c0.t, v)
+                var sum = t.loadUnaligned(as: H.self)
+                for kj in 0..<k { sum += shifted(c0.row, kj, 8 &* v &- kj, maskRow[kj]) }
+                t.storeBytes(of: sum, as: H.self)
+                c0 = next(c0)
+                i &+= 1
+            }
         }
     }
 }

@@ -44,6 +44,7 @@ struct BenchCommand: ParsableCommand {
         if accuracy { return try runAccuracy() }
         OpenBLAS.setThreadCount(threads)
         let peak = Self.measureSgemmPeak()
+        Self.letBLASWorkersPark()
         let peakBefore = Self.measureFMAPeak(threads: threads)
         // On a shared virtual machine the cores' capacity can change during the run (two vCPUs on one core
         // halve the 2-thread peak): the peak is measured before and after the timings, and threads × the
@@ -69,6 +70,7 @@ struct BenchCommand: ParsableCommand {
             for _ in 0..<warmup { _ = try net.trainStep(x, targets: targets, optimizer: sgd) }
             let times = try Self.stepTimes(net, x: x, targets: targets, optimizer: sgd, steps: steps)
             timings.append(Timing(kernels: name, median: times[times.count / 2], best: times[0]))
+            if choice == .blas { Self.letBLASWorkersPark() }
             if probeCost == nil { probeCost = try Self.probeCost(net, x: x, targets: targets, optimizer: sgd, steps: steps) }
             if choice == .portable {
                 // MNIST as the notebook feeds it: one plane repeated to 3 channels (the weight gradient's shortcut).
@@ -269,6 +271,14 @@ struct BenchCommand: ParsableCommand {
             a3.addProduct(y, x); a4.addProduct(x, y); a5.addProduct(y, x)
         }
         return (a0 + a1 + a2 + a3 + a4 + a5).sum()
+    }
+
+    /// After a multithreaded call OpenBLAS's workers keep polling for work (with `sched_yield`) for about
+    /// 2^28 cycles, ~0.1 s (its THREAD_TIMEOUT), before they sleep: until then they compete with whatever
+    /// runs next for the cores — measured here as an FMA peak at half its value and as slower first portable
+    /// steps. Waiting well past that keeps a BLAS measurement from leaking into the next one.
+    static func letBLASWorkersPark() {
+        Thread.sleep(forTimeInterval: 0.5)
     }
 
     /// Best of several 1024³ sgemm calls: what OpenBLAS reaches on a large square problem with this
