@@ -200,19 +200,25 @@ enum DotTiles<T: KernelScalar> {
         // One test per group, not per row.
         if split == 8 { return ContiguousColumns().load(r0 + here, r1 + here, r2 + here, count: count, group: 0) }
         let next = Int(entry[2]) &* size
-        // Lanes below `split` from this row, the rest from the next: a select on bit patterns.
+        // Lanes below `split` from this row, the rest from the next.
         let below = (SIMD8<Int32>(0, 1, 2, 3, 4, 5, 6, 7) &- Int32(truncatingIfNeeded: split)) &>> 31  // −1 where lane < split
         @inline(__always) func joined(_ row: UnsafeRawPointer) -> SIMD8<T> {
-            let a = row.loadUnaligned(fromByteOffset: here, as: SIMD8<T>.self), b = row.loadUnaligned(fromByteOffset: next, as: SIMD8<T>.self)
-            if size == 4 {
-                let m = SIMD8<UInt32>(truncatingIfNeeded: below)
-                return unsafeBitCast((unsafeBitCast(a, to: SIMD8<UInt32>.self) & m) | (unsafeBitCast(b, to: SIMD8<UInt32>.self) & ~m),
-                                     to: SIMD8<T>.self)
-            }
-            let m = SIMD8<UInt64>(truncatingIfNeeded: SIMD8<Int64>(truncatingIfNeeded: below))
-            return unsafeBitCast((unsafeBitCast(a, to: SIMD8<UInt64>.self) & m) | (unsafeBitCast(b, to: SIMD8<UInt64>.self) & ~m),
-                                 to: SIMD8<T>.self)
+            Self.joined(row.loadUnaligned(fromByteOffset: here, as: SIMD8<T>.self),
+                        row.loadUnaligned(fromByteOffset: next, as: SIMD8<T>.self), below: below)
         }
         return (joined(r0), count > 1 ? joined(r1) : SIMD8<T>(), count > 2 ? joined(r2) : SIMD8<T>())
+    }
+
+    /// `a` in the lanes where `below` is −1, `b` elsewhere: a select on bit patterns.
+    @inlinable @inline(__always)
+    static func joined<T: KernelScalar>(_ a: SIMD8<T>, _ b: SIMD8<T>, below: SIMD8<Int32>) -> SIMD8<T> {
+        if MemoryLayout<T>.stride == 4 {
+            let m = SIMD8<UInt32>(truncatingIfNeeded: below)
+            return unsafeBitCast((unsafeBitCast(a, to: SIMD8<UInt32>.self) & m) | (unsafeBitCast(b, to: SIMD8<UInt32>.self) & ~m),
+                                 to: SIMD8<T>.self)
+        }
+        let m = SIMD8<UInt64>(truncatingIfNeeded: SIMD8<Int64>(truncatingIfNeeded: below))
+        return unsafeBitCast((unsafeBitCast(a, to: SIMD8<UInt64>.self) & m) | (unsafeBitCast(b, to: SIMD8<UInt64>.self) & ~m),
+                             to: SIMD8<T>.self)
     }
 }

@@ -76,16 +76,23 @@ enum PortableConvolution<T: KernelScalar> {
         return 16 / a
     }
 
-    /// The forward pass from shifted copies of each image (`ShiftedImage`), without a column matrix: for tap
-    /// p = (c, ki, kj) the inputs of an image's output positions j = r·OW + q are one contiguous run, so 8
-    /// neighbouring positions are one unaligned load. A tile of up to 4 output channels × 3 groups of 8
-    /// positions accumulates Σ_p w(o,p)·x, p increasing from 0, then stores bias + acc: the bits of the
-    /// column-matrix path. The last group of an image may run past its positions; those lanes read the copy's
-    /// padding or the next rows and are never stored.
+    /// The forward pass without a column matrix: for tap p = (c, ki, kj) the inputs of 8 neighbouring output
+    /// positions are read as one unaligned load, from shifted copies of each image (`ShiftedImage`, where an
+    /// image's positions j = r·OW + q are one contiguous run) or, when output rows are at least 16 wide and an
+    /// image's positions fill whole groups of 8 (conv1's 28 × 28), in place from the input (`InPlaceGroups`: a
+    /// group that runs past a row's end is two loads and a select, one group in 7 for conv1; the copies, 53 KB
+    /// per image for conv1, cost ~15% of its forward in stores). A tile of up to 4 output channels × 3 groups of
+    /// 8 positions accumulates Σ_p w(o,p)·x, p increasing from 0, then stores bias + acc: the bits of the
+    /// column-matrix path, whichever the source. In the copies the last group of an image may run past its
+    /// positions; those lanes read the copy's padding or the next rows and are never stored.
     @inlinable
     static func forward(_ s: ConvolutionShape, input x: UnsafePointer<T>, weight: UnsafePointer<T>,
                         bias: UnsafePointer<T>, output y: UnsafeMutablePointer<T>, threads: Int) {
-        let rows = s.rows, plane = s.outPlane, cols = s.columns, groups = (plane + 7) / 8
+        let plane = s.outPlane
+        if s.outWidth >= 16 && plane % 8 == 0 {
+            return forwardInPlace(s, input: x, weight: weight, bias: bias, output: y, threads: threads)
+        }
+        let rows = s.rows, cols = s.columns, groups = (plane + 7) / 8
         let taps = (0..<rows).map { ShiftedImage.rowStart(s, tap: $0) }
         // 4 channels × 3 groups: 12 accumulators of 8 lanes, 3 input vectors and a weight fill the 16 AVX2 registers.
         let groupTiles = DotTiles<T>.balanced(groups, size: 3), outputTiles = DotTiles<T>.balanced(s.outChannels, size: 4)
@@ -99,8 +106,8 @@ enum PortableConvolution<T: KernelScalar> {
                     // Groups outer: a group tile's inputs serve every output tile while they are in L1.
                     for (g0, tiles) in groupTiles { for (o0, outputs) in outputTiles {
                         forwardTile(outputs: outputs, groups: tiles, source: UnsafePointer(cp.baseAddress! + 8 * g0),
-                                    taps: tp.baseAddress!, count: rows, weight: weight + o0 * rows, bias: bias + o0,
-                                    output: y + o0 * cols + n * plane + 8 * g0, outputStride: cols,
+                                    taps: tp.baseAddress!, count: rows, placement: ConsecutiveGroups(), weight: weight + o0 * rows,
+                                    bias: bias + o0, output: y + o0 * cols + n * plane + 8 * g0, outputStride: cols,
                                     valid: plane - 8 * g0)
                     } }
                 }
@@ -108,33 +115,83 @@ enum PortableConvolution<T: KernelScalar> {
         }
     }
 
-    @inlinable @inline(__always)
-    static func forwardTile(outputs: Int, groups: Int, source: UnsafePointer<T>, taps: UnsafePointer<Int>, count: Int,
-                            weight: UnsafePointer<T>, bias: UnsafePointer<T>, output: UnsafeMutablePointer<T>,
-                            outputStride: Int, valid: Int) {
-        switch (outputs, groups) {
-        case (4, 3): forwardTile(Four.self, Three.self, source, taps, count, weight, bias, output, outputStride, valid)
-        case (4, 2): forwardTile(Four.self, Two.self, source, taps, count, weight, bias, output, outputStride, valid)
-        case (3, 3): forwardTile(Three.self, Three.self, source, taps, count, weight, bias, output, outputStride, valid)
-        case (3, 2): forwardTile(Three.self, Two.self, source, taps, count, weight, bias, output, outputStride, valid)
-        case (4, 1): forwardTile(Four.self, One.self, source, taps, count, weight, bias, output, outputStride, valid)
-        case (3, 1): forwardTile(Three.self, One.self, source, taps, count, weight, bias, output, outputStride, valid)
-        case (2, 3): forwardTile(Two.self, Three.self, source, taps, count, weight, bias, output, outputStride, valid)
-        case (2, 2): forwardTile(Two.self, Two.self, source, taps, count, weight, bias, output, outputStride, valid)
-        case (2, 1): forwardTile(Two.self, One.self, source, taps, count, weight, bias, output, outputStride, valid)
-        case (1, 3): forwardTile(One.self, Three.self, source, taps, count, weight, bias, output, outputStride, valid)
-        case (1, 2): forwardTile(One.self, Two.self, source, taps, count, weight, bias, output, outputStride, valid)
-        default: forwardTile(One.self, One.self, source, taps, count, weight, bias, output, outputStride, valid)
+    /// `forward` reading each image in place: tap p's inputs start at x[c][n][ki][kj], and group g of an image's
+    /// positions lies where `ImageRowColumns.table` says (a group that crosses a row end continues on the next
+    /// input row). Needs OW ≥ 8 (a group meets at most one row end) and whole groups per image (no group
+    /// crosses into the next image); every load then stays inside the image's rows.
+    @inlinable
+    static func forwardInPlace(_ s: ConvolutionShape, input x: UnsafePointer<T>, weight: UnsafePointer<T>,
+                               bias: UnsafePointer<T>, output y: UnsafeMutablePointer<T>, threads: Int) {
+        let rows = s.rows, plane = s.outPlane, cols = s.columns, k = s.kernelSize, hw = s.height * s.width
+        precondition(s.outWidth >= 8 && plane % 8 == 0)
+        let taps = (0..<rows).map { p in ((p / (k * k) * s.batch * s.height) + (p / k) % k) * s.width + p % k }
+        let table = ImageRowColumns.table(s, images: 1)
+        let groupTiles = DotTiles<T>.balanced(plane / 8, size: 3), outputTiles = DotTiles<T>.balanced(s.outChannels, size: 4)
+        // Each group tile's placement, worked out once: (offset, split, where the rest continues) per group.
+        let placements = groupTiles.map { g0, count in
+            InPlaceGroups((0..<3).map { g in
+                let entry = 3 * (g0 + min(g, count - 1))
+                return (Int(table[entry]), Int(table[entry + 1]), Int(table[entry + 2]))
+            }, count: count, size: MemoryLayout<T>.stride)
+        }
+        nonisolated(unsafe) let x = x, weight = weight, bias = bias, y = y
+        // Threads write disjoint images of Y.
+        Parallel.forEach(s.batch, threads: threads) { images in
+            taps.withUnsafeBufferPointer { tp in
+                for n in images {
+                    for (tile, (g0, tiles)) in groupTiles.enumerated() {
+                        let placement = placements[tile]
+                        for (o0, outputs) in outputTiles {
+                            let source = x + n * hw, output = y + o0 * cols + n * plane + 8 * g0
+                            @inline(__always) func run<Crossing: CrossingGroups>(_: Crossing.Type) {
+                                forwardTile(outputs: outputs, groups: tiles, source: source, taps: tp.baseAddress!, count: rows,
+                                            placement: placement.crossing(Crossing.self), weight: weight + o0 * rows,
+                                            bias: bias + o0, output: output, outputStride: cols, valid: plane - 8 * g0)
+                            }
+                            // Each pattern of crossing groups its own loop, with no select where none is needed.
+                            switch placement.crossings {
+                            case 0: run(NoGroupCrosses.self)
+                            case 1: run(FirstGroupCrosses.self)
+                            case 2: run(SecondGroupCrosses.self)
+                            case 4: run(ThirdGroupCrosses.self)
+                            default: run(AnyGroupCrosses.self)
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 
-    /// acc[o][g] = Σ_p w(o,p)·source[taps[p] + 8g ..< +8], p increasing; output row o, group g = bias[o] + acc for
-    /// the first `valid` positions.
+    @inlinable @inline(__always)
+    static func forwardTile<Placement: ForwardGroups>(
+        outputs: Int, groups: Int, source: UnsafePointer<T>, taps: UnsafePointer<Int>, count: Int, placement: Placement,
+        weight: UnsafePointer<T>, bias: UnsafePointer<T>, output: UnsafeMutablePointer<T>, outputStride: Int, valid: Int
+    ) {
+        let p = placement
+        switch (outputs, groups) {
+        case (4, 3): forwardTile(Four.self, Three.self, source, taps, count, p, weight, bias, output, outputStride, valid)
+        case (4, 2): forwardTile(Four.self, Two.self, source, taps, count, p, weight, bias, output, outputStride, valid)
+        case (3, 3): forwardTile(Three.self, Three.self, source, taps, count, p, weight, bias, output, outputStride, valid)
+        case (3, 2): forwardTile(Three.self, Two.self, source, taps, count, p, weight, bias, output, outputStride, valid)
+        case (4, 1): forwardTile(Four.self, One.self, source, taps, count, p, weight, bias, output, outputStride, valid)
+        case (3, 1): forwardTile(Three.self, One.self, source, taps, count, p, weight, bias, output, outputStride, valid)
+        case (2, 3): forwardTile(Two.self, Three.self, source, taps, count, p, weight, bias, output, outputStride, valid)
+        case (2, 2): forwardTile(Two.self, Two.self, source, taps, count, p, weight, bias, output, outputStride, valid)
+        case (2, 1): forwardTile(Two.self, One.self, source, taps, count, p, weight, bias, output, outputStride, valid)
+        case (1, 3): forwardTile(One.self, Three.self, source, taps, count, p, weight, bias, output, outputStride, valid)
+        case (1, 2): forwardTile(One.self, Two.self, source, taps, count, p, weight, bias, output, outputStride, valid)
+        default: forwardTile(One.self, One.self, source, taps, count, p, weight, bias, output, outputStride, valid)
+        }
+    }
+
+    /// acc[o][g] = Σ_p w(o,p)·(group g of tap p's inputs, from source + taps[p] as `placement` says), p increasing;
+    /// output row o, group g = bias[o] + acc for the first `valid` positions.
     @inlinable
-    static func forwardTile<Outputs: TileExtent, Groups: TileExtent>(
+    static func forwardTile<Outputs: TileExtent, Groups: TileExtent, Placement: ForwardGroups>(
         _: Outputs.Type, _: Groups.Type, _ source: UnsafePointer<T>, _ taps: UnsafePointer<Int>, _ count: Int,
-        _ weight: UnsafePointer<T>, _ bias: UnsafePointer<T>, _ output: UnsafeMutablePointer<T>, _ outputStride: Int,
-        _ valid: Int
+        _ placement: Placement, _ weight: UnsafePointer<T>, _ bias: UnsafePointer<T>, _ output: UnsafeMutablePointer<T>,
+        _ outputStride: Int, _ valid: Int
     ) {
         typealias H = SIMD8<T>
         let outputs = Outputs.value, groups = Groups.value, size = MemoryLayout<T>.stride
@@ -143,10 +200,10 @@ enum PortableConvolution<T: KernelScalar> {
         var a20 = H(), a21 = H(), a22 = H(), a30 = H(), a31 = H(), a32 = H()
         var w = weight
         for p in 0..<count {
-            let at = taps[p] &* size
-            let v0 = raw.loadUnaligned(fromByteOffset: at, as: H.self)
-            let v1 = groups > 1 ? raw.loadUnaligned(fromByteOffset: at &+ 8 &* size, as: H.self) : H()
-            let v2 = groups > 2 ? raw.loadUnaligned(fromByteOffset: at &+ 16 &* size, as: H.self) : H()
+            let tap = raw + taps[p] &* size
+            let v0: H = placement.load(tap, group: 0)
+            let v1: H = groups > 1 ? placement.load(tap, group: 1) : H()
+            let v2: H = groups > 2 ? placement.load(tap, group: 2) : H()
             let w0 = H(repeating: w[0])
             a00.addProduct(w0, v0)
             if groups > 1 { a01.addProduct(w0, v1) }
@@ -445,6 +502,73 @@ enum PortableConvolution<T: KernelScalar> {
                 i &+= 1
             }
         }
+    }
+}
+
+/// Where a forward tile's (up to 3) groups of 8 output positions lie, from a tap's first input.
+@usableFromInline protocol ForwardGroups {
+    func load<T: KernelScalar>(_ tap: UnsafeRawPointer, group g: Int) -> SIMD8<T>
+}
+
+/// Groups one after the other: a `ShiftedImage` copy, where an image's positions are one run.
+@usableFromInline struct ConsecutiveGroups: ForwardGroups {
+    @inlinable init() {}
+
+    @inlinable @inline(__always)
+    func load<T: KernelScalar>(_ tap: UnsafeRawPointer, group g: Int) -> SIMD8<T> {
+        tap.loadUnaligned(fromByteOffset: g &* 8 &* MemoryLayout<T>.stride, as: SIMD8<T>.self)
+    }
+}
+
+/// Which of a tile's groups cross a row end (bit g: group g), known per tile, so that each pattern is its own
+/// loop with a select only where one is needed.
+@usableFromInline protocol CrossingGroups { static var crossings: Int { get } }
+@usableFromInline enum NoGroupCrosses: CrossingGroups { @inlinable static var crossings: Int { 0 } }
+@usableFromInline enum FirstGroupCrosses: CrossingGroups { @inlinable static var crossings: Int { 1 } }
+@usableFromInline enum SecondGroupCrosses: CrossingGroups { @inlinable static var crossings: Int { 2 } }
+@usableFromInline enum ThirdGroupCrosses: CrossingGroups { @inlinable static var crossings: Int { 4 } }
+@usableFromInline enum AnyGroupCrosses: CrossingGroups { @inlinable static var crossings: Int { 7 } }
+
+/// A forward tile's groups in an image read in place (`PortableConvolution.forwardInPlace`), in bytes from the
+/// tap's first input: a group starts at `here`; one that crosses a row end takes its lanes from `split` on from
+/// `next` (the next input row), as `ImageRowColumns` describes.
+@usableFromInline struct InPlaceGroups: Sendable {
+    @usableFromInline let here: (Int, Int, Int), next: (Int, Int, Int)
+    /// −1 in the lanes a crossing group takes from `here`.
+    @usableFromInline let below: (SIMD8<Int32>, SIMD8<Int32>, SIMD8<Int32>)
+    /// Bit g: group g (of the tile's `count`) crosses a row end.
+    @usableFromInline let crossings: Int
+
+    /// `entries`: per group (element offset, split, offset of the rest minus split) of `ImageRowColumns.table`.
+    @inlinable
+    init(_ entries: [(offset: Int, split: Int, rest: Int)], count: Int, size: Int) {
+        // A group that does not cross reads its `next` from `here`: every load stays where the group lies.
+        let bytes = entries.map { e in (e.offset * size, (e.split == 8 ? e.offset : e.rest) * size) }
+        let masks = entries.map { e in (SIMD8<Int32>(0, 1, 2, 3, 4, 5, 6, 7) &- Int32(e.split)) &>> 31 }
+        here = (bytes[0].0, bytes[1].0, bytes[2].0)
+        next = (bytes[0].1, bytes[1].1, bytes[2].1)
+        below = (masks[0], masks[1], masks[2])
+        crossings = (0..<count).reduce(0) { bits, g in entries[g].split < 8 ? bits | 1 << g : bits }
+    }
+
+    @inlinable @inline(__always)
+    func crossing<Crossing: CrossingGroups>(_: Crossing.Type) -> InPlaceTile<Crossing> { InPlaceTile(groups: self) }
+}
+
+/// `InPlaceGroups` with its crossing pattern fixed at compile time.
+@usableFromInline struct InPlaceTile<Crossing: CrossingGroups>: ForwardGroups {
+    @usableFromInline let groups: InPlaceGroups
+
+    @inlinable init(groups: InPlaceGroups) { self.groups = groups }
+
+    @inlinable @inline(__always)
+    func load<T: KernelScalar>(_ tap: UnsafeRawPointer, group g: Int) -> SIMD8<T> {
+        let here = g == 0 ? groups.here.0 : g == 1 ? groups.here.1 : groups.here.2
+        let a = tap.loadUnaligned(fromByteOffset: here, as: SIMD8<T>.self)
+        guard Crossing.crossings & (1 &<< g) != 0 else { return a }
+        let next = g == 0 ? groups.next.0 : g == 1 ? groups.next.1 : groups.next.2
+        let below = g == 0 ? groups.below.0 : g == 1 ? groups.below.1 : groups.below.2
+        return ImageRowColumns.joined(a, tap.loadUnaligned(fromByteOffset: next, as: SIMD8<T>.self), below: below)
     }
 }
 

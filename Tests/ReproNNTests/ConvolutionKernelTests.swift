@@ -9,8 +9,10 @@ import ReproNN
     /// batches (5 images of 10×10 outputs leave a partial chunk of 4), a 16-wide output row, 8×14 outputs and
     /// 7×9 outputs (the weight gradient reads per-chunk shifted copies, where a group of 8 positions crosses into
     /// the next image after 4 lanes for conv2, after 7 and 6 for 7×9), 8×18 outputs (it reads the image in place,
-    /// and groups cross row ends after 2, 4 and 6 lanes), odd sizes. `WeightGradientSource` says which shape takes
-    /// which path.
+    /// and groups cross row ends after 2, 4 and 6 lanes), 8×17 outputs (two groups of one forward tile cross row
+    /// ends), odd sizes. `WeightGradientSource` says which shape takes which path of the weight gradient; the
+    /// forward reads 28×28, 16×16, 8×18 and 8×17 outputs in place (rows of 16 or more, whole groups per image),
+    /// with forward tiles whose first, second, third, none or two of their groups cross a row end.
     static let shapes: [ConvolutionShape] = [
         ConvolutionShape(inChannels: 3, batch: 3, height: 32, width: 32, kernelSize: 5, outChannels: 6),
         ConvolutionShape(inChannels: 6, batch: 5, height: 14, width: 14, kernelSize: 5, outChannels: 16),
@@ -18,6 +20,7 @@ import ReproNN
         ConvolutionShape(inChannels: 2, batch: 3, height: 9, width: 11, kernelSize: 3, outChannels: 5),
         ConvolutionShape(inChannels: 2, batch: 2, height: 12, width: 18, kernelSize: 5, outChannels: 5),
         ConvolutionShape(inChannels: 2, batch: 2, height: 12, width: 22, kernelSize: 5, outChannels: 5),
+        ConvolutionShape(inChannels: 2, batch: 2, height: 12, width: 21, kernelSize: 5, outChannels: 5),
         ConvolutionShape(inChannels: 1, batch: 1, height: 5, width: 5, kernelSize: 5, outChannels: 1),
     ]
 
