@@ -141,21 +141,21 @@ enum PortableConvolution<T: KernelScalar> {
                 for n in images {
                     for (tile, (g0, tiles)) in groupTiles.enumerated() {
                         let placement = placements[tile]
-                        for (o0, outputs) in outputTiles {
-                            let source = x + n * hw, output = y + o0 * cols + n * plane + 8 * g0
-                            @inline(__always) func run<Crossing: CrossingGroups>(_: Crossing.Type) {
-                                forwardTile(outputs: outputs, groups: tiles, source: source, taps: tp.baseAddress!, count: rows,
-                                            placement: placement.crossing(Crossing.self), weight: weight + o0 * rows,
-                                            bias: bias + o0, output: output, outputStride: cols, valid: plane - 8 * g0)
+                        @inline(__always) func run<Crossing: CrossingGroups>(_: Crossing.Type) {
+                            let groups = placement.crossing(Crossing.self)
+                            for (o0, outputs) in outputTiles {
+                                forwardTile(outputs: outputs, groups: tiles, source: x + n * hw, taps: tp.baseAddress!, count: rows,
+                                            placement: groups, weight: weight + o0 * rows, bias: bias + o0,
+                                            output: y + o0 * cols + n * plane + 8 * g0, outputStride: cols, valid: plane - 8 * g0)
                             }
-                            // Each pattern of crossing groups its own loop, with no select where none is needed.
-                            switch placement.crossings {
-                            case 0: run(NoGroupCrosses.self)
-                            case 1: run(FirstGroupCrosses.self)
-                            case 2: run(SecondGroupCrosses.self)
-                            case 4: run(ThirdGroupCrosses.self)
-                            default: run(AnyGroupCrosses.self)
-                            }
+                        }
+                        // Each pattern of crossing groups its own loop, with no select where none is needed.
+                        switch placement.crossings {
+                        case 0: run(NoGroupCrosses.self)
+                        case 1: run(FirstGroupCrosses.self)
+                        case 2: run(SecondGroupCrosses.self)
+                        case 4: run(ThirdGroupCrosses.self)
+                        default: run(AnyGroupCrosses.self)
                         }
                     }
                 }
