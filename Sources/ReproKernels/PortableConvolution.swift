@@ -4,7 +4,8 @@ import Glibc
 /// The convolution of `PortableKernels`: the same arithmetic as im2col of the whole batch + `PortableGEMM`
 /// (so the same bits), without the 30 MB column matrix going through memory twice per step.
 ///
-/// - Forward: threads take whole images; each image is copied once per kernel column kj, shifted
+/// - Forward: threads take whole images; each image is read in place when its output rows are 16 or wider and
+///   its positions fill whole groups of 8 (conv1), else copied once per kernel column kj, shifted
 ///   (`ShiftedImage`), so that a tap's inputs are one contiguous run; each output is bias + the axpy-form sum
 ///   over p, as before.
 /// - Chunks are the fewest images whose output positions fill whole 16-lane blocks (1 image for conv1's
@@ -14,7 +15,7 @@ import Glibc
 ///   are read in place from the images or from per-chunk shifted copies (`WeightGradientSource`), and
 ///   channels that repeat channel 0 are computed once. Threads take whole rows p.
 /// - Input gradient: each chunk's column gradient is computed and scattered (col2im) into its own images,
-///   K taps at a time (`scatterTaps`); threads take whole chunks.
+///   K taps of all the chunk's images at a time (`scatterTaps`); threads take whole chunks.
 /// Measured (batch 128): see the README's performance table.
 // Each entry point re-enters concrete Float or Double code (the only KernelScalar types): reached through
 // `any Kernels`, a generic body would run unspecialized.
