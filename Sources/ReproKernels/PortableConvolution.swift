@@ -123,9 +123,9 @@ enum PortableConvolution<T: KernelScalar> {
     @inlinable
     static func forwardInPlace(_ s: ConvolutionShape, input x: UnsafePointer<T>, weight: UnsafePointer<T>,
                                bias: UnsafePointer<T>, output y: UnsafeMutablePointer<T>, threads: Int) {
-        let rows = s.rows, plane = s.outPlane, cols = s.columns, k = s.kernelSize, hw = s.height * s.width
+        let rows = s.rows, plane = s.outPlane, cols = s.columns, hw = s.height * s.width
         precondition(s.outWidth >= 8 && plane % 8 == 0)
-        let taps = (0..<rows).map { p in ((p / (k * k) * s.batch * s.height) + (p / k) % k) * s.width + p % k }
+        let taps = (0..<rows).map { tapStart(s, tap: $0) }
         let table = ImageRowColumns.table(s, images: 1)
         let groupTiles = DotTiles<T>.balanced(plane / 8, size: 3), outputTiles = DotTiles<T>.balanced(s.outChannels, size: 4)
         // Each group tile's placement, worked out once: (offset, split, where the rest continues) per group.
@@ -312,9 +312,7 @@ enum PortableConvolution<T: KernelScalar> {
             // Worked out once: dividing p into (c, ki, kj) for every tile of every chunk took a quarter of this
             // function's own time.
             let columnStarts = (p0..<rowRange.upperBound).map { p in
-                if source == .shiftedCopies { return ShiftedImage.rowStart(s, tap: p) }
-                let k = s.kernelSize, c = p / (k * k), ki = (p / k) % k, kj = p % k
-                return (c * s.batch * s.height + ki) * s.width + kj
+                source == .shiftedCopies ? ShiftedImage.rowStart(s, tap: p) : tapStart(s, tap: p)
             }
             lanes.withUnsafeMutableBufferPointer { lp in
               columns.withUnsafeMutableBufferPointer { cp in
@@ -385,12 +383,19 @@ enum PortableConvolution<T: KernelScalar> {
         }
     }
 
+    /// Where tap p = (c, ki, kj) reads the batch's first image: the element offset of x[c][0][ki][kj] in the
+    /// input (image n's is n·H·W further on).
+    @inlinable
+    static func tapStart(_ s: ConvolutionShape, tap p: Int) -> Int {
+        let k = s.kernelSize, c = p / (k * k), ki = (p / k) % k, kj = p % k
+        return (c * s.batch * s.height + ki) * s.width + kj
+    }
+
     /// The column matrix's value at row p = (c, ki, kj), batch column j = (n, r, q).
     @inlinable
     static func columnValue(_ s: ConvolutionShape, _ x: UnsafePointer<T>, tap p: Int, column j: Int) -> T {
-        let k = s.kernelSize, c = p / (k * k), ki = (p / k) % k, kj = p % k
         let n = j / s.outPlane, r = (j % s.outPlane) / s.outWidth, q = j % s.outWidth
-        return x[((c * s.batch + n) * s.height + r + ki) * s.width + q + kj]
+        return x[tapStart(s, tap: p) + (n * s.height + r) * s.width + q]
     }
 
     /// dX = col2im(Wᵀ·dY), chunk by chunk: each chunk's column gradient (axpy form, the same bits as the

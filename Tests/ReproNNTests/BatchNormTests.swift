@@ -184,7 +184,7 @@ import ReproNN
     /// Negative control: the window choices must be read as they were made; the same gradient with every
     /// choice moved to the next position of its window gives other gradients.
     @Test func negativeControlMovedWindowChoicesAreDetected() throws {
-        let (h, w, channels, batch) = (28, 28, 3, 4)
+        let (h, w, channels) = (28, 28, 3)
         let (x, upstream) = pooledBatchNormCase(height: h, width: w, seed: 24)
         let bn = BatchNorm<Float>("bn", channels: channels, kernels: PortableKernels(threads: 1))
         let pool = MaxPool2x2<Float>(threads: 1)

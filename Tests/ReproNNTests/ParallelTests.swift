@@ -29,7 +29,7 @@ import ReproKernels
     @Test func nestedAndConcurrentCalls() {
         let failures = Atomic<Int>(0)
         DispatchQueue.concurrentPerform(iterations: 2) { caller in
-            for call in 0..<500 {
+            for _ in 0..<500 {
                 let outer = Self.visits(8 + caller) { n, body in
                     Parallel.forEach(n, threads: 2) { range in
                         let inner = Self.visits(5) { m, b in Parallel.forEach(m, threads: 2, b) }
