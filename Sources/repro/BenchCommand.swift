@@ -70,7 +70,6 @@ struct BenchCommand: ParsableCommand {
             for _ in 0..<warmup { _ = try net.trainStep(x, targets: targets, optimizer: sgd) }
             let times = try Self.stepTimes(net, x: x, targets: targets, optimizer: sgd, steps: steps)
             timings.append(Timing(kernels: name, median: times[times.count / 2], best: times[0]))
-            if choice == .blas { Self.letBLASWorkersPark() }
             if probeCost == nil { probeCost = try Self.probeCost(net, x: x, targets: targets, optimizer: sgd, steps: steps) }
             if choice == .portable {
                 // MNIST as the notebook feeds it: one plane repeated to 3 channels (the weight gradient's shortcut).
@@ -83,6 +82,8 @@ struct BenchCommand: ParsableCommand {
                 print("\(name) kernels:")
                 try Self.printBreakdown(net, x: x, targets: targets, optimizer: sgd, steps: steps)
             }
+            // Before the next kernels' timings or the FMA peak after them.
+            if choice == .blas { Self.letBLASWorkersPark() }
         }
         let primary = timings[0]
         let peakAfter = Self.measureFMAPeak(threads: threads)
