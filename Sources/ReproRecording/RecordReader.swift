@@ -195,73 +195,28 @@ public final class Record {
                 used[Int(v)] = true
             }
         }
-        // Per-step series.
-        let loss = try reader.read(RecordSchema.stepLoss, as: Float.self)
-        if let bad = loss.firstIndex(where: { !$0.isFinite || $0 < 0 }) {
-            throw SchemaViolation(RecordSchema.stepLoss, found: "step \(bad + 1) has the loss \(loss[bad])", expected: "finite losses ≥ 0: not a usable golden")
-        }
-        let accuracy = try reader.read(RecordSchema.stepAccuracy, as: Float.self)
-        let b = config.batchSize
-        if let bad = accuracy.firstIndex(where: { a in
-            let k = (Double(a) * Double(b) / 100).rounded()
-            return !(0...Double(b)).contains(k) || Float(100 * k / Double(b)) != a
-        }) {
-            throw SchemaViolation(RecordSchema.stepAccuracy, found: "step \(bad + 1) has the accuracy \(accuracy[bad])",
-                                  expected: "100·k/\(b) percent for a whole number k of correct samples")
-        }
-        for bn in layout.batchNorms {
-            for series in RecordSchema.BatchNormSeries.recorded(by: bn) {
-                let path = RecordSchema.stepBatchNorm(bn.name, series)
-                let values = try reader.read(path, as: Float.self)
-                let isStd = series == .batchStd || series == .runningStd
-                // The golden profile keeps the steps inside windows; the others hold the not-stored NaN.
-                let kept = (0..<plan.totalSteps).map { plan.isKept($0 + 1, profile: config.profile) }
-                if let bad = values.indices.first(where: { i in
-                    let v = values[i]
-                    return kept[i / bn.channels] ? !v.isFinite || (isStd && v <= 0) : v.bitPattern != RecordSchema.notStored.bitPattern
-                }) {
-                    let step = bad / bn.channels + 1
-                    throw SchemaViolation(path, found: "step \(step) channel \(bad % bn.channels) is \(values[bad])",
-                                          expected: !kept[step - 1] ? "the not-stored NaN outside the windows (golden profile)"
-                                                    : isStd ? "finite standard deviations > 0" : "finite means")
-                }
+        // Per-step series, each by its own rule (`StepSeries`).
+        for series in StepSeries.table(for: layout) {
+            let values: [Double]
+            switch series.kind {
+            case .float32: values = try reader.read(series.path, as: Float.self).map(Double.init)
+            case .float64: values = try reader.read(series.path, as: Double.self)
+            case .int64: values = try reader.read(series.path, as: Int64.self).map(Double.init)
+            case .int32, .uint8: preconditionFailure("\(series.path): no step series is stored as \(series.kind)")
             }
-        }
-        // Probes: where the profile keeps the step, checksums in 0..<2^32 and finite largest magnitudes ≥ 0 —
-        // float32 values (the records' tensors are float32), but for updates, whose differences are formed in
-        // float64; elsewhere the not-stored markers.
-        let points = layout.probePoints.count
-        func isChecksum(_ v: Int64) -> Bool { v >= 0 && v <= Int64(UInt32.max) }
-        func isLargest(_ v: Double, point: TracePoint) -> Bool {
-            guard v.isFinite && v >= 0 && v.sign == .plus else { return false }
-            if case .update = point.quantity { return true }
-            return Double(Float(v)) == v
-        }
-        let checksums = try reader.read(RecordSchema.probeChecksums, as: Int64.self)
-        if let bad = checksums.indices.first(where: { i in
-            plan.isKept(i / points + 1, profile: config.profile) ? !isChecksum(checksums[i]) : checksums[i] != RecordSchema.notStoredChecksum
-        }) {
-            let step = bad / points + 1
-            throw SchemaViolation(RecordSchema.probeChecksums, found: "step \(step) point \(layout.probePoints[bad % points].key) is \(checksums[bad])",
-                                  expected: !plan.isKept(step, profile: config.profile) ? "the not-stored \(RecordSchema.notStoredChecksum) outside the windows (golden profile)"
-                                            : "a checksum in 0...\(UInt32.max)")
-        }
-        let largest = try reader.read(RecordSchema.probeLargest, as: Double.self)
-        if let bad = largest.indices.first(where: { i in
-            plan.isKept(i / points + 1, profile: config.profile) ? !isLargest(largest[i], point: layout.probePoints[i % points]) : largest[i].bitPattern != RecordSchema.notStoredFloat64.bitPattern
-        }) {
-            let step = bad / points + 1
-            throw SchemaViolation(RecordSchema.probeLargest, found: "step \(step) point \(layout.probePoints[bad % points].key) is \(largest[bad])",
-                                  expected: !plan.isKept(step, profile: config.profile) ? "the not-stored NaN outside the windows (golden profile)"
-                                            : "a finite magnitude ≥ 0 (a float32 value but for updates)")
+            try series.check(values, plan: plan, profile: config.profile, batchSize: config.batchSize)
         }
         let forwardChecksums = try reader.read(RecordSchema.forwardProbeChecksums, as: Int64.self)
-        if let bad = forwardChecksums.firstIndex(where: { !isChecksum($0) }) {
-            throw SchemaViolation("\(RecordSchema.forwardProbeChecksums)[\(bad)]", found: "\(forwardChecksums[bad])", expected: "a checksum in 0...\(UInt32.max)")
+        for (i, v) in forwardChecksums.enumerated() {
+            if let expected = StepSeries.checksumProblem(Double(v)) {
+                throw SchemaViolation("\(RecordSchema.forwardProbeChecksums)[\(i)]", found: "\(v)", expected: expected)
+            }
         }
         let forwardLargest = try reader.read(RecordSchema.forwardProbeLargest, as: Double.self)
-        if let bad = forwardLargest.indices.first(where: { !isLargest(forwardLargest[$0], point: layout.forwardProbePoints[$0]) }) {
-            throw SchemaViolation("\(RecordSchema.forwardProbeLargest)[\(bad)]", found: "\(forwardLargest[bad])", expected: "a finite float32 magnitude ≥ 0")
+        for (i, v) in forwardLargest.enumerated() {
+            if let expected = StepSeries.largestProblem(v, point: layout.forwardProbePoints[i]) {
+                throw SchemaViolation("\(RecordSchema.forwardProbeLargest)[\(i)]", found: "\(v)", expected: expected)
+            }
         }
         // Per-epoch metrics and evaluations.
         for series in RecordSchema.EpochSeries.allCases {
@@ -357,15 +312,11 @@ struct ExpectedTree {
             add(RecordSchema.stateDigest(step: step) + "/model", .uint8, [layout.stateDict.count, 32])
             add(RecordSchema.stateDigest(step: step) + "/momentum_buffer", .uint8, [layout.parameters.count, 32])
         }
-        add(RecordSchema.stepLoss, .float32, [s])
-        add(RecordSchema.stepAccuracy, .float32, [s])
-        for bn in layout.batchNorms {
-            add(group: RecordSchema.steps + "/" + bn.name)
-            for series in RecordSchema.BatchNormSeries.recorded(by: bn) { add(RecordSchema.stepBatchNorm(bn.name, series), .float32, [s, bn.channels]) }
+        for series in StepSeries.table(for: layout) {
+            let group = Self.parent(series.path)
+            if !groups.contains(group) { add(group: group) }
+            add(series.path, series.kind, series.shape(steps: s))
         }
-        add(group: RecordSchema.probes)
-        add(RecordSchema.probeChecksums, .int64, [s, layout.probePoints.count])
-        add(RecordSchema.probeLargest, .float64, [s, layout.probePoints.count])
         add(RecordSchema.forwardProbeChecksums, .int64, [layout.forwardProbePoints.count])
         add(RecordSchema.forwardProbeLargest, .float64, [layout.forwardProbePoints.count])
         for series in RecordSchema.EpochSeries.allCases { add(RecordSchema.epochSeries(series), .float64, [e]) }

@@ -11,17 +11,14 @@ public final class RecordWriter: TrainingObserver {
     public let file: RecordFile
     let config: RunConfig
     var plan: RunPlan?
-    var stepLoss: [Float] = [], stepAccuracy: [Float] = []
     /// Steps already written to the file; the buffers hold the steps after it.
-    var stepsWritten = 0
+    var stepsWritten = 0, stepsBuffered = 0
     var epochsWritten = 0
     var layout: ModelLayout?
-    /// Per BN layer (forward order), per recorded series: [S × C] row-major.
-    var batchNormSeries: [(layer: String, series: [(RecordSchema.BatchNormSeries, [Float])])] = []
+    /// The per-step series and, for each, the buffered rows (row-major, `width` values a step).
+    var series: [StepSeries] = []
+    var buffers: [[Double]] = []
     var epochSeries = [[Double]](repeating: [], count: RecordSchema.EpochSeries.allCases.count)
-    /// [S × P] row-major, like the BatchNorm series.
-    var probeChecksums: [Int64] = [], probeLargest: [Double] = []
-    var probePointCount = 0
 
     public var wantsProbes: Bool { true }
 
@@ -42,22 +39,22 @@ public final class RecordWriter: TrainingObserver {
         self.layout = layout
         let w = file.writer
         try EnvironmentFacts(current: config.kernels).write(to: w)
-        batchNormSeries = layout.batchNorms.map { bn in (bn.name, RecordSchema.BatchNormSeries.recorded(by: bn).map { ($0, []) }) }
         switch config.profile {
         case .complete: try w.create(Int32.self, shape: [plan.epochsStarted, plan.trainCount], at: RecordSchema.epochOrder)
         case .golden: try w.create(UInt8.self, shape: [plan.epochsStarted, 32], at: RecordSchema.epochOrderDigests)
         }
-        try w.create(Float.self, shape: [plan.totalSteps], at: RecordSchema.stepLoss)
-        try w.create(Float.self, shape: [plan.totalSteps], at: RecordSchema.stepAccuracy)
-        for bn in layout.batchNorms {
-            for series in RecordSchema.BatchNormSeries.recorded(by: bn) {
-                try w.create(Float.self, shape: [plan.totalSteps, bn.channels], at: RecordSchema.stepBatchNorm(bn.name, series))
+        series = StepSeries.table(for: layout)
+        buffers = Array(repeating: [], count: series.count)
+        for s in series {
+            let shape = s.shape(steps: plan.totalSteps)
+            switch s.kind {
+            case .float32: try w.create(Float.self, shape: shape, at: s.path)
+            case .float64: try w.create(Double.self, shape: shape, at: s.path)
+            case .int64: try w.create(Int64.self, shape: shape, at: s.path)
+            case .int32, .uint8: preconditionFailure("\(s.path): no step series is stored as \(s.kind)")
             }
         }
-        try w.create(Int64.self, shape: [plan.totalSteps, layout.probePoints.count], at: RecordSchema.probeChecksums)
-        try w.create(Double.self, shape: [plan.totalSteps, layout.probePoints.count], at: RecordSchema.probeLargest)
         try ProbePointsAttribute.write(layout, to: w)
-        probePointCount = layout.probePoints.count
         try w.write(split.train, shape: [split.train.count], at: RecordSchema.trainIndices)
         try w.write(split.validation, shape: [split.validation.count], at: RecordSchema.validationIndices)
     }
@@ -88,31 +85,10 @@ public final class RecordWriter: TrainingObserver {
 
     public func stepFinished(_ outcome: StepOutcome) throws {
         guard let plan else { preconditionFailure("step before runStarted") }
-        stepLoss.append(outcome.loss)
-        stepAccuracy.append(outcome.accuracy)
-        // The golden profile keeps BatchNorm series and probes inside the windows only.
-        let kept = plan.isKept(outcome.step, profile: config.profile)
-        let points = probePointCount
-        if kept {
-            guard let probes = outcome.probes, probes.count == points else { preconditionFailure("step \(outcome.step) has no probes") }
-            probeChecksums += probes.map { Int64($0.checksum) }
-            probeLargest += probes.map(\.largest)
-        } else {
-            probeChecksums += repeatElement(RecordSchema.notStoredChecksum, count: points)
-            probeLargest += repeatElement(RecordSchema.notStoredFloat64, count: points)
+        for (i, s) in series.enumerated() {
+            buffers[i] += s.row(of: outcome, kept: s.isKept(outcome.step, plan: plan, profile: config.profile))
         }
-        for (i, statistics) in outcome.batchNorm.enumerated() {
-            for j in batchNormSeries[i].series.indices {
-                let values: [Float]
-                switch batchNormSeries[i].series[j].0 {
-                case .batchMean: values = statistics.batchMean
-                case .batchStd: values = statistics.batchStd
-                case .runningMean: values = statistics.runningMean ?? []
-                case .runningStd: values = statistics.runningStd ?? []
-                }
-                batchNormSeries[i].series[j].1 += kept ? values : [Float](repeating: RecordSchema.notStored, count: values.count)
-            }
-        }
+        stepsBuffered += 1
     }
 
     public func epochFinished(_ epoch: Int, train: Metrics, validation: Metrics) throws {
@@ -123,21 +99,18 @@ public final class RecordWriter: TrainingObserver {
     /// Writes the buffered per-step rows and empties the buffers.
     func flushSteps() throws {
         let w = file.writer
-        try w.writeRows(stepLoss, from: stepsWritten, at: RecordSchema.stepLoss)
-        try w.writeRows(stepAccuracy, from: stepsWritten, at: RecordSchema.stepAccuracy)
-        for (i, layer) in batchNormSeries.enumerated() {
-            for (j, (series, values)) in layer.series.enumerated() {
-                try w.writeRows(values, from: stepsWritten, at: RecordSchema.stepBatchNorm(layer.layer, series))
-                batchNormSeries[i].series[j].1.removeAll(keepingCapacity: true)
+        for (i, s) in series.enumerated() {
+            let rows = buffers[i]
+            switch s.kind {
+            case .float32: try w.writeRows(rows.map { Float($0) }, from: stepsWritten, at: s.path)
+            case .float64: try w.writeRows(rows, from: stepsWritten, at: s.path)
+            case .int64: try w.writeRows(rows.map { Int64($0) }, from: stepsWritten, at: s.path)
+            case .int32, .uint8: preconditionFailure("\(s.path): no step series is stored as \(s.kind)")
             }
+            buffers[i].removeAll(keepingCapacity: true)
         }
-        try w.writeRows(probeChecksums, from: stepsWritten, at: RecordSchema.probeChecksums)
-        try w.writeRows(probeLargest, from: stepsWritten, at: RecordSchema.probeLargest)
-        probeChecksums.removeAll(keepingCapacity: true)
-        probeLargest.removeAll(keepingCapacity: true)
-        stepsWritten += stepLoss.count
-        stepLoss.removeAll(keepingCapacity: true)
-        stepAccuracy.removeAll(keepingCapacity: true)
+        stepsWritten += stepsBuffered
+        stepsBuffered = 0
     }
 
     public func stateCaptured(_ state: StateCapture) throws {

@@ -63,8 +63,8 @@ public struct RecordReplay {
         let source = record.plan
         let (train, validation) = DataOrder.trainValidationSplit(count: data.train.count, seed: config.seed)
         let plan = RunPlan(config: config, trainCount: train.count)
-        let stored = try record.values(RecordSchema.trainIndices).values.map { Int32($0) }
-        guard stored == train else { throw ReplayError("\(record.path): the stored split is not this data's split") }
+        let storedSplit = try record.values(RecordSchema.trainIndices).values.map { Int32($0) }
+        guard storedSplit == train else { throw ReplayError("\(record.path): the stored split is not this data's split") }
         try observers.forEach { try $0.runStarted(plan: plan, split: DataSplit(train: train, validation: validation), layout: record.layout) }
         func metrics(_ phase: String) throws -> [Metrics] {
             let l = try record.values(RecordSchema.evaluation(phase, .loss)).values
@@ -78,14 +78,9 @@ public struct RecordReplay {
         try observers.forEach { try $0.evaluated(.before, train: before[0], validation: before[1], test: before[2]) }
         try observers.forEach { try $0.stateCaptured(try state(at: 0, plan: plan)) }
 
-        let loss = try floats(RecordSchema.stepLoss), accuracy = try floats(RecordSchema.stepAccuracy)
-        var batchNorm = [(name: String, series: [(RecordSchema.BatchNormSeries, [Float])])]()
-        for bn in record.layout.batchNorms {
-            batchNorm.append((bn.name, try RecordSchema.BatchNormSeries.recorded(by: bn).map { ($0, try floats(RecordSchema.stepBatchNorm(bn.name, $0))) }))
-        }
-        let probeChecksums = try record.values(RecordSchema.probeChecksums).values
-        let probeLargest = try record.values(RecordSchema.probeLargest).values
-        let points = record.layout.probePoints.count
+        let layout = record.layout
+        let stepSeries = StepSeries.table(for: layout)
+        let stored = try stepSeries.map { try record.values($0.path).values }
         let epochSeries = try RecordSchema.EpochSeries.allCases.map { try record.values(RecordSchema.epochSeries($0)).values }
         let validated = Trainer.evaluationSizes(config: config, train: train.count, validation: validation.count, test: data.test.count)[1]
         for s in stride(from: 1, through: step, by: 1) {
@@ -96,17 +91,11 @@ public struct RecordReplay {
                 try observers.forEach { try $0.epochStarted(epoch, order: order) }
             }
             let b = config.batchSize
-            let statistics = record.layout.batchNorms.enumerated().map { i, bn -> BatchNormStatistics<Float> in
-                func row(_ kind: RecordSchema.BatchNormSeries) -> [Float]? {
-                    batchNorm[i].series.first { $0.0 == kind }.map { Array($0.1[((s - 1) * bn.channels)..<(s * bn.channels)]) }
-                }
-                return BatchNormStatistics(layer: bn.name, batchMean: row(.batchMean)!, batchStd: row(.batchStd)!,
-                                           runningMean: row(.runningMean), runningStd: row(.runningStd))
+            var replayed = ReplayedStep(layout: layout)
+            for (series, values) in zip(stepSeries, stored) {
+                series.restore(values[((s - 1) * series.width)..<(s * series.width)], into: &replayed)
             }
-            let probes = !source.isKept(s, profile: record.config.profile) ? nil
-                : ((s - 1) * points..<(s * points)).map { Probe(checksum: UInt32(probeChecksums[$0]), largest: probeLargest[$0]) }
-            let outcome = StepOutcome(step: s, loss: loss[s - 1], correct: Self.correct(accuracy: accuracy[s - 1], batchSize: b),
-                                      batchSize: b, batchNorm: statistics, probes: probes)
+            let outcome = replayed.outcome(step: s, layout: layout, batchSize: b, withProbes: source.isKept(s, profile: record.config.profile))
             try observers.forEach { try $0.stepFinished(outcome) }
             if plan.capturesState(s) { try observers.forEach { try $0.stateCaptured(try state(at: s, plan: plan)) } }
             if s == plan.endOfEpoch(epoch) {

@@ -225,11 +225,14 @@ struct Locator {
     let plan: RunPlan
     let batchSize: Int
     let layout: ModelLayout
+    /// The record's per-step series by path (looked up, never iterated).
+    let stepSeries: [String: StepSeries]
 
     init(record: Record) {
         plan = record.plan
         batchSize = record.config.batchSize
         layout = record.layout
+        stepSeries = Dictionary(uniqueKeysWithValues: StepSeries.table(for: record.layout).map { ($0.path, $0) })
     }
 
     func divergence(_ path: String, index: Int, detail: String) -> Divergence {
@@ -253,14 +256,9 @@ struct Locator {
             if path == RecordSchema.epochOrderDigests { return ((index / 32) * plan.stepsPerEpoch + 1, .data) }
             return (0, .data)
         case "steps":
-            if path == RecordSchema.probeChecksums || path == RecordSchema.probeLargest {
-                let points = layout.probePoints
-                return (index / points.count + 1, .trace(traceIndex(points[index % points.count])))
-            }
-            if parts.count == 3, let bn = layout.batchNorm(named: parts[1]) {
-                return (index / bn.channels + 1, .trace(traceIndex(TracePoint(.forward, bn.name, .statistic(parts[2])))))
-            }
-            return (index + 1, .trace(traceIndex(TracePoint(.loss, "loss", parts.last == "loss" ? .loss : .accuracy))))
+            guard let series = stepSeries[path] else { return (0, .trace(layout.trace.count)) }
+            let (step, point) = series.position(index: index)
+            return (step, .trace(traceIndex(point)))
         case "checkpoints":
             let step = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
             let tensor = layout.stateDict.firstIndex { $0.name == parts.last } ?? 0
@@ -282,18 +280,11 @@ struct Locator {
     /// bn1: ∂bn1.weight, checksum", "checkpoint 00000064 conv1.weight[3]", "loss", "epochs/val_loss[0]".
     func place(_ path: String, index: Int, withStep: Bool = false) -> String {
         let parts = path.split(separator: "/").map(String.init)
-        let probeKind = RecordSchema.probeChecksumDatasets.contains(path) ? "checksum" : RecordSchema.probeLargestDatasets.contains(path) ? "max |x|" : nil
-        if let probeKind {
-            let perStep = parts.first == "steps"
-            let points = perStep ? layout.probePoints : layout.forwardProbePoints
-            let prefix = withStep ? (perStep ? "step \(index / points.count + 1), " : "step 0 (evaluation before training), ") : ""
-            return prefix + "\(points[index % points.count]), \(probeKind)"
-        }
-        if parts.first == "steps" {
-            let channels = parts.count == 3 ? layout.batchNorm(named: parts[1])?.channels ?? 1 : 1
-            let prefix = withStep ? "step \(index / channels + 1), " : ""
-            if parts.count == 3 { return prefix + "forward of \(parts[1]): \(parts[1]).\(parts[2])[\(index % channels)]" }
-            return prefix + "loss: " + (parts.last ?? path)
+        if let series = stepSeries[path] { return series.place(index: index, withStep: withStep) }
+        if RecordSchema.probeChecksumDatasets.contains(path) || RecordSchema.probeLargestDatasets.contains(path) {
+            let points = layout.forwardProbePoints
+            let summary = RecordSchema.probeChecksumDatasets.contains(path) ? "checksum" : "max |x|"
+            return (withStep ? "step 0 (evaluation before training), " : "") + "\(points[index % points.count]), \(summary)"
         }
         if path == RecordSchema.epochOrder {
             let n = max(plan.trainCount, 1)

@@ -106,33 +106,16 @@ final class CapturedRun: TrainingObserver {
             }
         }
         if let first = steps.first?.step {
-            let rows = (first - 1)..<(first - 1 + steps.count)
-            try compare(RecordSchema.stepLoss, rows: rows, steps.map { Double($0.loss) })
-            try compare(RecordSchema.stepAccuracy, rows: rows, steps.map { Double($0.accuracy) })
-            // BatchNorm series, for the steps the golden keeps (all but those outside windows in the golden profile).
-            let kept = steps.filter { plan.isKept($0.step, profile: golden.config.profile) }
-            for run in Self.contiguousRuns(kept.map(\.step)) {
-                for (i, bn) in layout.batchNorms.enumerated() {
-                    for kind in RecordSchema.BatchNormSeries.recorded(by: bn) {
-                        let values: [Double] = run.flatMap { step -> [Double] in
-                            let s = steps[step - first].batchNorm[i]
-                            let row: [Float]?
-                            switch kind {
-                            case .batchMean: row = s.batchMean
-                            case .batchStd: row = s.batchStd
-                            case .runningMean: row = s.runningMean
-                            case .runningStd: row = s.runningStd
-                            }
-                            return (row ?? []).map(Double.init)
-                        }
-                        try compare(RecordSchema.stepBatchNorm(bn.name, kind), rows: (run.lowerBound - 1)..<run.upperBound, values)
-                    }
+            // Each step series over the runs of consecutive steps it keeps (the golden profile keeps some only in windows).
+            let table = StepSeries.table(for: layout)
+            for series in table {
+                let kept = steps.map(\.step).filter { series.isKept($0, plan: plan, profile: golden.config.profile) }
+                for run in Self.contiguousRuns(kept) {
+                    let values = run.flatMap { series.values(of: steps[$0 - first]) }
+                    let magnitudes = series.magnitudes.flatMap { path in table.first { $0.path == path } }
+                        .map { m in (m.path, run.flatMap { m.values(of: steps[$0 - first]) }) }
+                    try compare(series.path, rows: (run.lowerBound - 1)..<run.upperBound, values, magnitudes: magnitudes)
                 }
-                let probes = run.map { steps[$0 - first].probes ?? [] }
-                let largest = probes.flatMap { $0.map(\.largest) }
-                try compare(RecordSchema.probeChecksums, rows: (run.lowerBound - 1)..<run.upperBound, probes.flatMap { $0.map { Double($0.checksum) } },
-                            magnitudes: (RecordSchema.probeLargest, largest))
-                try compare(RecordSchema.probeLargest, rows: (run.lowerBound - 1)..<run.upperBound, largest)
             }
         }
         for state in states {

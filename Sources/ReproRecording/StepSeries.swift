@@ -1,0 +1,220 @@
+import ReproNN
+import ReproStorage
+import ReproTraining
+
+/// One per-step series of a record (`/steps/…`), declared once: where it is stored, its element type and
+/// shape, where its values come from in a `StepOutcome` (and how replay puts them back), which values the
+/// schema allows, whether the golden profile keeps it outside verification windows, and the place of each
+/// of its columns in a step's execution order. The writer, the strict reader, replay, window comparison
+/// and the comparison's locator all iterate `StepSeries.table(for:)`; docs/SCHEMA.md's table of step series
+/// is checked against it (`SchemaDocumentTests`).
+public struct StepSeries: Sendable {
+    public enum Source: Sendable, Equatable {
+        case loss, accuracy
+        /// The `BatchNormSeries` of the layer at this index of `ModelLayout.batchNorms`.
+        case batchNorm(layer: Int, RecordSchema.BatchNormSeries)
+        case probeChecksum, probeLargest
+    }
+
+    public let path: String
+    public let kind: HDF5Reader.ElementKind
+    /// Values per step; the dataset's shape is [steps] for a scalar series, [steps, width] otherwise.
+    public let width: Int
+    public let isScalar: Bool
+    public let source: Source
+    /// The golden profile stores this series only at steps inside a verification window; its other rows
+    /// hold `notStored`.
+    public let keptOnlyInWindows: Bool
+    /// Each column's place in the step's trace (the locator's order of a first divergence).
+    public let points: [TracePoint]
+    /// The series whose values give a distance to this one's differences (a checksum's largest magnitudes).
+    public let magnitudes: String?
+    /// Each column's name in reports: "channel 3", "point forward/conv1/output"; empty for a scalar series.
+    let columnName: @Sendable (Int) -> String
+    let placeName: @Sendable (Int) -> String
+
+    /// Every per-step series of a model with this layout, in the order the writer creates and fills them.
+    public static func table(for layout: ModelLayout) -> [StepSeries] {
+        var table = [
+            scalar(RecordSchema.stepLoss, .loss, point: TracePoint(.loss, "loss", .loss)),
+            scalar(RecordSchema.stepAccuracy, .accuracy, point: TracePoint(.loss, "loss", .accuracy)),
+        ]
+        for (i, bn) in layout.batchNorms.enumerated() {
+            for series in RecordSchema.BatchNormSeries.recorded(by: bn) {
+                let name = bn.name, label = series.rawValue
+                table.append(StepSeries(
+                    path: RecordSchema.stepBatchNorm(name, series), kind: .float32, width: bn.channels, isScalar: false,
+                    source: .batchNorm(layer: i, series), keptOnlyInWindows: true,
+                    points: Array(repeating: TracePoint(.forward, name, .statistic(label)), count: bn.channels), magnitudes: nil,
+                    columnName: { "channel \($0)" }, placeName: { "forward of \(name): \(name).\(label)[\($0)]" }))
+            }
+        }
+        let points = layout.probePoints
+        for (path, source, summary) in [(RecordSchema.probeChecksums, Source.probeChecksum, "checksum"),
+                                        (RecordSchema.probeLargest, .probeLargest, "max |x|")] {
+            table.append(StepSeries(
+                path: path, kind: source == .probeChecksum ? .int64 : .float64, width: points.count, isScalar: false, source: source,
+                keptOnlyInWindows: true, points: points, magnitudes: source == .probeChecksum ? RecordSchema.probeLargest : nil,
+                columnName: { "point \(points[$0].key)" }, placeName: { "\(points[$0]), \(summary)" }))
+        }
+        return table
+    }
+
+    private static func scalar(_ path: String, _ source: Source, point: TracePoint) -> StepSeries {
+        let name = String(path.split(separator: "/").last!)
+        return StepSeries(path: path, kind: .float32, width: 1, isScalar: true, source: source, keptOnlyInWindows: false,
+                          points: [point], magnitudes: nil, columnName: { _ in "" }, placeName: { _ in "loss: \(name)" })
+    }
+
+    public func shape(steps: Int) -> [Int] { isScalar ? [steps] : [steps, width] }
+
+    /// Whether a step's row is stored (the others hold `notStored`).
+    public func isKept(_ step: Int, plan: RunPlan, profile: RecordProfile) -> Bool {
+        !keptOnlyInWindows || plan.isKept(step, profile: profile)
+    }
+
+    /// The value of a row the profile does not keep: a quiet NaN, or −1 for a checksum (outside 0..<2^32).
+    public var notStored: Double {
+        switch kind {
+        case .float32: return Double(RecordSchema.notStored)
+        case .int64: return Double(RecordSchema.notStoredChecksum)
+        default: return RecordSchema.notStoredFloat64
+        }
+    }
+
+    func isNotStoredMarker(_ v: Double) -> Bool {
+        switch kind {
+        case .float32: return Float(v).bitPattern == RecordSchema.notStored.bitPattern
+        case .int64: return v == Double(RecordSchema.notStoredChecksum)
+        default: return v.bitPattern == RecordSchema.notStoredFloat64.bitPattern
+        }
+    }
+
+    // MARK: - Values
+
+    /// The step's values of this series, in column order. Stored values are float32, int64 or float64;
+    /// each converts to Double and back exactly.
+    public func values(of outcome: StepOutcome) -> [Double] {
+        switch source {
+        case .loss: return [Double(outcome.loss)]
+        case .accuracy: return [Double(outcome.accuracy)]
+        case let .batchNorm(layer, series):
+            let s = outcome.batchNorm[layer]
+            let row: [Float]?
+            switch series {
+            case .batchMean: row = s.batchMean
+            case .batchStd: row = s.batchStd
+            case .runningMean: row = s.runningMean
+            case .runningStd: row = s.runningStd
+            }
+            return (row ?? []).map(Double.init)
+        case .probeChecksum: return (outcome.probes ?? []).map { Double($0.checksum) }
+        case .probeLargest: return (outcome.probes ?? []).map(\.largest)
+        }
+    }
+
+    /// The row written for `outcome`: its values, or the not-stored marker where the profile does not keep it.
+    func row(of outcome: StepOutcome, kept: Bool) -> [Double] {
+        if kept {
+            let row = values(of: outcome)
+            precondition(row.count == width, "step \(outcome.step) has \(row.count) values of \(path), the layout \(width)")
+            return row
+        }
+        return [Double](repeating: notStored, count: width)
+    }
+
+    /// The inverse of `values(of:)`: puts one stored row back into the step being rebuilt.
+    func restore(_ row: ArraySlice<Double>, into step: inout ReplayedStep) {
+        switch source {
+        case .loss: step.loss = Float(row.first!)
+        case .accuracy: step.accuracy = Float(row.first!)
+        case let .batchNorm(layer, series): step.batchNorm[layer][series] = row.map(Float.init)
+        case .probeChecksum: step.probeChecksums = row.map { UInt32(exactly: $0) ?? 0 }
+        case .probeLargest: step.probeLargest = Array(row)
+        }
+    }
+
+    // MARK: - Validity
+
+    /// What the schema expects of a kept value in `column` that it does not get, or nil when the value is allowed.
+    func problem(_ v: Double, column: Int, batchSize: Int) -> String? {
+        switch source {
+        case .loss:
+            return v.isFinite && v >= 0 ? nil : "finite losses ≥ 0: not a usable golden"
+        case .accuracy:
+            let k = (v * Double(batchSize) / 100).rounded()
+            return (0...Double(batchSize)).contains(k) && Double(Float(100 * k / Double(batchSize))) == v ? nil
+                : "100·k/\(batchSize) percent for a whole number k of correct samples"
+        case let .batchNorm(_, series):
+            let isStd = series == .batchStd || series == .runningStd
+            return v.isFinite && !(isStd && v <= 0) ? nil : isStd ? "finite standard deviations > 0" : "finite means"
+        case .probeChecksum: return Self.checksumProblem(v)
+        case .probeLargest: return Self.largestProblem(v, point: points[column])
+        }
+    }
+
+    /// The rules of a probe's two values, shared with the first forward pass's probes.
+    static func checksumProblem(_ v: Double) -> String? {
+        v >= 0 && v <= Double(UInt32.max) ? nil : "a checksum in 0...\(UInt32.max)"
+    }
+
+    /// float32 values (the records' tensors are float32), but for updates, whose differences are formed in float64.
+    static func largestProblem(_ v: Double, point: TracePoint) -> String? {
+        var isUpdate = false
+        if case .update = point.quantity { isUpdate = true }
+        return v.isFinite && v >= 0 && v.sign == .plus && (isUpdate || Double(Float(v)) == v) ? nil
+            : "a finite magnitude ≥ 0 (a float32 value but for updates)"
+    }
+
+    /// Checks every row against the schema: kept rows by `problem`, the others hold exactly the marker.
+    func check(_ values: [Double], plan: RunPlan, profile: RecordProfile, batchSize: Int) throws(SchemaViolation) {
+        for i in values.indices {
+            let step = i / width + 1, column = i % width, v = values[i]
+            let expected: String?
+            if isKept(step, plan: plan, profile: profile) {
+                expected = problem(v, column: column, batchSize: batchSize)
+            } else {
+                expected = isNotStoredMarker(v) ? nil
+                    : "the not-stored \(kind == .int64 ? String(RecordSchema.notStoredChecksum) : "NaN") outside the windows (golden profile)"
+            }
+            if let expected { throw SchemaViolation(path, found: found(step: step, column: column, v), expected: expected) }
+        }
+    }
+
+    func found(step: Int, column: Int, _ v: Double) -> String {
+        let value = kind == .float32 ? "\(Float(v))" : kind == .int64 ? "\(Int64(v))" : "\(v)"
+        return isScalar ? "step \(step) has the \(path.split(separator: "/").last!) \(value)" : "step \(step) \(columnName(column)) is \(value)"
+    }
+
+    // MARK: - Places
+
+    /// The step and the trace place of the value at a flat index.
+    public func position(index: Int) -> (step: Int, point: TracePoint) { (index / width + 1, points[index % width]) }
+
+    /// "forward of bn2: bn2.running_std[11]", "backward of bn1: ∂bn1.weight, checksum", "loss: accuracy"
+    /// (with `withStep`: "step 137, …").
+    public func place(index: Int, withStep: Bool) -> String {
+        (withStep ? "step \(index / width + 1), " : "") + placeName(index % width)
+    }
+}
+
+/// A stored step rebuilt from its rows (`StepSeries.restore`), then turned back into the trainer's event.
+struct ReplayedStep {
+    var loss: Float = 0
+    var accuracy: Float = 0
+    var batchNorm: [[RecordSchema.BatchNormSeries: [Float]]]
+    var probeChecksums: [UInt32] = []
+    var probeLargest: [Double] = []
+
+    init(layout: ModelLayout) { batchNorm = Array(repeating: [:], count: layout.batchNorms.count) }
+
+    func outcome(step: Int, layout: ModelLayout, batchSize: Int, withProbes: Bool) -> StepOutcome {
+        let statistics = layout.batchNorms.enumerated().map { i, bn in
+            BatchNormStatistics(layer: bn.name, batchMean: batchNorm[i][.batchMean]!, batchStd: batchNorm[i][.batchStd]!,
+                                runningMean: batchNorm[i][.runningMean], runningStd: batchNorm[i][.runningStd])
+        }
+        let probes = withProbes ? zip(probeChecksums, probeLargest).map { Probe(checksum: $0, largest: $1) } : nil
+        return StepOutcome(step: step, loss: loss, correct: RecordReplay.correct(accuracy: accuracy, batchSize: batchSize),
+                           batchSize: batchSize, batchNorm: statistics, probes: probes)
+    }
+}
