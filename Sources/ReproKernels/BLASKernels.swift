@@ -11,7 +11,6 @@ public struct BLASKernels: Kernels {
     /// Threads of the layers' own parallel work; OpenBLAS's own count is `OpenBLAS.setThreadCount`.
     public let threads: Int
     public init(threads: Int = 1) { self.threads = max(1, threads) }
-    public var name: String { "blas" }
 
     @inlinable
     public func gemm<T: KernelScalar>(

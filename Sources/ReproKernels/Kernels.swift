@@ -5,8 +5,6 @@
 /// Implementations must give identical bits for identical inputs run after run (no dependence on thread
 /// scheduling); whether they also agree across machines is each implementation's documented property.
 public protocol Kernels: Sendable {
-    /// Short stable name stored in records ("blas", "portable").
-    var name: String { get }
 
     /// Threads for work that layers split themselves into whole outputs (channels, images) with `Parallel`;
     /// splitting that way changes the time, never the bits.

@@ -22,7 +22,6 @@
 public struct PortableKernels: Kernels {
     public let threads: Int
     public init(threads: Int = 1) { self.threads = max(1, threads) }
-    public var name: String { "portable" }
 
     @inlinable
     public func gemm<T: KernelScalar>(

@@ -29,6 +29,8 @@ public struct StepSeries: Sendable {
     public let points: [TracePoint]
     /// The series whose values give a distance to this one's differences (a checksum's largest magnitudes).
     public let magnitudes: String?
+    /// What a value is, for docs/SCHEMA.md.
+    public let meaning: String
     /// Each column's name in reports: "channel 3", "point forward/conv1/output"; empty for a scalar series.
     let columnName: @Sendable (Int) -> String
     let placeName: @Sendable (Int) -> String
@@ -36,8 +38,9 @@ public struct StepSeries: Sendable {
     /// Every per-step series of a model with this layout, in the order the writer creates and fills them.
     public static func table(for layout: ModelLayout) -> [StepSeries] {
         var table = [
-            scalar(RecordSchema.stepLoss, .loss, point: TracePoint(.loss, "loss", .loss)),
-            scalar(RecordSchema.stepAccuracy, .accuracy, point: TracePoint(.loss, "loss", .accuracy)),
+            scalar(RecordSchema.stepLoss, .loss, point: TracePoint(.loss, "loss", .loss), meaning: "the batch's mean cross-entropy"),
+            scalar(RecordSchema.stepAccuracy, .accuracy, point: TracePoint(.loss, "loss", .accuracy),
+                   meaning: "the batch's accuracy in percent (training mode): 100·k/B for k correct samples"),
         ]
         for (i, bn) in layout.batchNorms.enumerated() {
             for series in RecordSchema.BatchNormSeries.recorded(by: bn) {
@@ -46,24 +49,31 @@ public struct StepSeries: Sendable {
                     path: RecordSchema.stepBatchNorm(name, series), kind: .float32, width: bn.channels, isScalar: false,
                     source: .batchNorm(layer: i, series), keptOnlyInWindows: true,
                     points: Array(repeating: TracePoint(.forward, name, .statistic(label)), count: bn.channels), magnitudes: nil,
+                    meaning: series.isRunningBuffer ? "the running buffer after the step (layers that track running statistics)"
+                        : "the statistic the step normalized with",
                     columnName: { "channel \($0)" }, placeName: { "forward of \(name): \(name).\(label)[\($0)]" }))
             }
         }
         let points = layout.probePoints
-        for (path, source, summary) in [(RecordSchema.probeChecksums, Source.probeChecksum, "checksum"),
-                                        (RecordSchema.probeLargest, .probeLargest, "max |x|")] {
+        let probes = [
+            (RecordSchema.probeChecksums, Source.probeChecksum, "checksum",
+             "each probed tensor's checksum (below), in 0…2³²−1; column j is the j-th line of `probes@points`"),
+            (RecordSchema.probeLargest, .probeLargest, "max |x|",
+             "each probed tensor's largest magnitude: a float32 value (for an update, a float64 difference), ≥ 0"),
+        ]
+        for (path, source, summary, meaning) in probes {
             table.append(StepSeries(
                 path: path, kind: source == .probeChecksum ? .int64 : .float64, width: points.count, isScalar: false, source: source,
                 keptOnlyInWindows: true, points: points, magnitudes: source == .probeChecksum ? RecordSchema.probeLargest : nil,
-                columnName: { "point \(points[$0].key)" }, placeName: { "\(points[$0]), \(summary)" }))
+                meaning: meaning, columnName: { "point \(points[$0].key)" }, placeName: { "\(points[$0]), \(summary)" }))
         }
         return table
     }
 
-    private static func scalar(_ path: String, _ source: Source, point: TracePoint) -> StepSeries {
+    private static func scalar(_ path: String, _ source: Source, point: TracePoint, meaning: String) -> StepSeries {
         let name = String(path.split(separator: "/").last!)
         return StepSeries(path: path, kind: .float32, width: 1, isScalar: true, source: source, keptOnlyInWindows: false,
-                          points: [point], magnitudes: nil, columnName: { _ in "" }, placeName: { _ in "loss: \(name)" })
+                          points: [point], magnitudes: nil, meaning: meaning, columnName: { _ in "" }, placeName: { _ in "loss: \(name)" })
     }
 
     public func shape(steps: Int) -> [Int] { isScalar ? [steps] : [steps, width] }
@@ -184,6 +194,28 @@ public struct StepSeries: Sendable {
     func found(step: Int, column: Int, _ v: Double) -> String {
         let value = kind == .float32 ? "\(Float(v))" : kind == .int64 ? "\(Int64(v))" : "\(v)"
         return isScalar ? "step \(step) has the \(path.split(separator: "/").last!) \(value)" : "step \(step) \(columnName(column)) is \(value)"
+    }
+
+    // MARK: - Documentation
+
+    /// The table of step series in docs/SCHEMA.md, generated from the declarations for the model with
+    /// BatchNorm (the model without it has the same rows but the BatchNorm ones). One row per kind of series:
+    /// the BatchNorm layers' series of one name share a row (`<bn>`).
+    public static func documentationTable(for layout: ModelLayout) -> String {
+        var rows = [String](), seen = Set<String>()
+        for s in table(for: layout) {
+            var path = String(s.path.dropFirst(RecordSchema.steps.count + 1)), shape = "[S]"
+            switch s.source {
+            case let .batchNorm(_, series): (path, shape) = ("<bn>/\(series.rawValue)", "[S, C]")
+            case .probeChecksum, .probeLargest: shape = "[S, P]"
+            case .loss, .accuracy: break
+            }
+            guard seen.insert(path).inserted else { continue }
+            let kept = !s.keptOnlyInWindows ? "every step"
+                : "steps inside windows; other rows \(s.kind == .int64 ? "−1" : s.kind == .float32 ? "the quiet NaN `0x7fc00000`" : "the quiet NaN `0x7ff8000000000000`")"
+            rows.append("| `\(path)` | \(s.kind.rawValue) \(shape) | \(kept) | \(s.meaning) |")
+        }
+        return (["| path under `/steps` | type, shape | golden profile | meaning |", "|---|---|---|---|"] + rows).joined(separator: "\n")
     }
 
     // MARK: - Places

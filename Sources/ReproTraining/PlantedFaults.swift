@@ -11,7 +11,6 @@ public struct PlantedFaultError: Error, CustomStringConvertible {
 /// the localization tests (`Trainer.Perturbation.conv2ForwardReordered`); never used by a real run.
 struct ReorderedConv2Kernels: Kernels {
     let base: any Kernels
-    var name: String { base.name }
     var threads: Int { base.threads }
 
     func gemm<T: KernelScalar>(

@@ -2,6 +2,7 @@ import Testing
 import Foundation
 import ReproKernels
 import ReproNN
+import ReproTestSupport
 
 /// The layer against a direct Float64 evaluation of the notebook's formula, written here independently.
 @Suite struct BatchNormFormulaTests {

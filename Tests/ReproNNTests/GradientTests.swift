@@ -1,6 +1,7 @@
 import Testing
 import ReproKernels
 import ReproNN
+import ReproTestSupport
 
 /// Every layer's backward against central finite differences in Float64, L = Σ w ⊙ y with random w.
 @Suite struct GradientTests {

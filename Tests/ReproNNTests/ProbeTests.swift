@@ -1,5 +1,6 @@
 import ReproKernels
 import ReproNN
+import ReproTestSupport
 import Testing
 
 /// The per-step probes: their definition (order-free), the probes layers form in their own loops, and the

@@ -1,6 +1,7 @@
 import Testing
 import ReproKernels
 import ReproNN
+import ReproTestSupport
 
 @Suite struct TrainingStepTests {
     static func stateDictionary(_ net: LeNet5<Double>) -> [String: [Double]] {

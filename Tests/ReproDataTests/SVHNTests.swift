@@ -54,7 +54,7 @@ let svhnFixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().d
         try? FileManager.default.removeItem(atPath: folder)
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: svhnFixtures + "/v5/test_32x32.mat", toPath: folder + "/test_32x32.mat")
-        FileManager.default.createFile(atPath: folder + "/train_32x32.mat", contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: folder + "/train_32x32.mat", contents: Data(bytes))
         do {
             _ = try ImageDataset.load(.svhn, directory: folder)
             Issue.record("\(name): accepted")
@@ -72,8 +72,8 @@ let svhnFixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().d
         // Control: the writer's good file is accepted.
         let folder = NSTemporaryDirectory() + "repro-svhn-good-\(getpid())"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: folder + "/train_32x32.mat", contents: Data(MATWriter.svhn(good)))
-        FileManager.default.createFile(atPath: folder + "/test_32x32.mat", contents: Data(MATWriter.svhn(good)))
+        _ = FileManager.default.createFile(atPath: folder + "/train_32x32.mat", contents: Data(MATWriter.svhn(good)))
+        _ = FileManager.default.createFile(atPath: folder + "/test_32x32.mat", contents: Data(MATWriter.svhn(good)))
         #expect(try ImageDataset.load(.svhn, directory: folder).train.images == good.images)
 
         try Self.badInput("names", MATWriter.svhn(good, names: ("images", "y")), mentions: "no variable X")

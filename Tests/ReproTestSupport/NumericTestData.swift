@@ -1,10 +1,10 @@
 import ReproKernels
 import ReproNN
 
-let blas = BLASKernels()
+public let blas = BLASKernels()
 
 /// Seeded test inputs: standard-normal-ish values from the test stream (sum of 4 uniforms, rescaled).
-func randomValues(_ count: Int, seed: UInt64, substream: UInt32 = 0, scale: Double = 1, offset: Double = 0) -> [Double] {
+public func randomValues(_ count: Int, seed: UInt64, substream: UInt32 = 0, scale: Double = 1, offset: Double = 0) -> [Double] {
     var rng = Philox(seed: seed, .testData, substream: substream)
     return (0..<count).map { _ in
         let s = (0..<4).reduce(0.0) { acc, _ in acc + rng.nextUnitDouble() } - 2
@@ -13,13 +13,13 @@ func randomValues(_ count: Int, seed: UInt64, substream: UInt32 = 0, scale: Doub
 }
 
 /// Σ w ⊙ y: a loss with a random upstream gradient (a plain sum would make BN's input gradient vanish).
-func weightedSum(_ y: [Double], _ w: [Double]) -> Double {
+public func weightedSum(_ y: [Double], _ w: [Double]) -> Double {
     var s = 0.0
     for i in y.indices { s += y[i] * w[i] }
     return s
 }
 
-func spreadIndices(count: Int, picks: Int, seed: UInt64) -> [Int] {
+public func spreadIndices(count: Int, picks: Int, seed: UInt64) -> [Int] {
     if picks >= count { return Array(0..<count) }
     var rng = Philox(seed: seed, .testData, substream: 99)
     return (0..<picks).map { _ in rng.nextBelow(count) }
@@ -27,7 +27,7 @@ func spreadIndices(count: Int, picks: Int, seed: UInt64) -> [Int] {
 
 /// A BatchNorm input of 3 channels × 4 images (values in [−2, 2)) and the gradient flowing back into a 2×2
 /// max-pool after it (values in [−0.5, 0.5)): the BN-then-pool tests' shapes.
-func pooledBatchNormCase(height h: Int, width w: Int, seed: UInt64) -> (x: FeatureMap<Float>, upstream: FeatureMap<Float>) {
+public func pooledBatchNormCase(height h: Int, width w: Int, seed: UInt64) -> (x: FeatureMap<Float>, upstream: FeatureMap<Float>) {
     let channels = 3, batch = 4
     var rng = Philox(seed: seed, .testData)
     let x = FeatureMap(channels: channels, batch: batch, height: h, width: w,

@@ -39,20 +39,20 @@ import ReproNN
         try expectError({ t in try FileManager.default.removeItem(atPath: t.path(labels)) }, mentions: "no train-labels", file: labels)
         try expectError({ t in
             let d = FileManager.default.contents(atPath: t.path(images))!
-            FileManager.default.createFile(atPath: t.path(images), contents: d.prefix(d.count - 100))
+            _ = FileManager.default.createFile(atPath: t.path(images), contents: d.prefix(d.count - 100))
         }, mentions: "truncated", file: images)
         try expectError({ t in
             var d = [UInt8](FileManager.default.contents(atPath: t.path(images))!)
             d[3] = 1
-            FileManager.default.createFile(atPath: t.path(images), contents: Data(d))
+            _ = FileManager.default.createFile(atPath: t.path(images), contents: Data(d))
         }, mentions: "magic", file: images)
         try expectError({ t in
             var d = [UInt8](FileManager.default.contents(atPath: t.path(labels))!)
             d[20] = 11
-            FileManager.default.createFile(atPath: t.path(labels), contents: Data(d))
+            _ = FileManager.default.createFile(atPath: t.path(labels), contents: Data(d))
         }, mentions: "outside 0...9", file: labels)
         try expectError({ t in
-            FileManager.default.createFile(atPath: t.path(images), contents: Data(IDXWriter.imageFile(SyntheticMNIST.split(count: 299, seed: 1).images, count: 299)))
+            _ = FileManager.default.createFile(atPath: t.path(images), contents: Data(IDXWriter.imageFile(SyntheticMNIST.split(count: 299, seed: 1).images, count: 299)))
         }, mentions: "299 images", file: labels)
     }
 
@@ -61,9 +61,9 @@ import ReproNN
         let path = tiny.path("t10k-images-idx3-ubyte.gz")
         var d = [UInt8](FileManager.default.contents(atPath: path)!)
         for i in 30..<60 { d[i] ^= 0x5a }
-        FileManager.default.createFile(atPath: path, contents: Data(d))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(d))
         #expect(throws: DataError.self) { try MNIST.load(directory: tiny.directory) }
-        FileManager.default.createFile(atPath: path, contents: Data(d.prefix(d.count / 2)))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(d.prefix(d.count / 2)))
         #expect(throws: DataError.self) { try MNIST.load(directory: tiny.directory) }
     }
 

@@ -97,7 +97,7 @@ let placeholderChecks = [CheckRow(caseName: "placeholder", check: "not run in th
         #expect(RecordFile.checksumProblem(path) == nil)
         var bytes = [UInt8](FileManager.default.contents(atPath: path)!)
         bytes[bytes.count / 2] ^= 1
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
         #expect(RecordFile.checksumProblem(path) != nil)
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import ReproKernels
 import ReproNN
+import ReproTestSupport
 import Testing
 
 /// `FixedOrderReductions` against a plain scalar transcription of its documented tree, and its error growth

@@ -26,11 +26,9 @@ struct HostileCase: CustomTestStringConvertible, Sendable {
     var testDescription: String { name }
 }
 
-let goldenFolder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-    .deletingLastPathComponent().appendingPathComponent("Golden")
-let golden = goldenFolder.appendingPathComponent("mnist_bn.h5").path
+let golden = CommittedGoldens.mnistBN
 /// The full-length BN golden (golden profile): 18,750 steps, checkpoints every 3,700, windows of 128 steps.
-let fullGolden = goldenFolder.appendingPathComponent("mnist_bn_full.h5").path
+let fullGolden = CommittedGoldens.mnistBNFull
 
 /// The golden's facts the cases rely on: 60,000 training samples (48,001 train, 11,999 validation), batch
 /// 128, 256 steps, checkpoints every 64 steps, 1,024 samples per evaluation.
