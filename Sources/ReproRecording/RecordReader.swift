@@ -113,6 +113,15 @@ public final class Record {
         }
     }
 
+    /// The schema version a file states (its root's `schema_version`), when it is an intact record that
+    /// states one: read before anything else is parsed, so a record of another version can be told apart.
+    public static func statedSchemaVersion(_ path: String) -> Int32? {
+        guard (try? checkBytes(path)) != nil, let reader = try? HDF5Reader(opening: path),
+              let attributes = try? reader.attributes(on: "/", limit: 32, maximumStringBytes: RecordSchema.maximumStringBytes),
+              case .int32(let version)? = attributes.first(where: { $0.name == "schema_version" })?.value else { return nil }
+        return version
+    }
+
     /// Checks made on the raw bytes, before libhdf5 opens anything.
     static func checkBytes(_ path: String) throws(RecordError) {
         var isDirectory: ObjCBool = false

@@ -175,6 +175,20 @@ public enum Recording {
         }
     }
 
+    /// The configuration that re-records `golden` (`repro record --like`): the golden's own — profile, windows,
+    /// checkpoints, evaluation limit, kernels, seed, sizes, data set — with only the thread count of a
+    /// portable run open to change (no bit and no byte of a portable record depends on it).
+    public static func configuration(like golden: Record, threads: Int? = nil) throws -> RunConfig {
+        var config = golden.config
+        if let threads, threads != config.threads {
+            guard config.kernels == .portable else {
+                throw ReplayError("\(golden.path): a blas golden's bits depend on its thread count (\(config.threads)): it is re-recorded with it")
+            }
+            config.threads = threads
+        }
+        return config
+    }
+
     /// Continues `source` from its checkpoint at `step` (default: its last checkpoint within the run) with
     /// `config` — the source's configuration, or the same run made longer (more epochs or steps; another
     /// thread count) — and writes the whole run to `path`: the steps up to the checkpoint replayed from the

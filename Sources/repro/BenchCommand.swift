@@ -20,7 +20,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "LeNet-5 with the notebook's BatchNorm.") var norm = true
     @Flag(help: "Print one JSON object instead of text.") var json = false
     @Flag(help: "Also time every layer's forward and backward separately (text output).") var breakdown = false
-    @Option(help: "Kernels to time: portable, blas, or both (side by side, with their ratio).") var kernels = "both"
+    @Option(help: "Kernels to time (both: side by side, with their ratio).") var kernels = BenchKernels.both
     @Flag(help: "Instead of timing: the float32 step's error against the same step in Float64, per tensor, along a real trajectory (median and worst over the states).")
     var accuracy = false
     @Option(help: "With --accuracy: the number of training states.") var states = 12
@@ -28,10 +28,12 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "With --accuracy: the MNIST folder.") var dataDir = "Data/mnist"
 
     func validate() throws {
-        guard batchSize >= 2 else { throw ValidationError("--batch-size must be at least 2 (BatchNorm needs two samples)") }
-        guard steps >= 1, warmup >= 0 else { throw ValidationError("--steps must be positive and --warmup non-negative") }
-        guard threads >= 1 else { throw ValidationError("--threads must be positive") }
-        guard kernels == "both" || KernelChoice(rawValue: kernels) != nil else { throw ValidationError("--kernels must be portable, blas or both") }
+        try check(batchSize, in: RunConfig.Limits.batchSize, "--batch-size")
+        try check(steps, in: 1...1_000_000, "--steps")
+        try check(warmup, in: 0...1_000_000, "--warmup")
+        try check(threads, in: RunConfig.Limits.threads, "--threads")
+        try check(states, in: 1...10_000, "--states")
+        try check(stride, in: 1...1_000_000, "--stride")
     }
 
     struct Timing {
@@ -53,7 +55,7 @@ struct BenchCommand: ParsableCommand {
         let n = batchSize
         let flops = Self.stepFlops(batch: n)
         // Portable first: they are record's default, so `ms_per_step` reports them.
-        let choices = kernels == "both" ? [KernelChoice.portable, .blas] : [KernelChoice(rawValue: kernels)!]
+        let choices = kernels.choices
         var timings = [Timing]()
         var probeCost: (untraced: Double, traced: Double)?
         var repeatedChannels: Timing?

@@ -8,7 +8,8 @@ struct TensorBoardCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tensorboard",
         abstract: "Write TensorBoard event files from records: <logdir>/<run name>/events.out.tfevents.*",
-        discussion: "Then: tensorboard --logdir runs. Exit codes: 0 written, 2 a record that cannot be used (the others are still written).")
+        discussion: "Then: tensorboard --logdir runs. A record that cannot be used is reported and the others are still written.\n\n"
+            + ExitCodes.contract)
 
     @Argument(help: "Records to convert.") var records: [String]
     @Option(help: "Folder of the TensorBoard runs.") var logdir = "runs"

@@ -57,58 +57,50 @@ struct VerifyCommand: ParsableCommand {
         commandName: "verify",
         abstract: "Re-run goldens from their own configuration and compare every recorded series.",
         discussion: """
-            Exit codes: 0 every golden matches; 1 drift (the report names the first step and tensor that \
-            diverged); 2 bad input (missing, damaged or foreign file, wrong schema version, data that differ \
-            from the golden's). verify never modifies a golden; re-record one deliberately with \
-            'repro record ... --output Golden/NAME.h5'.
-            """)
+            verify never modifies a golden; re-record one deliberately with 'repro record --like Golden/NAME.h5'. \
+            Each golden is verified on its own: one that cannot be used is reported and the others still run.
+
+            """ + ExitCodes.contract)
 
     @Argument(help: "Golden records to verify.") var goldens: [String]
     @Option(help: "Directory with the data the goldens were recorded on (default: Data/mnist or Data/svhn, by each golden's dataset).")
     var dataDir: String?
     @Option(help: "Re-run with this many threads instead of the golden's (portable goldens must still match exactly; a blas golden then compares with tolerance).")
     var threads: Int?
-    @Option(help: "Re-run this many windows, chosen deterministically (always the first window, one that crosses an epoch boundary and the last), or 'all' (default).")
-    var windows: String?
+    @Option(help: ArgumentHelp("Re-run this many windows, chosen deterministically (always the first window, one that crosses an epoch boundary and the last), or all of them (default).",
+                               valueName: "count|all"))
+    var windows: WindowCount?
     @Flag(help: "One end-to-end re-run instead of windows.") var full = false
-    @Option(help: "Verify only every N-th chosen window starting at the I-th (I/N, 1-based), to split one golden across machines.")
-    var shard: String?
+    @Option(help: ArgumentHelp("Verify only every N-th chosen window starting at the I-th (1-based), to split one golden across machines.",
+                               valueName: "I/N"))
+    var shard: Shard?
     @OptionGroup var comparison: ComparisonOptions
 
     func validate() throws {
         if full && (windows != nil || shard != nil) { throw ValidationError("--full re-runs everything: it excludes --windows and --shard") }
-        if let windows, windows != "all", (Int(windows) ?? 0) < 1 { throw ValidationError("--windows takes a positive number or 'all'") }
-        if let shard, Shard(shard) == nil { throw ValidationError("--shard takes I/N with 1 ≤ I ≤ N, for example 2/4") }
+        try check(threads, in: RunConfig.Limits.threads, "--threads")
     }
 
     var selection: WindowSelection {
         if full { return .full }
-        if let windows, let n = Int(windows) { return .count(n) }
+        if case .count(let n) = windows { return .count(n) }
         return .all
     }
 
     @Option(help: ArgumentHelp("Change the re-run on purpose to see verify report it (negative control).", visibility: .hidden))
-    var injectFault: String?
+    var injectFault: Verifier.RerunFault?
 
     func run() throws {
-        var fault: Verifier.RerunFault?
-        if let name = injectFault {
-            guard let f = Verifier.RerunFault(rawValue: name) else {
-                try failWithBadInput("unknown fault '\(name)' (\(Verifier.RerunFault.allCases.map(\.rawValue).joined(separator: ", ")))")
-            }
-            fault = f
-        }
-        if let threads, !RunConfig.Limits.threads.contains(threads) { try failWithBadInput("--threads must be in 1...256, got \(threads)") }
         // Every verify also checks the BatchNorm implementation itself (the same checks as `repro check-bn`).
         var verdict = Verdict()
         let rows = try BatchNormChecks.run()
         verdict.checks = rows
         var verifier = Verifier(dataDirectory: dataDir, checks: rows, override: comparison.override, threads: threads)
-        verifier.fault = fault
+        verifier.fault = injectFault
         // Each golden on its own: one that cannot be used is reported and the others are still verified.
         for golden in goldens {
             do {
-                let report = try verifier.verify(golden, windows: selection, shard: shard.flatMap(Shard.init))
+                let report = try verifier.verify(golden, windows: selection, shard: shard)
                 comparison.show(report)
                 verdict.reports.append(report)
             } catch {
@@ -127,7 +119,8 @@ struct VerifyCommand: ParsableCommand {
 struct CompareCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "compare",
-        abstract: "Compare two existing records series by series (no re-run). Exit codes as for verify.")
+        abstract: "Compare two existing records series by series (no re-run).",
+        discussion: ExitCodes.contract)
 
     @Argument(help: "The reference record (its tolerance policy applies).") var golden: String
     @Argument(help: "The record to check against it.") var candidate: String
@@ -150,7 +143,8 @@ struct CompareCommand: ParsableCommand {
 /// `repro inspect FILE`: a readable summary of a record.
 struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "inspect", abstract: "Summarize a record: configuration, environment, series and checkpoints.")
+        commandName: "inspect", abstract: "Summarize a record: configuration, environment, series and checkpoints.",
+        discussion: ExitCodes.contract)
 
     @Argument(help: "The record.") var file: String
 
@@ -188,20 +182,14 @@ struct CheckBNCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-bn",
         abstract: "Check the BatchNorm layer against its Float64 formula, central-difference gradients and the running-buffer recurrence.",
-        discussion: "Exit codes: 0 every check passes, 1 a check fails, 2 bad input.")
+        discussion: ExitCodes.contract)
 
     @Option(help: "Also write the table as JSON to FILE.") var json: String?
     @Option(help: ArgumentHelp("Break the layer on purpose to see the checks fail (negative control).", visibility: .hidden))
-    var injectFault: String?
+    var injectFault: BatchNormChecks.Fault?
 
     func run() throws {
-        var fault: BatchNormChecks.Fault?
-        if let name = injectFault {
-            guard let f = BatchNormChecks.Fault(rawValue: name) else {
-                try failWithBadInput("unknown fault '\(name)' (\(BatchNormChecks.Fault.allCases.map(\.rawValue).joined(separator: ", ")))")
-            }
-            fault = f
-        }
+        let fault = injectFault
         let start = DispatchTime.now()
         let rows = try BatchNormChecks.run(fault: fault)
         print(BatchNormChecks.table(rows))
