@@ -7,7 +7,7 @@ import Foundation
 /// Instruction set of the numeric code. Building from source, repro targets the build machine as
 /// `-march=native` would: on x86-64 with the Haswell feature set (AVX2, FMA, BMI1/2, F16C, MOVBE, LZCNT)
 /// it compiles for `-target-cpu haswell`, which makes the SIMD loops 8 lanes wide and turns the
-/// selects of ReLU/max-pool into blends (measured: portable step 33 → 25 ms on 2 threads), and runs the
+/// selects of ReLU/max-pool into blends (about 25% off a portable step), and runs the
 /// portable kernels' explicit fused multiply-adds as instructions: without FMA hardware they are libm
 /// calls, the same bits about 30× slower (measured: 9.2 vs 292 ms per step).
 /// This changes speed, never bits: Swift does not contract a·b + c into an FMA on its own, and the
@@ -53,8 +53,9 @@ let optimizedInEveryConfiguration: [SwiftSetting] = [
 let package = Package(
     name: "repro",
     products: [
+        // An application, not a library: its modules are not an API, and its build settings (below) are
+        // the root package's own.
         .executable(name: "repro", targets: ["repro"]),
-        .library(name: "ReproNN", targets: ["ReproNN"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -1,4 +1,4 @@
-"""PyTorch's side of issue #13's comparison (run by ci/pytorch-compare, not a test).
+"""PyTorch's side of the comparison with PyTorch (run by ci/pytorch-compare, not a test).
 
 The notebook's LeNet-5 (its own BatchNorm1d/BatchNorm2d, restated below operation for operation) in PyTorch:
 - `speed`: milliseconds per training step (forward, cross-entropy, backward, SGD with the notebook's
@@ -187,7 +187,7 @@ def accuracy(record, images, labels, threads):
 
 
 def misses_target(name, mine, theirs):
-    """Issue #13's accuracy target for one tensor's median error: at most 3x PyTorch's (conv1's weight: no
+    """The accuracy target for one tensor's median error: at most 3x PyTorch's (conv1's weight: no
     worse than PyTorch), and BN batch statistics at most 5e-7."""
     if name.endswith("batch statistics"):
         return mine > 5e-7 or mine > 3 * theirs
@@ -195,7 +195,7 @@ def misses_target(name, mine, theirs):
 
 
 def report(files):
-    """The comparison table and issue #13's targets, from the JSON files the wrapper collected."""
+    """The comparison table and the accuracy targets, from the JSON files the wrapper collected."""
     # Negative controls: figures just past each target are reported.
     assert misses_target("fc3.weight gradient", 3.1e-6, 1e-6) and not misses_target("fc3.weight gradient", 2.9e-6, 1e-6)
     assert misses_target("conv1.weight gradient", 1.1e-4, 1e-4) and misses_target("bn1 batch statistics", 5.1e-7, 1e-6)

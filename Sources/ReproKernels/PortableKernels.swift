@@ -12,7 +12,7 @@
 ///   (β = 1), else β·C + r.
 /// - Fused multiply-add is explicit (`addProduct`, IEEE 754's fusedMultiplyAdd: one rounding, the same result
 ///   on every machine) and used exactly where written; Swift never contracts a·b + c on its own. It halves the
-///   floating-point instructions of the GEMM (measured: step 12.9 → 11.6 ms). A CPU without FMA instructions
+///   floating-point instructions of the GEMM. A CPU without FMA instructions
 ///   gets the same bits from libm's fmaf, much more slowly (see Package.swift: builds target Haswell where
 ///   the build machine has it).
 /// - Convolution: `PortableConvolution`, the same arithmetic as im2col + this GEMM.
@@ -80,7 +80,7 @@ enum PortableGEMM<T: KernelScalar> {
         let aRow = transA == .none ? lda : 1, aColumn = transA == .none ? 1 : lda
         // Column chunks, multiples of 16, one per thread; the split never changes an output's arithmetic.
         // Below ~256 K multiply-adds (fc5's 107 K, ~3 µs) a second thread is not worth its hand-over (~1 µs with
-        // `Parallel`'s spinning workers); fc4's 1.3 M are (fc backward 0.41–0.47 → 0.36–0.37 ms on 2 threads).
+        // `Parallel`'s spinning workers); fc4's 1.3 M are (fc backward ~13% faster on 2 threads).
         let chunks = threads > 1 && n >= 64 && m * n * k >= 1 << 18 ? threads : 1
         let width = ((n + chunks - 1) / chunks + 15) / 16 * 16
         // Each chunk writes a disjoint set of columns of C: sharing the pointers is safe.

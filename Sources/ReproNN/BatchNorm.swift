@@ -107,8 +107,7 @@ public final class BatchNorm<T: KernelScalar> {
     /// The forward with its fused ReLU, the output left unstored: x̂ and the γ, β that turn it into
     /// y = max(x̂·γ + β, 0) (`NormalizedOutput`), for a layer that reads y once (max-pool) and can apply those
     /// operations as it loads x̂. The same bits as `forward(_:training:fusedReLU: true)`; one store of the
-    /// activations fewer (bn1: 2.4 MB a step; its forward measured 0.27 → 0.14–0.19 ms on 1 thread, 0.25 → 0.07
-    /// on 2, where the stores had kept it from scaling).
+    /// activations fewer (bn1: 2.4 MB a step, whose stores kept its forward from scaling to 2 threads).
     @inlinable
     public func forwardLeavingOutputNormalized(_ x: FeatureMap<T>, training: Bool, probing: Bool = false) throws(BatchNormError) -> NormalizedOutput<T> {
         _ = try run(x, training: training, fusedReLU: true, storeOutput: false, probing: probing)

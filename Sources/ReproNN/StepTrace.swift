@@ -182,8 +182,7 @@ public struct ProbeLanes: Sendable {
 
     /// Lane-wise max: the standard library's `pointwiseMax`, one `vpmaxsd` per eight Int32 lanes in every build
     /// configuration. (A loop over the lanes compiled to that too in release, but with `-assert-config Debug`,
-    /// as `swift run` builds, each lane's subscript kept its check and the loop stayed scalar: the probes made
-    /// a debug `verify` 2.4× slower than release. A comparison's mask, and with it `replacing(with:where:)`,
+    /// as `swift run` builds, each lane's subscript kept its check and the loop stayed scalar. A comparison's mask, and with it `replacing(with:where:)`,
     /// compiles to per-lane code in both.)
     @inlinable @inline(__always)
     static func max<V: SIMD>(_ a: V, _ b: V) -> V where V.Scalar: Comparable {

@@ -160,19 +160,34 @@ public enum Recording {
     public static func record(config: RunConfig, data: ImageDataset, to path: String, header: RecordHeader = .init(created: "", reproVersion: ""),
                               checks: [CheckRow], observers: [TrainingObserver] = [], perturbation: Trainer.Perturbation? = nil,
                               temporaryFileCreated: (String) -> Void = { _ in }) throws {
+        let description = DataDescription(dataset: config.dataset, data: data)
         let file = try RecordFile(target: path)
         temporaryFileCreated(file.temporaryPath)
         do {
-            let writer = try RecordWriter(file: file, config: config, data: DataDescription(dataset: config.dataset, data: data),
-                                          header: header, checks: checks)
+            try checkRoom(for: config, data: description, file: file)
+            let writer = try RecordWriter(file: file, config: config, data: description, header: header, checks: checks)
             var trainer = Trainer(config: config, data: data)
             trainer.perturbation = perturbation
             try trainer.run(observers: observers + [writer])
             try writer.finish()
         } catch {
-            file.abandon()
-            throw error
+            throw file.abandon(after: error)
         }
+    }
+
+    /// Refuses a run whose record cannot fit before training it: libhdf5 buffers what it writes, so a
+    /// full disk would otherwise show only when the finished run is closed. The bound is the record's
+    /// uncompressed size (every dataset the schema expects, plus room for metadata); compression only
+    /// makes the file smaller.
+    static func checkRoom(for config: RunConfig, data: DataDescription, file: RecordFile) throws {
+        let plan = RunPlan(config: config, trainCount: DataOrder.trainCount(of: data.trainSamples))
+        let layout = LeNet5<Float>.layout(normalized: config.norm, batchNorm: config.batchNorm)
+        let tree = ExpectedTree(config: config, plan: plan, layout: layout, data: data)
+        let bytes = tree.datasets.values.reduce(1 << 20) { total, spec in
+            let size = [.float64, .int64].contains(spec.kind) ? 8 : spec.kind == .uint8 ? 1 : 4
+            return total + spec.shape.reduce(size, *) + 4096
+        }
+        try file.checkRoom(bytes: bytes)
     }
 
     /// The configuration that re-records `golden` (`repro record --like`): the golden's own — profile, windows,
@@ -213,17 +228,17 @@ public enum Recording {
         }
         let replay = RecordReplay(source)
         let point = try replay.resumePoint(at: start)
+        let description = DataDescription(dataset: config.dataset, data: data)
         let file = try RecordFile(target: path)
         temporaryFileCreated(file.temporaryPath)
         do {
-            let writer = try RecordWriter(file: file, config: config, data: DataDescription(dataset: config.dataset, data: data),
-                                          header: header, checks: checks)
+            try checkRoom(for: config, data: description, file: file)
+            let writer = try RecordWriter(file: file, config: config, data: description, header: header, checks: checks)
             try replay.replay(config: config, data: data, through: start, into: [writer])
             try Trainer(config: config, data: data).run(observers: observers + [writer], from: point)
             try writer.finish()
         } catch {
-            file.abandon()
-            throw error
+            throw file.abandon(after: error)
         }
     }
 }

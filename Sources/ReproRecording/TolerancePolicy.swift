@@ -21,10 +21,9 @@ public enum TolerancePolicy {
     /// Tolerance for an OpenBLAS golden verified on a different environment (CPU kernel, thread count,
     /// OpenBLAS or glibc version). Sized from the drift measured on the 256-step golden configuration across
     /// OPENBLAS_CORETYPE = Prescott (this machine's default), Haswell, SkylakeX, Cooperlake and Zen with 1 and
-    /// 2 threads (README, "Drift across environments"): every environment differs from the reference from the
-    /// first forward pass on, and by step 256 BN batch means near 0 have moved by up to 0.21 absolute and the
-    /// loss by up to 8.8% relative. (atol 0.3, rtol 0.5) passed all ten with worst ratio 0.65 (35% margin);
-    /// (0.1, 0.5) failed with 1.71. Re-measured with the kernels of issue #14's session: worst ratios
+    /// 2 threads (docs/determinism.md, "Drift across environments"): every environment differs from the
+    /// reference from the first forward pass on, and by step 256 BN batch means near 0 have moved by up to
+    /// 0.3 absolute and the loss by up to 15% relative. Against (atol 0.3, rtol 0.5) the worst ratios are
     /// 0.51–0.97, and Cooperlake on 1 thread fails at 1.16 (bn2.batch_mean[0], step 169: 0.014 vs 0.329).
     /// Not widened for it: such a gate only catches changes that move some value by more than 50% already;
     /// training is chaotic, and portable goldens are the real gate.

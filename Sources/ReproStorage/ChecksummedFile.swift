@@ -27,9 +27,41 @@ public final class RecordFile {
             throw StorageError(path: target, problem: "output folder \(folder) is not writable")
         }
         targetPath = target
-        temporaryPath = folder + "/." + url.lastPathComponent + ".partial-\(getpid())"
+        Self.removeAbandonedFiles(in: folder)
+        temporaryPath = folder + "/." + url.lastPathComponent + Self.partialMarker + "\(getpid())"
         writer = try HDF5Writer(creating: temporaryPath)
     }
+
+    static let partialMarker = ".partial-"
+
+    /// Removes the temporary files of records whose process no longer exists (`kill -9`, a power cut):
+    /// `.NAME.partial-PID` in the folder, for a PID that names no process.
+    static func removeAbandonedFiles(in folder: String) {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return }
+        for name in names where name.hasPrefix(".") {
+            guard let marker = name.range(of: partialMarker, options: .backwards),
+                  let pid = Int32(name[marker.upperBound...]), pid > 0, pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { unlink(folder + "/" + name) }
+        }
+    }
+
+    /// Refuses a record that cannot fit: `bytes` against the free space of the target's file system and
+    /// the process's file size limit.
+    public func checkRoom(bytes: Int) throws {
+        var fs = statvfs()
+        if statvfs(temporaryPath, &fs) == 0 {
+            let free = Int(fs.f_bavail) * Int(fs.f_frsize)
+            if free < bytes {
+                throw StorageError(path: targetPath, problem: "not enough room: \(Self.megabytes(free)) free, the record needs up to \(Self.megabytes(bytes))")
+            }
+        }
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_FSIZE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max, Int(limit.rlim_cur) < bytes {
+            throw StorageError(path: targetPath, problem: "the file size limit (ulimit -f) is \(Self.megabytes(Int(limit.rlim_cur))), the record needs up to \(Self.megabytes(bytes))")
+        }
+    }
+
+    static func megabytes(_ bytes: Int) -> String { String(format: "%.1f MB", Double(bytes) / 1e6) }
 
     /// Closes the file, stamps the checksum into the user block and renames it to the target.
     public func commit() throws {
@@ -43,6 +75,13 @@ public final class RecordFile {
     /// Removes the temporary file (after a failure or an interrupt).
     public func abandon() {
         unlink(temporaryPath)
+    }
+
+    /// Removes the temporary file after `error`, and names the target in a failure of the file itself.
+    public func abandon(after error: Error) -> Error {
+        abandon()
+        guard let failure = error as? StorageError, failure.path == temporaryPath else { return error }
+        return StorageError(path: targetPath, problem: failure.problem + "; nothing was written")
     }
 
     /// Writes the user-block checksum of a closed file (done by `commit`; public for tools that edit records).

@@ -37,6 +37,9 @@ extension UInt8: HDF5Element {
 
 public enum HDF5 {
     private static let initialized: Bool = {
+        // No cleanup at exit: after a failed write (a full disk) libhdf5's own atexit close of that file
+        // crashed the process. Every file repro writes is closed explicitly, so nothing is lost.
+        H5dont_atexit()
         H5open()
         H5Eset_auto2(0, nil, nil)  // errors are reported through StorageError, not printed by libhdf5
         return true
@@ -63,6 +66,7 @@ public final class HDF5Writer {
 
     public init(creating path: String) throws {
         HDF5.ready()
+        signal(SIGXFSZ, SIG_IGN)  // past the file size limit a write fails (EFBIG) instead of killing the process
         self.path = path
         let fcpl = H5Pcreate(H5P_CLS_FILE_CREATE_ID_g), fapl = H5Pcreate(H5P_CLS_FILE_ACCESS_ID_g)
         defer { H5Pclose(fcpl); H5Pclose(fapl) }
@@ -78,7 +82,11 @@ public final class HDF5Writer {
     /// Closes the file; call once, before the caller renames or checksums it.
     public func close() throws {
         H5Pclose(objectProperties)
-        guard H5Fclose(file) >= 0 else { throw StorageError(path: path, problem: "closing the HDF5 file failed") }
+        errno = 0
+        guard H5Fclose(file) >= 0 else {
+            let reason = errno == 0 ? "the disk may be full" : String(cString: strerror(errno))
+            throw StorageError(path: path, problem: "writing the record failed (\(reason))")
+        }
     }
 
     /// Creates every missing group along `groupPath` ("/a/b/c").
