@@ -16,7 +16,7 @@ import Glibc
 ///   channels that repeat channel 0 are computed once. Threads take whole rows p.
 /// - Input gradient: each chunk's column gradient is computed and scattered (col2im) into its own images,
 ///   K taps of all the chunk's images at a time (`scatterTaps`); threads take whole chunks.
-/// Measured (batch 128): see the README's performance table.
+/// Measured (batch 128): docs/performance.md.
 // Each entry point re-enters concrete Float or Double code (the only KernelScalar types): reached through
 // `any Kernels`, a generic body would run unspecialized.
 extension PortableKernels {

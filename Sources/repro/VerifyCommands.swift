@@ -9,7 +9,7 @@ struct ComparisonOptions: ParsableArguments {
     @Flag(help: "Compare bit for bit, whatever the golden's policy says.") var exact = false
     @Option(help: "Compare with this relative tolerance instead of the golden's policy (with --atol).") var rtol: Double?
     @Option(help: "Absolute tolerance to go with --rtol.") var atol: Double = 0
-    @Option(help: "Also write the report as JSON to FILE (format: README, 'Reports').") var json: String?
+    @Option(help: "Also write the report as JSON to FILE (format: docs/verifying.md, 'Reports').") var json: String?
     @Option(help: "Also write a JUnit XML report to FILE (one test case per golden and series group).") var junit: String?
     @Option(help: "Also write a self-contained HTML report to FILE (loss curves, differences per step, series that differ).") var html: String?
     @Flag(help: "List every series, not only those that differ.") var verbose = false
