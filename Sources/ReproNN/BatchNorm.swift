@@ -56,10 +56,6 @@ public final class BatchNorm<T: KernelScalar> {
     public let runningStd: NamedTensor<T>?
     @usableFromInline let kernels: any Kernels
 
-    /// 1 in every real run. The localization tests set another factor to plant a wrong ∂γ (a negative control
-    /// that must be reported as this layer's backward).
-    public var gammaGradientFactor: T = 1
-
     /// The names of the statistics a training forward pass computes, in order: those it normalizes with,
     /// then the running buffers it updates (when it tracks them). The record's per-step BN series.
     public var statisticNames: [String] {
@@ -307,7 +303,7 @@ public final class BatchNorm<T: KernelScalar> {
         }
         lastBackwardProbes = probes?.probes
         if let gamma, let beta {
-            gamma.grad = gammaGradientFactor == 1 ? sumsDyXhat : sumsDyXhat.map { $0 * gammaGradientFactor }
+            gamma.grad = sumsDyXhat
             beta.grad = sumsDy
         }
         return FeatureMap(channels: channels, batch: batch, height: height, width: width, data: dx)

@@ -14,6 +14,9 @@ public final class LeNet5<T: KernelScalar> {
 
     /// Called after each stage of a step with its name, for `repro bench --breakdown`; nil (free) otherwise.
     public var stageDone: ((StaticString) -> Void)?
+    /// Where a planted fault may change the model's numbers (the verifier's negative controls); a real run's
+    /// hooks change nothing.
+    public var hooks: any ModelHooks = NoModelHooks()
     /// Collects the step's probes in execution order (`StepTrace`) when set; nil (free) otherwise.
     public var trace: StepTrace?
 
@@ -151,9 +154,10 @@ public final class LeNet5<T: KernelScalar> {
         if let known { trace.record(point, known) } else { trace.probe(point, g.data) }
     }
 
-    /// After a layer's backward: its parameters' gradients.
+    /// After a layer's backward: its parameters' gradients, handed to the hooks and then probed.
     @inlinable
     func traced(_ layer: String, gradientsOf parameters: [NamedTensor<T>]) {
+        hooks.gradientsComputed(layer: layer, parameters: parameters)
         guard let trace else { return }
         for p in parameters { trace.probe(TracePoint(.backward, layer, .parameterGradient(p.name)), p.grad) }
     }
@@ -232,7 +236,10 @@ public final class LeNet5<T: KernelScalar> {
     /// gradients; returns the probe of its ∂L/∂input.
     @inlinable
     func tracedBackward(of bn: BatchNorm<T>) -> Probe? {
-        guard let trace, let probes = bn.backwardProbes else { return nil }
+        guard let trace, let probes = bn.backwardProbes else {
+            hooks.gradientsComputed(layer: bn.name, parameters: bn.parameters)
+            return nil
+        }
         trace.record(TracePoint(.backward, bn.name, .outputGradient), probes.incoming)
         traced(bn.name, gradientsOf: bn.parameters)
         return probes.inputGradient
@@ -312,4 +319,18 @@ extension LeNet5 {
         let ce = CrossEntropy.evaluate(logits: logits, targets: targets, kernels: kernels, gradient: false)
         return StepResult(loss: ce.loss, correct: ce.correct)
     }
+}
+
+/// Called by the model at fixed places of every step, with no branch of the model's own: the seam through
+/// which planted faults (`PlantedFault` in ReproTraining) change its numbers.
+public protocol ModelHooks: Sendable {
+    /// After a layer's backward has filled its parameters' gradients, before anything (probes, the
+    /// optimizer) reads them.
+    func gradientsComputed<T: KernelScalar>(layer: String, parameters: [NamedTensor<T>])
+}
+
+/// The hooks of every real run: they change nothing.
+public struct NoModelHooks: ModelHooks {
+    public init() {}
+    @inlinable public func gradientsComputed<T: KernelScalar>(layer: String, parameters: [NamedTensor<T>]) {}
 }

@@ -158,7 +158,7 @@ public enum Recording {
     /// Trains `config` on `data` and writes the record to `path` (a temporary file renamed into place when
     /// complete; removed on any failure). `checks` is the BatchNorm check table to store.
     public static func record(config: RunConfig, data: ImageDataset, to path: String, header: RecordHeader = .init(created: "", reproVersion: ""),
-                              checks: [CheckRow], observers: [TrainingObserver] = [], perturbation: Trainer.Perturbation? = nil,
+                              checks: [CheckRow], observers: [TrainingObserver] = [], fault: PlantedFault? = nil,
                               temporaryFileCreated: (String) -> Void = { _ in }) throws {
         let description = DataDescription(dataset: config.dataset, data: data)
         let file = try RecordFile(target: path)
@@ -167,7 +167,7 @@ public enum Recording {
             try checkRoom(for: config, data: description, file: file)
             let writer = try RecordWriter(file: file, config: config, data: description, header: header, checks: checks)
             var trainer = Trainer(config: config, data: data)
-            trainer.perturbation = perturbation
+            trainer.hooks = fault ?? NoFault()
             try trainer.run(observers: observers + [writer])
             try writer.finish()
         } catch {

@@ -1,4 +1,69 @@
 import ReproKernels
+import ReproNN
+
+/// Where a planted fault enters a run. The trainer calls each hook at its place in every run, with no branch
+/// of its own; a real run's hooks (`NoFault`) change nothing. Faults are the verifier's negative controls
+/// (`repro verify --inject-fault`, the sensitivity tests): how the harness reacts to a real regression.
+public protocol TrainingHooks: ModelHooks {
+    /// The kernels the model computes with.
+    func kernels(_ kernels: any Kernels) -> any Kernels
+    /// Refuses a run the fault does not fit (a BatchNorm layer the model lacks).
+    func check(_ layout: ModelLayout) throws
+    /// An epoch's sample order, before training reads it.
+    func order(_ order: inout [Int32], epoch: Int)
+    /// An epoch's training and validation metrics, before observers see them.
+    func epochMetrics(train: inout Metrics, validation: inout Metrics, epoch: Int)
+}
+
+/// The hooks of every real run.
+public struct NoFault: TrainingHooks {
+    public init() {}
+    public func kernels(_ kernels: any Kernels) -> any Kernels { kernels }
+    public func check(_ layout: ModelLayout) throws {}
+    public func order(_ order: inout [Int32], epoch: Int) {}
+    public func epochMetrics(train: inout Metrics, validation: inout Metrics, epoch: Int) {}
+    public func gradientsComputed<T: KernelScalar>(layer: String, parameters: [NamedTensor<T>]) {}
+}
+
+/// A deliberate regression (never part of a real run).
+public enum PlantedFault: TrainingHooks, Equatable {
+    /// Changes that act only from a later epoch on: what a 256-step golden cannot see and a full-length
+    /// golden must. The shuffle of every epoch from this one on swaps its first two samples.
+    case shuffle(fromEpoch: Int)
+    /// The per-epoch training loss from this epoch on is one ULP larger.
+    case epochTrainingMetric(fromEpoch: Int)
+    /// The validation loss after this epoch and later ones is one ULP larger.
+    case validation(fromEpoch: Int)
+    /// conv2's forward accumulates its input channels in reverse order: the same sums, other roundings.
+    case conv2ForwardReordered
+    /// The named BatchNorm layer's ∂γ is multiplied by `factor` (1 + 1e-3 in the localization tests).
+    case batchNormGammaGradient(layer: String, factor: Float)
+
+    public func kernels(_ kernels: any Kernels) -> any Kernels {
+        self == .conv2ForwardReordered ? ReorderedConv2Kernels(base: kernels) : kernels
+    }
+
+    public func check(_ layout: ModelLayout) throws {
+        if case let .batchNormGammaGradient(layer, _) = self, layout.batchNorm(named: layer) == nil {
+            throw PlantedFaultError("a fault planted in \(layer)'s ∂γ needs a model with that BatchNorm layer (this one has none)")
+        }
+    }
+
+    public func order(_ order: inout [Int32], epoch: Int) {
+        if case .shuffle(let from) = self, epoch >= from, order.count > 1 { order.swapAt(0, 1) }
+    }
+
+    public func epochMetrics(train: inout Metrics, validation: inout Metrics, epoch: Int) {
+        if case .epochTrainingMetric(let from) = self, epoch >= from { train.loss = train.loss.nextUp }
+        if case .validation(let from) = self, epoch >= from { validation.loss = validation.loss.nextUp }
+    }
+
+    public func gradientsComputed<T: KernelScalar>(layer: String, parameters: [NamedTensor<T>]) {
+        guard case let .batchNormGammaGradient(target, factor) = self, layer == target,
+              let gamma = parameters.first(where: { $0.name == layer + ".gamma" }) else { return }
+        gamma.grad = gamma.grad.map { $0 * T(factor) }
+    }
+}
 
 /// A planted fault that does not fit the run (a BatchNorm layer the model does not have): bad input.
 public struct PlantedFaultError: Error, CustomStringConvertible {
@@ -8,7 +73,7 @@ public struct PlantedFaultError: Error, CustomStringConvertible {
 
 /// The run's kernels, except that conv2's forward (the convolution with 6 input channels) adds its input
 /// channels in reverse order: mathematically the same sums, rounded differently. A planted regression for
-/// the localization tests (`Trainer.Perturbation.conv2ForwardReordered`); never used by a real run.
+/// the localization tests (`PlantedFault.conv2ForwardReordered`); never used by a real run.
 struct ReorderedConv2Kernels: Kernels {
     let base: any Kernels
     var threads: Int { base.threads }

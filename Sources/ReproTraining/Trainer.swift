@@ -174,23 +174,8 @@ public enum TrainingError: Error, CustomStringConvertible {
 public struct Trainer {
     public let config: RunConfig
     public let data: ImageDataset
-    /// A deliberate regression, for the negative controls of verification (nil in every real run).
-    public var perturbation: Perturbation?
-
-    /// Changes that act only from a later epoch on: what a 256-step golden cannot see and a full-length
-    /// golden must.
-    public enum Perturbation: Sendable, Equatable {
-        /// The shuffle of every epoch from this one on swaps its first two samples.
-        case shuffle(fromEpoch: Int)
-        /// The per-epoch training loss from this epoch on is one ULP larger.
-        case epochTrainingMetric(fromEpoch: Int)
-        /// The validation loss after this epoch and later ones is one ULP larger.
-        case validation(fromEpoch: Int)
-        /// conv2's forward accumulates its input channels in reverse order: the same sums, other roundings.
-        case conv2ForwardReordered
-        /// The named BatchNorm layer's ∂γ is multiplied by `factor` (1 + 1e-3 in the localization tests).
-        case batchNormGammaGradient(layer: String, factor: Float)
-    }
+    /// Where a planted fault enters (the verifier's negative controls); a real run's change nothing.
+    public var hooks: any TrainingHooks = NoFault()
 
     public init(config: RunConfig, data: ImageDataset) {
         self.config = config
@@ -209,8 +194,7 @@ public struct Trainer {
     /// capture, the end of its epoch, the evaluation after training) — by default to the end.
     public func run(observers: [TrainingObserver], from start: ResumePoint? = nil, through last: Int? = nil) throws {
         OpenBLAS.setThreadCount(config.threads)
-        var kernels = Self.kernels(config.kernels, threads: config.threads)
-        if perturbation == .conv2ForwardReordered { kernels = ReorderedConv2Kernels(base: kernels) }
+        let kernels = hooks.kernels(Self.kernels(config.kernels, threads: config.threads))
         let (train, validation) = DataOrder.trainValidationSplit(count: data.train.count, seed: config.seed)
         let split = DataSplit(train: train, validation: validation)
         let plan = RunPlan(config: config, trainCount: split.train.count)
@@ -218,13 +202,9 @@ public struct Trainer {
 
         let model = LeNet5<Float>(normalized: config.norm, batchNorm: config.batchNorm, kernels: kernels)
         model.initialize(seed: config.seed)
-        if case let .batchNormGammaGradient(layer, factor) = perturbation {
-            guard let bn = model.batchNorms.first(where: { $0.name == layer }) else {
-                throw PlantedFaultError("a fault planted in \(layer)'s ∂γ needs a model with that BatchNorm layer (this one has none)")
-            }
-            bn.gammaGradientFactor = factor
-        }
+        model.hooks = hooks
         let layout = model.layout, probing = observers.contains { $0.wantsProbes }
+        try hooks.check(layout)
         let trace = StepTrace(threads: config.threads)
         let optimizer = SGD(parameters: model.parameters, options: SGDOptions(
             learningRate: config.learningRate, momentum: config.momentum, weightDecay: config.weightDecay))
@@ -245,7 +225,7 @@ public struct Trainer {
         var epoch = plan.cursor(afterStep: step).epoch
         while step < last {
             var order = DataOrder.epochOrder(trainIndices: split.train, epoch: epoch, seed: config.seed)
-            if case .shuffle(let from) = perturbation, epoch >= from, order.count > 1 { order.swapAt(0, 1) }
+            hooks.order(&order, epoch: epoch)
             // Also when a resumed run continues inside the epoch: a window re-derives the order it trains with.
             try observers.forEach { try $0.epochStarted(epoch, order: order) }
             while step < plan.endOfEpoch(epoch) && step < last {
@@ -275,8 +255,7 @@ public struct Trainer {
             guard step == plan.endOfEpoch(epoch) else { break }  // stopped inside the epoch
             var train = Metrics(loss: lossSum / Double(samples), accuracy: 100 * Double(correct) / Double(samples), samples: samples)
             var validation = try evaluate(model, data.train, indices: split.validation, dropLast: false, step: step)
-            if case .epochTrainingMetric(let from) = perturbation, epoch >= from { train.loss = train.loss.nextUp }
-            if case .validation(let from) = perturbation, epoch >= from { validation.loss = validation.loss.nextUp }
+            hooks.epochMetrics(train: &train, validation: &validation, epoch: epoch)
             try observers.forEach { try $0.epochFinished(epoch, train: train, validation: validation) }
             (lossSum, correct, samples) = (0, 0, 0)
             epoch += 1

@@ -31,12 +31,12 @@ public struct Verifier {
         case infiniteLearningRate = "infinite-learning-rate"
         /// The re-run's BatchNorm momentum becomes 0.899: drift from step 1 on.
         case batchNormMomentum = "batchnorm-momentum"
-        /// Regressions that act only from epoch 1 on (`Trainer.Perturbation`): invisible to a golden of
+        /// Regressions that act only from epoch 1 on (`PlantedFault`): invisible to a golden of
         /// epoch 0's first steps, caught by a full-length one.
         case laterShuffle = "later-shuffle"
         case laterEpochMetric = "later-epoch-metric"
         case laterValidation = "later-validation"
-        /// Localization demonstrations (`Trainer.Perturbation`): conv2's forward accumulating in another
+        /// Localization demonstrations (`PlantedFault`): conv2's forward accumulating in another
         /// order (first seen at step 0, forward of conv2), bn2's ∂γ × (1 + 1e-3) (step 1, backward of bn2),
         /// no weight decay (step 1, the update pass).
         case reorderedConv2Forward = "reordered-conv2-forward"
@@ -52,7 +52,7 @@ public struct Verifier {
             }
         }
 
-        var perturbation: Trainer.Perturbation? {
+        var plantedFault: PlantedFault? {
             switch self {
             case .laterShuffle: return .shuffle(fromEpoch: 1)
             case .laterEpochMetric: return .epochTrainingMetric(fromEpoch: 1)
@@ -104,7 +104,7 @@ public struct Verifier {
             do {
                 let start = window.start == 0 ? nil : try replay.resumePoint(at: window.start)
                 var trainer = Trainer(config: config, data: data)
-                trainer.perturbation = fault?.perturbation
+                trainer.hooks = fault?.plantedFault ?? NoFault()
                 try trainer.run(observers: observers + [capture], from: start, through: window.end)
             } catch let stop as TrainingError {
                 let d = Divergence(step: stop.step, stage: .trainingFailure, index: 0,
@@ -141,7 +141,7 @@ public struct Verifier {
         let capture = CapturedRun()
         do {
             try Recording.record(config: config, data: data, to: rerunPath, checks: checks, observers: observers + [capture],
-                                 perturbation: fault?.perturbation)
+                                 fault: fault?.plantedFault)
         } catch let stop as TrainingError {
             // The steps before the failure are compared; the failure itself diverges at its step.
             let series: [SeriesResult]

@@ -37,21 +37,21 @@ struct Fixture {
 
     var dataDirectory: String { directory + "/data" }
 
-    func record(_ name: String, perturbation: Trainer.Perturbation? = nil, _ change: (inout RunConfig) -> Void = { _ in }) throws -> String {
+    func record(_ name: String, fault: PlantedFault? = nil, _ change: (inout RunConfig) -> Void = { _ in }) throws -> String {
         var c = config
         change(&c)
         let path = directory + "/" + name + ".h5"
-        try Recording.record(config: c, data: data, to: path, checks: checkTable, perturbation: perturbation)
+        try Recording.record(config: c, data: data, to: path, checks: checkTable, fault: fault)
         return path
     }
 }
 
 @Suite struct SensitivityTests {
-    func firstDivergence(norm: Bool = true, perturbation: Trainer.Perturbation? = nil,
+    func firstDivergence(norm: Bool = true, fault: PlantedFault? = nil,
                          _ change: (inout RunConfig) -> Void = { _ in }) throws -> Divergence? {
         let f = try Fixture(name: "sens-\(UUID().uuidString.prefix(8))")  // its own folder: parameterized cases may run in parallel
         let golden = try f.record("golden") { $0.norm = norm }
-        let changed = try f.record("changed", perturbation: perturbation) { $0.norm = norm; change(&$0) }
+        let changed = try f.record("changed", fault: fault) { $0.norm = norm; change(&$0) }
         let report = try Verifier.compare(golden, changed, override: nil)
         #expect(!report.passed)
         return report.firstDivergence
@@ -72,7 +72,7 @@ struct Fixture {
     @Test func jsonReportNamesThePlace() throws {
         let f = try Fixture(name: "sensjson")
         let golden = try f.record("golden") { $0.norm = false }
-        let changed = try f.record("changed", perturbation: .conv2ForwardReordered) { $0.norm = false }
+        let changed = try f.record("changed", fault: .conv2ForwardReordered) { $0.norm = false }
         let first = Report.jsonObject(try Verifier.compare(golden, changed, override: nil))["first_divergence"] as? [String: Any]
         #expect(first?["step"] as? Int == 0 && first?["pass"] as? String == "forward" && first?["layer"] as? String == "conv2"
                 && first?["place"] as? String == "forward/conv2/output", "\(first ?? [:])")
@@ -83,7 +83,7 @@ struct Fixture {
     /// is the evaluation before training (step 0); there conv2's output is the first value to differ (the
     /// images and conv1, relu1, pool1 before it do not).
     @Test func reorderedConv2ForwardActsInItsForward() throws {
-        let d = try firstDivergence(norm: false, perturbation: .conv2ForwardReordered)
+        let d = try firstDivergence(norm: false, fault: .conv2ForwardReordered)
         #expect(d?.step == 0 && d?.point == TracePoint(.forward, "conv2", .output), "\(d?.description ?? "none")")
         #expect(d?.description.contains("forward of conv2: output") == true, "\(d?.description ?? "none")")
     }
@@ -92,7 +92,7 @@ struct Fixture {
     /// and not an earlier layer's backward: everything before it in backward order is unchanged).
     @Test(arguments: ["bn1", "bn2", "bn3", "bn4"])
     func wrongGammaGradientActsInThatLayersBackward(layer: String) throws {
-        let d = try firstDivergence(perturbation: .batchNormGammaGradient(layer: layer, factor: 1 + 1e-3))
+        let d = try firstDivergence(fault: .batchNormGammaGradient(layer: layer, factor: 1 + 1e-3))
         #expect(d?.step == 1 && d?.point == TracePoint(.backward, layer, .parameterGradient("\(layer).gamma")),
                 "\(d?.description ?? "none")")
     }
