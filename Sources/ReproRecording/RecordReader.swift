@@ -176,8 +176,17 @@ public final class Record {
 
     /// The stored values against the ranges and relations the schema documents.
     private func checkValues() throws {
+        try checkSplitAndOrders()
+        try checkSteps()
+        try checkEpochsAndEvaluations()
+        try checkCheckTable()
+        try checkCheckpoints()
+    }
+
+    /// The split: train and validation indices together are a permutation of the training file; each
+    /// epoch's order is a permutation of the training indices (the golden profile keeps digests only).
+    private func checkSplitAndOrders() throws {
         let nTrain = plan.trainCount, n = data.trainSamples
-        // The split: train and validation indices together are a permutation of the training file.
         let train = try reader.read(RecordSchema.trainIndices, as: Int32.self)
         let validation = try reader.read(RecordSchema.validationIndices, as: Int32.self)
         var seen = [Bool](repeating: false, count: n)
@@ -190,7 +199,6 @@ public final class Record {
                 seen[Int(v)] = true
             }
         }
-        // Each epoch's order is a permutation of the training indices (the golden profile keeps digests only).
         let isTrain = train.reduce(into: [Bool](repeating: false, count: n)) { $0[Int($1)] = true }
         let order = config.profile == .complete ? try reader.read(RecordSchema.epochOrder, as: Int32.self) : []
         for epoch in 0..<(config.profile == .complete ? plan.epochsStarted : 0) {
@@ -204,7 +212,10 @@ public final class Record {
                 used[Int(v)] = true
             }
         }
-        // Per-step series, each by its own rule (`StepSeries`).
+    }
+
+    /// Per-step series, each by its own rule (`StepSeries`), and the probes of the first forward pass.
+    private func checkSteps() throws {
         for series in StepSeries.table(for: layout) {
             let values: [Double]
             switch series.kind {
@@ -227,7 +238,10 @@ public final class Record {
                 throw SchemaViolation("\(RecordSchema.forwardProbeLargest)[\(i)]", found: "\(v)", expected: expected)
             }
         }
-        // Per-epoch metrics and evaluations.
+    }
+
+    private func checkEpochsAndEvaluations() throws {
+        let nTrain = plan.trainCount, n = data.trainSamples
         for series in RecordSchema.EpochSeries.allCases {
             let path = RecordSchema.epochSeries(series)
             try checkMetrics(path, try reader.read(path, as: Double.self), accuracy: series == .trainAccuracy || series == .validationAccuracy)
@@ -242,7 +256,10 @@ public final class Record {
                 throw SchemaViolation(samplesPath, found: "\(samples)", expected: "\(sizes) (train in full batches, validation, test, within the evaluation limit)")
             }
         }
-        // The check table.
+    }
+
+    /// The BatchNorm check table: errors ≥ 0, bounds finite or −1 (an information row), verdicts 0 or 1.
+    private func checkCheckTable() throws {
         let g = RecordSchema.batchNormChecks
         if let bad = try reader.read(g + "/worst_error", as: Double.self).firstIndex(where: { $0 < 0 }) {
             throw SchemaViolation("\(g)/worst_error[\(bad)]", found: "a negative error", expected: "errors ≥ 0")
@@ -253,7 +270,10 @@ public final class Record {
         if let bad = try reader.read(g + "/passed", as: Int32.self).firstIndex(where: { $0 != 0 && $0 != 1 }) {
             throw SchemaViolation("\(g)/passed[\(bad)]", found: "a value other than 0 or 1", expected: "0 or 1")
         }
-        // Checkpoints: finite values; the running buffers equal the per-step series at that step.
+    }
+
+    /// Checkpoints: finite values; the running buffers equal the per-step series at that step.
+    private func checkCheckpoints() throws {
         for step in plan.checkpointSteps {
             for tensor in layout.stateDict {
                 let path = RecordSchema.checkpointModel(step: step) + "/" + tensor.name
