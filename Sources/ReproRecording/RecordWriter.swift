@@ -160,15 +160,24 @@ public enum Recording {
     public static func record(config: RunConfig, data: ImageDataset, to path: String, header: RecordHeader = .init(created: "", reproVersion: ""),
                               checks: [CheckRow], observers: [TrainingObserver] = [], fault: PlantedFault? = nil,
                               temporaryFileCreated: (String) -> Void = { _ in }) throws {
+        try writing(config: config, data: data, to: path, header: header, checks: checks, temporaryFileCreated: temporaryFileCreated) { writer in
+            var trainer = Trainer(config: config, data: data)
+            trainer.hooks = fault ?? NoFault()
+            try trainer.run(observers: observers + [writer])
+        }
+    }
+
+    /// Writes a record to `path` through a temporary file: checks it can fit, runs `body` with the writer,
+    /// finishes and commits it; on any failure removes the temporary file and names the target.
+    static func writing(config: RunConfig, data: ImageDataset, to path: String, header: RecordHeader, checks: [CheckRow],
+                        temporaryFileCreated: (String) -> Void, _ body: (RecordWriter) throws -> Void) throws {
         let description = DataDescription(dataset: config.dataset, data: data)
         let file = try RecordFile(target: path)
         temporaryFileCreated(file.temporaryPath)
         do {
             try checkRoom(for: config, data: description, file: file)
             let writer = try RecordWriter(file: file, config: config, data: description, header: header, checks: checks)
-            var trainer = Trainer(config: config, data: data)
-            trainer.hooks = fault ?? NoFault()
-            try trainer.run(observers: observers + [writer])
+            try body(writer)
             try writer.finish()
         } catch {
             throw file.abandon(after: error)
@@ -228,17 +237,9 @@ public enum Recording {
         }
         let replay = RecordReplay(source)
         let point = try replay.resumePoint(at: start)
-        let description = DataDescription(dataset: config.dataset, data: data)
-        let file = try RecordFile(target: path)
-        temporaryFileCreated(file.temporaryPath)
-        do {
-            try checkRoom(for: config, data: description, file: file)
-            let writer = try RecordWriter(file: file, config: config, data: description, header: header, checks: checks)
+        try writing(config: config, data: data, to: path, header: header, checks: checks, temporaryFileCreated: temporaryFileCreated) { writer in
             try replay.replay(config: config, data: data, through: start, into: [writer])
             try Trainer(config: config, data: data).run(observers: observers + [writer], from: point)
-            try writer.finish()
-        } catch {
-            throw file.abandon(after: error)
         }
     }
 }
