@@ -158,11 +158,11 @@ public enum Recording {
     /// Trains `config` on `data` and writes the record to `path` (a temporary file renamed into place when
     /// complete; removed on any failure). `checks` is the BatchNorm check table to store.
     public static func record(config: RunConfig, data: ImageDataset, to path: String, header: RecordHeader = .init(created: "", reproVersion: ""),
-                              checks: [CheckRow], observers: [TrainingObserver] = [], fault: PlantedFault? = nil,
+                              checks: [CheckRow], observers: [TrainingObserver] = [], hooks: any TrainingHooks = NoFault(),
                               temporaryFileCreated: (String) -> Void = { _ in }) throws {
         try writing(config: config, data: data, to: path, header: header, checks: checks, temporaryFileCreated: temporaryFileCreated) { writer in
             var trainer = Trainer(config: config, data: data)
-            trainer.hooks = fault ?? NoFault()
+            trainer.hooks = hooks
             try trainer.run(observers: observers + [writer])
         }
     }

@@ -127,3 +127,20 @@ struct ReorderedConv2Kernels: Kernels {
         base.convolutionInputGradient(shape, weight: weight, outputGradient: outputGradient, inputGradient: inputGradient)
     }
 }
+
+/// A replica of a run under Monte Carlo arithmetic (`MonteCarloKernels`): every kernel result perturbed by
+/// its own round-off, seeded per replica. Not a fault: the spread of such replicas is what a legitimate
+/// change of summation order (another kernel, library or framework) can do to a run.
+public struct RoundingReplica: TrainingHooks {
+    public let seed: UInt64
+    public let replica: UInt32
+    public init(seed: UInt64, replica: UInt32) {
+        self.seed = seed
+        self.replica = replica
+    }
+    public func kernels(_ kernels: any Kernels) -> any Kernels { MonteCarloKernels(base: kernels, seed: seed, replica: replica) }
+    public func check(_ layout: ModelLayout) throws {}
+    public func order(_ order: inout [Int32], epoch: Int) {}
+    public func epochMetrics(train: inout Metrics, validation: inout Metrics, epoch: Int) {}
+    public func gradientsComputed<T: KernelScalar>(layer: String, parameters: [NamedTensor<T>]) {}
+}

@@ -141,7 +141,7 @@ public struct Verifier {
         let capture = CapturedRun()
         do {
             try Recording.record(config: config, data: data, to: rerunPath, checks: checks, observers: observers + [capture],
-                                 fault: fault?.plantedFault)
+                                 hooks: fault?.plantedFault ?? NoFault())
         } catch let stop as TrainingError {
             // The steps before the failure are compared; the failure itself diverges at its step.
             let series: [SeriesResult]

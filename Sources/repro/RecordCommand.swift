@@ -54,6 +54,9 @@ struct RecordCommand: ParsableCommand {
     var resume: String?
     @Option(help: "With --resume: the checkpoint step to continue from (default: the record's last one within the run).")
     var fromStep: Int?
+    @Option(help: ArgumentHelp("Record a replica of the run under Monte Carlo arithmetic (every kernel result perturbed by its round-off, seeded by N): for measuring round-off envelopes.",
+                               visibility: .hidden))
+    var roundingReplica: UInt32?
     @Option(help: "Re-record this golden with exactly its configuration (profile, windows, checkpoints, evaluation limit, threads, kernels, seed, data), by default in place (atomically).")
     var like: String?
 
@@ -174,8 +177,9 @@ struct RecordCommand: ParsableCommand {
                                      temporaryFileCreated: Interrupts.removeOnInterrupt)
             } else {
                 if output == nil && like == nil { try? FileManager.default.createDirectory(atPath: "runs", withIntermediateDirectories: true) }
+                let hooks: any TrainingHooks = roundingReplica.map { RoundingReplica(seed: config.seed, replica: $0) } ?? NoFault()
                 try Recording.record(config: config, data: data, to: outputPath, header: header,
-                                     checks: try BatchNormChecks.run(), observers: [reporter],
+                                     checks: try BatchNormChecks.run(), observers: [reporter], hooks: hooks,
                                      temporaryFileCreated: Interrupts.removeOnInterrupt)
             }
             if tensorboard ?? (like == nil), !noWrite {

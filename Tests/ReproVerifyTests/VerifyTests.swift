@@ -41,7 +41,7 @@ struct Fixture {
         var c = config
         change(&c)
         let path = directory + "/" + name + ".h5"
-        try Recording.record(config: c, data: data, to: path, checks: checkTable, fault: fault)
+        try Recording.record(config: c, data: data, to: path, checks: checkTable, hooks: fault ?? NoFault())
         return path
     }
 }
