@@ -57,7 +57,7 @@ public struct StepSeries: Sendable {
         let points = layout.probePoints
         let probes = [
             (RecordSchema.probeChecksums, Source.probeChecksum, "checksum",
-             "each probed tensor's checksum (below), in 0…2³²−1; column j is the j-th line of `probes@points`"),
+             "each probed tensor's checksum (see Probes), in 0…2³²−1; column j is the j-th line of `probes@points`"),
             (RecordSchema.probeLargest, .probeLargest, "max |x|",
              "each probed tensor's largest magnitude: a float32 value (for an update, a float64 difference), ≥ 0"),
         ]

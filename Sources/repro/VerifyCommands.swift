@@ -171,8 +171,17 @@ struct InspectCommand: ParsableCommand {
         }
         print("checkpoints: " + record.plan.checkpointSteps.map(String.init).joined(separator: ", "))
         print("series: \(record.datasets.count) datasets")
-        for d in record.datasets where !d.hasPrefix(RecordSchema.checkpoints + "/") {
-            print("  \(d) \(record.shape(of: d)) \(try record.values(d).kind.rawValue)")
+        let stepSeries = StepSeries.table(for: record.layout)
+        let kept = record.plan.totalSteps - (0..<record.plan.totalSteps).filter { !record.plan.isKept($0 + 1, profile: c.profile) }.count
+        print("  per step (\(record.plan.totalSteps) steps):")
+        for series in stepSeries {
+            let rows = series.keptOnlyInWindows ? "\(kept) of \(record.plan.totalSteps) steps stored" : "every step"
+            print("    \(series.path) \(record.shape(of: series.path)) \(series.kind.rawValue), \(rows): \(series.meaning)")
+        }
+        let stepPaths = Set(stepSeries.map(\.path))
+        print("  other:")
+        for d in record.datasets where !d.hasPrefix(RecordSchema.checkpoints + "/") && !stepPaths.contains(d) {
+            print("    \(d) \(record.shape(of: d)) \(try record.values(d).kind.rawValue)")
         }
     }
 }
