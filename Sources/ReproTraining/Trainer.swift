@@ -174,7 +174,7 @@ public enum TrainingError: Error, CustomStringConvertible {
 public struct Trainer {
     public let config: RunConfig
     public let data: ImageDataset
-    /// Where a planted fault enters (the verifier's negative controls); a real run's change nothing.
+    /// Where a planted fault or a round-off replica enters; a real run's hooks (`NoFault`) change nothing.
     public var hooks: any TrainingHooks = NoFault()
 
     public init(config: RunConfig, data: ImageDataset) {
