@@ -217,14 +217,7 @@ public final class Record {
     /// Per-step series, each by its own rule (`StepSeries`), and the probes of the first forward pass.
     private func checkSteps() throws {
         for series in StepSeries.table(for: layout) {
-            let values: [Double]
-            switch series.kind {
-            case .float32: values = try reader.read(series.path, as: Float.self).map(Double.init)
-            case .float64: values = try reader.read(series.path, as: Double.self)
-            case .int64: values = try reader.read(series.path, as: Int64.self).map(Double.init)
-            case .int32, .uint8: preconditionFailure("\(series.path): no step series is stored as \(series.kind)")
-            }
-            try series.check(values, plan: plan, profile: config.profile, batchSize: config.batchSize)
+            try series.check(try values(series.path).values, plan: plan, profile: config.profile, batchSize: config.batchSize)
         }
         let forwardChecksums = try reader.read(RecordSchema.forwardProbeChecksums, as: Int64.self)
         for (i, v) in forwardChecksums.enumerated() {

@@ -45,15 +45,7 @@ public final class RecordWriter: TrainingObserver {
         }
         series = StepSeries.table(for: layout)
         buffers = Array(repeating: [], count: series.count)
-        for s in series {
-            let shape = s.shape(steps: plan.totalSteps)
-            switch s.kind {
-            case .float32: try w.create(Float.self, shape: shape, at: s.path)
-            case .float64: try w.create(Double.self, shape: shape, at: s.path)
-            case .int64: try w.create(Int64.self, shape: shape, at: s.path)
-            case .int32, .uint8: preconditionFailure("\(s.path): no step series is stored as \(s.kind)")
-            }
-        }
+        for s in series { try w.create(s.kind, shape: s.shape(steps: plan.totalSteps), at: s.path) }
         try ProbePointsAttribute.write(layout, to: w)
         try w.write(split.train, shape: [split.train.count], at: RecordSchema.trainIndices)
         try w.write(split.validation, shape: [split.validation.count], at: RecordSchema.validationIndices)
@@ -100,13 +92,7 @@ public final class RecordWriter: TrainingObserver {
     func flushSteps() throws {
         let w = file.writer
         for (i, s) in series.enumerated() {
-            let rows = buffers[i]
-            switch s.kind {
-            case .float32: try w.writeRows(rows.map { Float($0) }, from: stepsWritten, at: s.path)
-            case .float64: try w.writeRows(rows, from: stepsWritten, at: s.path)
-            case .int64: try w.writeRows(rows.map { Int64($0) }, from: stepsWritten, at: s.path)
-            case .int32, .uint8: preconditionFailure("\(s.path): no step series is stored as \(s.kind)")
-            }
+            try w.writeRows(buffers[i], as: s.kind, from: stepsWritten, at: s.path)
             buffers[i].removeAll(keepingCapacity: true)
         }
         stepsWritten += stepsBuffered

@@ -138,6 +138,28 @@ public final class HDF5Writer {
         H5Dclose(dataset)
     }
 
+    /// `create` for a dataset whose element type is chosen at run time.
+    public func create(_ kind: HDF5Reader.ElementKind, shape: [Int], at objectPath: String) throws {
+        switch kind {
+        case .float32: try create(Float.self, shape: shape, at: objectPath)
+        case .float64: try create(Double.self, shape: shape, at: objectPath)
+        case .int32: try create(Int32.self, shape: shape, at: objectPath)
+        case .int64: try create(Int64.self, shape: shape, at: objectPath)
+        case .uint8: try create(UInt8.self, shape: shape, at: objectPath)
+        }
+    }
+
+    /// `writeRows` of values held as Double, each converted to `kind` (exactly, for values of that type).
+    public func writeRows(_ values: [Double], as kind: HDF5Reader.ElementKind, from first: Int, at objectPath: String) throws {
+        switch kind {
+        case .float32: try writeRows(values.map { Float($0) }, from: first, at: objectPath)
+        case .float64: try writeRows(values, from: first, at: objectPath)
+        case .int32: try writeRows(values.map { Int32($0) }, from: first, at: objectPath)
+        case .int64: try writeRows(values.map { Int64($0) }, from: first, at: objectPath)
+        case .uint8: try writeRows(values.map { UInt8($0) }, from: first, at: objectPath)
+        }
+    }
+
     /// Writes whole rows (first-axis slices) starting at row `first`; `values` holds a whole number of rows.
     public func writeRows<T: HDF5Element>(_ values: [T], from first: Int, at objectPath: String) throws {
         if values.isEmpty { return }
