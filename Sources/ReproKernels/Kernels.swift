@@ -89,3 +89,50 @@ extension Kernels {
 public enum Transpose: Sendable {
     case none, transposed
 }
+
+/// Kernels that change one or two primitives of another implementation and pass the rest through
+/// (planted faults, the planted legitimate reorderings): only the changed ones are written.
+public protocol ForwardingKernels: Kernels {
+    var base: any Kernels { get }
+}
+
+extension ForwardingKernels {
+    public var threads: Int { base.threads }
+
+    public func gemm<T: KernelScalar>(
+        _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+        alpha: T, a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
+        beta: T, c: UnsafeMutablePointer<T>, ldc: Int
+    ) {
+        base.gemm(transA, transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+    }
+
+    public func sum<T: KernelScalar>(_ x: UnsafeBufferPointer<T>) -> T { base.sum(x) }
+    public func sumOfSquaredDeviations<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, from center: T) -> T {
+        base.sumOfSquaredDeviations(x, from: center)
+    }
+    public func dot<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, _ y: UnsafeBufferPointer<T>) -> T { base.dot(x, y) }
+    public func exp<T: KernelScalar>(_ x: T) -> T { base.exp(x) }
+    public func log<T: KernelScalar>(_ x: T) -> T { base.log(x) }
+
+    public func convolutionForward<T: KernelScalar>(
+        _ shape: ConvolutionShape, input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>,
+        output: UnsafeMutablePointer<T>, columns: inout [T]
+    ) {
+        base.convolutionForward(shape, input: input, weight: weight, bias: bias, output: output, columns: &columns)
+    }
+
+    public func convolutionWeightGradient<T: KernelScalar>(
+        _ shape: ConvolutionShape, input: UnsafePointer<T>, outputGradient: UnsafePointer<T>,
+        weightGradient: UnsafeMutablePointer<T>, columns: inout [T]
+    ) {
+        base.convolutionWeightGradient(shape, input: input, outputGradient: outputGradient, weightGradient: weightGradient, columns: &columns)
+    }
+
+    public func convolutionInputGradient<T: KernelScalar>(
+        _ shape: ConvolutionShape, weight: UnsafePointer<T>, outputGradient: UnsafePointer<T>,
+        inputGradient: UnsafeMutablePointer<T>
+    ) {
+        base.convolutionInputGradient(shape, weight: weight, outputGradient: outputGradient, inputGradient: inputGradient)
+    }
+}

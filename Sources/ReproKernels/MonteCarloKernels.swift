@@ -9,7 +9,10 @@
 /// Each result here moves by ξ·u·√n·Σ|tᵢ|, ξ uniform in [−1, 1]: as large as a reordered sum's difference,
 /// where rounding the output once (ξ·u·|r|) would be √n·Σ|tᵢ|/|r| times too small for long or cancelling
 /// sums. Σ|tᵢ| comes from the same kernel run on the terms' absolute values (the replica's slower path).
-/// exp and log round once: ξ·u·|r|.
+/// exp and log round once: ξ·u·|r|. For cancelling sums (BatchNorm's ∂γ and ∂β) this is wider than a
+/// reordered sum's typical error, u·√n·√(r² + Σtᵢ²); the narrower model was measured and rejected: another
+/// OpenBLAS kernel flips ReLU decisions whose one-term jumps in such sums it does not cover
+/// (docs/verifying.md, "Round-off envelopes").
 public struct MonteCarloKernels: Kernels {
     public let base: any Kernels
     public let seed: UInt64
@@ -26,8 +29,14 @@ public struct MonteCarloKernels: Kernels {
 
     public var threads: Int { base.threads }
 
-    /// ξ in [−1, 1) for a value at an index: SplitMix64's finalizer over the replica's key and the value's bits.
-    func xi<T: KernelScalar>(_ value: T, index: Int) -> T {
+    /// ξ in [−1, 1) for a value at an index (`MonteCarloKernels.xi(seed:replica:value:index:)`).
+    func xi<T: KernelScalar>(_ value: T, index: Int) -> T { Self.xi(seed: seed, replica: replica, value: value, index: index) }
+
+    /// ξ in [−1, 1): SplitMix64's finalizer over the replica's key, the value's bits and its index. Also
+    /// what a replica's element-wise perturbations outside the kernels use (`RoundingReplica`), with their
+    /// own index ranges.
+    @inlinable
+    public static func xi<T: KernelScalar>(seed: UInt64, replica: UInt32, value: T, index: Int) -> T {
         var z = seed &+ (UInt64(replica) &+ 1) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(truncatingIfNeeded: index) &* 0xD1B5_4A32_D192_ED03
         z ^= Double(value).bitPattern
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

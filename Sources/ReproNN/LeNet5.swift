@@ -302,12 +302,15 @@ extension LeNet5 {
         trace?.mark(TracePoint(.loss, "loss", .loss))
         trace?.mark(TracePoint(.loss, "loss", .accuracy))
         stageDone?("loss")
-        backward(ce.gradient!)
+        var lossGradient = ce.gradient!
+        hooks.lossGradientComputed(&lossGradient.data)
+        backward(lossGradient)
         if let trace {
             trace.updated(optimizer.parameters, probes: optimizer.probedStep(threads: kernels.threads))
         } else {
             optimizer.step(threads: kernels.threads)
         }
+        hooks.parametersUpdated(optimizer)
         stageDone?("SGD step")
         return StepResult(loss: ce.loss, correct: ce.correct)
     }
@@ -327,6 +330,15 @@ public protocol ModelHooks: Sendable {
     /// After a layer's backward has filled its parameters' gradients, before anything (probes, the
     /// optimizer) reads them.
     func gradientsComputed<T: KernelScalar>(layer: String, parameters: [NamedTensor<T>])
+    /// After the optimizer's step (and its probes), before anything reads the new parameters and buffers.
+    func parametersUpdated<T: KernelScalar>(_ optimizer: SGD<T>)
+    /// The loss's gradient with respect to the logits, before the backward pass reads it.
+    func lossGradientComputed<T: KernelScalar>(_ gradient: inout [T])
+}
+
+extension ModelHooks {
+    @inlinable public func parametersUpdated<T: KernelScalar>(_ optimizer: SGD<T>) {}
+    @inlinable public func lossGradientComputed<T: KernelScalar>(_ gradient: inout [T]) {}
 }
 
 /// The hooks of every real run: they change nothing.

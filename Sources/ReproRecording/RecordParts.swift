@@ -12,6 +12,8 @@ public struct RecordHeader: Equatable, Sendable {
     /// SOURCE_DATE_EPOCH at record time, or "".
     public var created: String
     public var reproVersion: String
+    /// The version the record states (a new record: `RecordSchema.version`).
+    public var schemaVersion = RecordSchema.version
 
     public init(created: String, reproVersion: String) {
         self.created = created
@@ -31,11 +33,13 @@ public struct RecordHeader: Equatable, Sendable {
     init(parsing attributes: [(name: String, value: AttributeValue)]) throws(SchemaViolation) {
         var p = AttributeParser(object: "/", attributes: attributes)
         _ = try p.string("format", oneOf: [RecordSchema.formatName])
-        if let version = attributes.first(where: { $0.name == "schema_version" })?.value, version != .int32(RecordSchema.version) {
+        let readable = RecordSchema.readableVersions.map(String.init).joined(separator: " or ")
+        if let version = attributes.first(where: { $0.name == "schema_version" })?.value,
+           !RecordSchema.readableVersions.contains(where: { version == .int32($0) }) {
             throw SchemaViolation("/@schema_version", found: "schema version \(version)",
-                                  expected: "\(RecordSchema.version) (this repro reads schema version \(RecordSchema.version) only)")
+                                  expected: "\(readable) (this repro reads schema versions \(readable) only)")
         }
-        try p.int32("schema_version", equalTo: RecordSchema.version)
+        schemaVersion = try p.int32("schema_version", in: RecordSchema.readableVersions)
         if attributes.first(where: { $0.name == "complete" })?.value != .int32(1) {
             throw SchemaViolation("/@complete", found: "not 1: the run that wrote this record did not finish", expected: "int32 1")
         }

@@ -26,8 +26,10 @@ public final class Record {
     public let data: DataDescription
     public let environment: EnvironmentFacts
     public let policy: StoredPolicy
-    /// Every dataset, in the order the file stores them (name order, depth first).
+    /// Every dataset but the envelope's, in the order the file stores them (name order, depth first).
     public let datasets: [String]
+    /// Replicas per window of the record's round-off envelope; nil: the record has none.
+    public let envelopeReplicas: Int?
     let expected: [String: DatasetSpec]
 
     struct DatasetSpec {
@@ -59,7 +61,11 @@ public final class Record {
             let plan = RunPlan(config: config, trainCount: DataOrder.trainCount(of: data.trainSamples))
             let layout = LeNet5<Float>.layout(normalized: config.norm, batchNorm: config.batchNorm)
 
-            var tree = ExpectedTree(config: config, plan: plan, layout: layout, data: data)
+            let hasEnvelope = rootChildren.contains { "/" + $0.name == Envelope.group }
+            if hasEnvelope && header.schemaVersion < 5 {
+                throw SchemaViolation(Envelope.group, found: "a group in a schema \(header.schemaVersion) record", expected: "no envelope before schema 5")
+            }
+            var tree = ExpectedTree(config: config, plan: plan, layout: layout, data: data, envelope: hasEnvelope)
             var found = [String]()
             try Self.walk("/", reader: reader, tree: &tree, found: &found)
             if let missing = tree.firstMissing(seen: Set(found)) {
@@ -67,7 +73,8 @@ public final class Record {
             }
             (self.reader, self.header, self.config, self.data, self.environment, self.policy, self.plan, self.layout) =
                 (reader, header, config, data, environment, policy, plan, layout)
-            datasets = found.filter { tree.datasets[$0] != nil }
+            datasets = found.filter { tree.datasets[$0] != nil && !$0.hasPrefix(Envelope.group + "/") }
+            envelopeReplicas = tree.envelopeReplicas
             expected = tree.datasets
             try checkValues()
         } catch let error as RecordError {
@@ -171,6 +178,14 @@ public final class Record {
     }
 
     public func kind(of dataset: String) -> HDF5Reader.ElementKind? { expected[dataset]?.kind }
+
+    /// The envelope codes (`Envelope`) of rows `rows` of a compared dataset; nil when the record has no
+    /// envelope or the dataset carries none.
+    public func envelopeCodes(_ dataset: String, rows: Range<Int>) throws(RecordError) -> [UInt8]? {
+        let path = Envelope.path(of: dataset)
+        guard envelopeReplicas != nil, expected[path] != nil else { return nil }
+        return try values(path, rows: rows).map { UInt8($0) }
+    }
 
     // MARK: - Values
 
@@ -311,7 +326,10 @@ struct ExpectedTree {
     let plan: RunPlan
     let layout: ModelLayout
 
-    init(config: RunConfig, plan: RunPlan, layout: ModelLayout, data: DataDescription) {
+    /// Set by `checkAttributes` when the record has an envelope.
+    var envelopeReplicas: Int?
+
+    init(config: RunConfig, plan: RunPlan, layout: ModelLayout, data: DataDescription, envelope: Bool = false) {
         self.config = config
         self.plan = plan
         self.layout = layout
@@ -356,6 +374,20 @@ struct ExpectedTree {
             add(group: RecordSchema.checkpointMomentum(step: step))
             for t in layout.parameters { add(RecordSchema.checkpointMomentum(step: step) + "/" + t.name, .float32, t.shape) }
         }
+        if envelope {
+            for (path, shape) in Envelope.datasets(plan: plan, layout: layout) {
+                let stored = Envelope.path(of: path)
+                addGroups(Self.parent(stored))
+                add(stored, .uint8, shape)
+            }
+        }
+    }
+
+    /// Adds `group` and every missing group above it.
+    private mutating func addGroups(_ group: String) {
+        guard group != "/", !groups.contains(group) else { return }
+        addGroups(Self.parent(group))
+        add(group: group)
     }
 
     private static func parent(_ path: String) -> String {
@@ -383,6 +415,8 @@ struct ExpectedTree {
             return  // parsed by their codecs before the walk
         case RecordSchema.probes:
             try ProbePointsAttribute.check(attributes, layout: layout)
+        case Envelope.group:
+            envelopeReplicas = try Envelope.replicas(parsing: attributes)
         case RecordSchema.batchNormChecks:
             let rows = try CheckTable.rowCount(parsing: attributes)
             for (name, kind) in CheckTable.datasets.sorted(by: { $0.key < $1.key }) { add(group + "/" + name, kind, [rows]) }

@@ -12,7 +12,10 @@ public enum RecordSchema {
     /// (`/evaluation/before/probe_*`).
     /// 4: probes are a checksum of the bits and the largest magnitude (`checksum`, `largest`) instead of Σx
     /// and Σx². Older records are refused (re-record them).
-    public static let version: Int32 = 4
+    /// 5: the round-off envelope (`/envelope`, optional). Records of version 4 are still read (they have
+    /// no envelope); `repro record --like` re-records one as version 5.
+    public static let version: Int32 = 5
+    public static let readableVersions: [Int32] = [4, 5]
 
     public static let config = "/config"
     public static let environment = "/environment"
@@ -163,11 +166,24 @@ struct AttributeParser {
         return v == -1 ? nil : Int(v)
     }
 
-    mutating func int32(_ name: String, equalTo wanted: Int32) throws(SchemaViolation) {
-        let expected = "int32 \(wanted)"
-        guard case .int32(wanted) = try take(name, expected: expected) else {
+    /// An int32 attribute that `accepts` takes, described as `expected`.
+    private mutating func int32(_ name: String, expected: String, where accepts: (Int32) -> Bool) throws(SchemaViolation) -> Int32 {
+        guard case .int32(let v) = try take(name, expected: expected), accepts(v) else {
             throw SchemaViolation(place(name), found: "\(values[name]!)", expected: expected)
         }
+        return v
+    }
+
+    mutating func int32(_ name: String, equalTo wanted: Int32) throws(SchemaViolation) {
+        _ = try int32(name, expected: "int32 \(wanted)") { $0 == wanted }
+    }
+
+    mutating func int32(_ name: String, in allowed: [Int32]) throws(SchemaViolation) -> Int32 {
+        try int32(name, expected: "int32 " + allowed.map(String.init).joined(separator: " or "), where: allowed.contains)
+    }
+
+    mutating func int32(_ name: String, in range: ClosedRange<Int32>) throws(SchemaViolation) -> Int32 {
+        try int32(name, expected: "int32 in \(range.lowerBound)...\(range.upperBound)", where: range.contains)
     }
 
     mutating func bool(_ name: String) throws(SchemaViolation) -> Bool {

@@ -127,7 +127,8 @@ public final class RecordWriter: TrainingObserver {
     }
 
     /// Writes the per-step and per-epoch series, marks the record complete and commits the file.
-    public func finish() throws {
+    /// `amend`: see `RecordFile.commit(amending:)` (the envelope is added that way).
+    public func finish(amending amend: ((String) throws -> Void)? = nil) throws {
         guard plan != nil else { return }
         let w = file.writer
         try flushSteps()
@@ -135,7 +136,7 @@ public final class RecordWriter: TrainingObserver {
             try w.write(values, shape: [values.count], at: RecordSchema.epochSeries(series))
         }
         try RecordHeader.writeComplete(to: w)
-        try file.commit()
+        try file.commit(amending: amend)
     }
 }
 
@@ -145,8 +146,9 @@ public enum Recording {
     /// complete; removed on any failure). `checks` is the BatchNorm check table to store.
     public static func record(config: RunConfig, data: ImageDataset, to path: String, header: RecordHeader = .init(created: "", reproVersion: ""),
                               checks: [CheckRow], observers: [TrainingObserver] = [], hooks: any TrainingHooks = NoFault(),
-                              temporaryFileCreated: (String) -> Void = { _ in }) throws {
-        try writing(config: config, data: data, to: path, header: header, checks: checks, temporaryFileCreated: temporaryFileCreated) { writer in
+                              temporaryFileCreated: (String) -> Void = { _ in }, amending amend: ((String) throws -> Void)? = nil) throws {
+        try writing(config: config, data: data, to: path, header: header, checks: checks, temporaryFileCreated: temporaryFileCreated,
+                    amending: amend) { writer in
             var trainer = Trainer(config: config, data: data)
             trainer.hooks = hooks
             try trainer.run(observers: observers + [writer])
@@ -156,15 +158,16 @@ public enum Recording {
     /// Writes a record to `path` through a temporary file: checks it can fit, runs `body` with the writer,
     /// finishes and commits it; on any failure removes the temporary file and names the target.
     static func writing(config: RunConfig, data: ImageDataset, to path: String, header: RecordHeader, checks: [CheckRow],
-                        temporaryFileCreated: (String) -> Void, _ body: (RecordWriter) throws -> Void) throws {
+                        temporaryFileCreated: (String) -> Void, amending amend: ((String) throws -> Void)? = nil,
+                        _ body: (RecordWriter) throws -> Void) throws {
         let description = DataDescription(dataset: config.dataset, data: data)
         let file = try RecordFile(target: path)
         temporaryFileCreated(file.temporaryPath)
         do {
-            try checkRoom(for: config, data: description, file: file)
+            try checkRoom(for: config, data: description, file: file, envelope: amend != nil)
             let writer = try RecordWriter(file: file, config: config, data: description, header: header, checks: checks)
             try body(writer)
-            try writer.finish()
+            try writer.finish(amending: amend)
         } catch {
             throw file.abandon(after: error)
         }
@@ -174,10 +177,10 @@ public enum Recording {
     /// full disk would otherwise show only when the finished run is closed. The bound is the record's
     /// uncompressed size (every dataset the schema expects, plus room for metadata); compression only
     /// makes the file smaller.
-    static func checkRoom(for config: RunConfig, data: DataDescription, file: RecordFile) throws {
+    static func checkRoom(for config: RunConfig, data: DataDescription, file: RecordFile, envelope: Bool) throws {
         let plan = RunPlan(config: config, trainCount: DataOrder.trainCount(of: data.trainSamples))
         let layout = LeNet5<Float>.layout(normalized: config.norm, batchNorm: config.batchNorm)
-        let tree = ExpectedTree(config: config, plan: plan, layout: layout, data: data)
+        let tree = ExpectedTree(config: config, plan: plan, layout: layout, data: data, envelope: envelope)
         let bytes = tree.datasets.values.reduce(1 << 20) { total, spec in
             let size = [.float64, .int64].contains(spec.kind) ? 8 : spec.kind == .uint8 ? 1 : 4
             return total + spec.shape.reduce(size, *) + 4096
@@ -205,7 +208,7 @@ public enum Recording {
     /// source, the rest trained. With the source's configuration the file is byte-identical to the source.
     public static func resume(_ source: Record, config: RunConfig, from step: Int?, data: ImageDataset, to path: String,
                               header: RecordHeader, checks: [CheckRow], observers: [TrainingObserver] = [],
-                              temporaryFileCreated: (String) -> Void = { _ in }) throws {
+                              temporaryFileCreated: (String) -> Void = { _ in }, amending amend: ((String) throws -> Void)? = nil) throws {
         var comparable = source.config
         (comparable.epochs, comparable.maxSteps, comparable.threads) = (config.epochs, config.maxSteps, config.threads)
         let changed = comparable.differences(from: config)
@@ -223,7 +226,8 @@ public enum Recording {
         }
         let replay = RecordReplay(source)
         let point = try replay.resumePoint(at: start)
-        try writing(config: config, data: data, to: path, header: header, checks: checks, temporaryFileCreated: temporaryFileCreated) { writer in
+        try writing(config: config, data: data, to: path, header: header, checks: checks, temporaryFileCreated: temporaryFileCreated,
+                    amending: amend) { writer in
             try replay.replay(config: config, data: data, through: start, into: [writer])
             try Trainer(config: config, data: data).run(observers: observers + [writer], from: point)
         }

@@ -8,13 +8,24 @@ public enum ComparisonMode: Sendable, Equatable, CustomStringConvertible {
     case exact
     /// |a − b| ≤ absolute + relative·|b| (b = golden); NaN equals only NaN, ±Inf only itself.
     case tolerance(absolute: Double, relative: Double)
+    /// |a − b| ≤ factor × the value's round-off envelope (`Envelope`), for a golden that has one; integers,
+    /// and values no window covers, bit for bit.
+    case envelope(factor: Double)
 
     public var description: String {
         switch self {
         case .exact: return "exact"
         case let .tolerance(a, r): return "tolerance (atol \(a), rtol \(r))"
+        case let .envelope(f): return "round-off envelope (× \(f.shortText))"
         }
     }
+
+    public var isEnvelope: Bool { if case .envelope = self { return true } else { return false } }
+}
+
+extension Double {
+    /// 8 for 8.0, 0.5 for 0.5.
+    public var shortText: String { self == rounded() && abs(self) < 1e15 ? String(Int(self)) : String(self) }
 }
 
 public enum TolerancePolicy {
@@ -35,8 +46,18 @@ public enum TolerancePolicy {
     /// environments that legitimately differ change bits from the first BLAS call on. The largest magnitude
     /// (a value of the tensor itself) is judged like every other value; the checksum is still shown.
     public static func judges(_ path: String, under mode: ComparisonMode) -> Bool {
-        mode == .exact || !RecordSchema.probeChecksumDatasets.contains(path)
+        mode == .exact || hasDistance(path)
     }
+
+    /// Whether a difference in this dataset has a size: not for the probes' checksums nor for the SHA-256
+    /// digests of the state at window ends between checkpoints (any change of any bit moves them anywhere).
+    public static func hasDistance(_ path: String) -> Bool {
+        !RecordSchema.probeChecksumDatasets.contains(path) && !path.hasPrefix(RecordSchema.stateDigests + "/")
+    }
+
+    /// The safety factor of the round-off envelope: a value passes within F times its envelope. See
+    /// docs/verifying.md, "Round-off envelopes", for the false-alarm rate it was chosen from.
+    public static let envelopeSafetyFactor = 8.0
 
     /// The environment facts that decide whether a blas golden can be compared exactly here.
     public static func fingerprint(kernels: KernelChoice, environment: EnvironmentFacts) -> [String] {
@@ -45,14 +66,30 @@ public enum TolerancePolicy {
 
     /// The mode to apply to a golden on a run whose environment is `here`, with the reason, unless the
     /// user overrode it.
+    /// `hasEnvelope`: the golden carries one. `otherKernels`: the re-run uses the other kernel set than the
+    /// golden's (`verify --kernels`).
     public static func resolve(stored: StoredPolicy, kernels: KernelChoice, goldenEnvironment: EnvironmentFacts,
-                               here: EnvironmentFacts, override: ComparisonMode?) -> (mode: ComparisonMode, reason: String) {
-        if let override { return (override, "set on the command line") }
+                               here: EnvironmentFacts, override: ComparisonMode?, hasEnvelope: Bool = false,
+                               otherKernels: KernelChoice? = nil) -> (mode: ComparisonMode, reason: String) {
+        let envelope = ComparisonMode.envelope(factor: envelopeSafetyFactor)
+        if let override {
+            if override.isEnvelope && !hasEnvelope {
+                return (.exact, "--tolerance envelope was asked for, but the golden has no round-off envelope (re-record it with "
+                        + "repro record --like): compared bit for bit")
+            }
+            return (override, "set on the command line")
+        }
+        if let otherKernels, otherKernels != kernels {
+            let why = "re-run with \(otherKernels) kernels, the golden has \(kernels)"
+            if hasEnvelope { return (envelope, why + ": judged by the golden's round-off envelope") }
+            return (.tolerance(absolute: stored.absolute, relative: stored.relative), why + "; the golden has no round-off envelope")
+        }
         if stored.mode == .exact { return (.exact, "\(kernels) kernels: the same bits on every machine") }
         let a = fingerprint(kernels: kernels, environment: goldenEnvironment), b = fingerprint(kernels: kernels, environment: here)
         if a == b { return (.exact, "same environment as the golden (\(a.joined(separator: ", ")))") }
-        return (.tolerance(absolute: stored.absolute, relative: stored.relative),
-                "environment differs from the golden's (golden: \(a.joined(separator: ", ")); here: \(b.joined(separator: ", ")))")
+        let why = "environment differs from the golden's (golden: \(a.joined(separator: ", ")); here: \(b.joined(separator: ", ")))"
+        if hasEnvelope { return (envelope, why) }
+        return (.tolerance(absolute: stored.absolute, relative: stored.relative), why + "; the golden has no round-off envelope")
     }
 
     /// How weak a tolerance verdict is, in words, for the report.

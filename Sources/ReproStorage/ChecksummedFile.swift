@@ -64,9 +64,15 @@ public final class RecordFile {
     static func megabytes(_ bytes: Int) -> String { String(format: "%.1f MB", Double(bytes) / 1e6) }
 
     /// Closes the file, stamps the checksum into the user block and renames it to the target.
-    public func commit() throws {
+    /// `amend` (if any) gets the closed, checksummed temporary file to add to (`HDF5Writer(appendingTo:)`);
+    /// the checksum is stamped again after it.
+    public func commit(amending amend: ((String) throws -> Void)? = nil) throws {
         try writer.close()
         try Self.stampChecksum(temporaryPath)
+        if let amend {
+            try amend(temporaryPath)
+            try Self.stampChecksum(temporaryPath)
+        }
         guard rename(temporaryPath, targetPath) == 0 else {
             throw StorageError(path: targetPath, problem: "cannot move the finished record into place: \(String(cString: strerror(errno)))")
         }

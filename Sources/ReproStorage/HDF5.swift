@@ -79,6 +79,20 @@ public final class HDF5Writer {
         H5Pset_obj_track_times(objectProperties, false)
     }
 
+    /// Opens a closed file this writer made, to add objects to it (`RecordFile.commit(amending:)`).
+    public init(appendingTo path: String) throws {
+        HDF5.ready()
+        signal(SIGXFSZ, SIG_IGN)
+        self.path = path
+        let fapl = H5Pcreate(H5P_CLS_FILE_ACCESS_ID_g)
+        defer { H5Pclose(fapl) }
+        H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110)
+        file = H5Fopen(path, 0x0001 /* H5F_ACC_RDWR */, fapl)
+        guard file >= 0 else { throw StorageError(path: path, problem: "cannot reopen the HDF5 file to add to it") }
+        objectProperties = H5Pcreate(H5P_CLS_GROUP_CREATE_ID_g)
+        H5Pset_obj_track_times(objectProperties, false)
+    }
+
     /// Closes the file; call once, before the caller renames or checksums it.
     public func close() throws {
         H5Pclose(objectProperties)

@@ -202,6 +202,7 @@ public struct Trainer {
 
         let model = LeNet5<Float>(normalized: config.norm, batchNorm: config.batchNorm, kernels: kernels)
         model.initialize(seed: config.seed)
+        if start == nil { hooks.initialized(model) }
         model.hooks = hooks
         let layout = model.layout, probing = observers.contains { $0.wantsProbes }
         try hooks.check(layout)
@@ -231,7 +232,8 @@ public struct Trainer {
             while step < plan.endOfEpoch(epoch) && step < last {
                 let b = step - epoch * plan.stepsPerEpoch
                 let indices = order[(b * config.batchSize)..<((b + 1) * config.batchSize)]
-                let batch = data.batch(data.train, indices: indices, threads: config.threads)
+                var batch = data.batch(data.train, indices: indices, threads: config.threads)
+                hooks.batchLoaded(&batch.x.data)
                 let result: StepResult<Float>
                 // The golden profile keeps probes inside the windows only.
                 let probed = probing && plan.isKept(step + 1, profile: config.profile)
@@ -327,7 +329,8 @@ public struct Trainer {
         while start < indices.count {
             let end = min(start + config.batchSize, indices.count)
             if dropLast && end - start < config.batchSize { break }
-            let batch = data.batch(split, indices: indices[start..<end], threads: config.threads)
+            var batch = data.batch(split, indices: indices[start..<end], threads: config.threads)
+            hooks.batchLoaded(&batch.x.data)
             let result: StepResult<Float>
             model.trace = start == 0 ? trace : nil
             defer { model.trace = nil }

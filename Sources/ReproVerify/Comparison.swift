@@ -17,6 +17,14 @@ public struct SeriesResult: Sendable {
         }
         if let d = other.firstDivergence, firstDivergence.map({ d < $0 }) ?? true { firstDivergence = d }
         if structural == nil { structural = other.structural }
+        differing += other.differing
+        beyondEnvelope += other.beyondEnvelope
+        if other.worstEnvelopeRatio > worstEnvelopeRatio || (other.worstEnvelopeRatio.isNaN && !worstEnvelopeRatio.isNaN) {
+            (worstEnvelopeRatio, worstEnvelopePlace) = (other.worstEnvelopeRatio, other.worstEnvelopePlace)
+        }
+        if let d = other.firstDifference, firstDifference.map({ d < $0 }) ?? true { firstDifference = d }
+        if let d = other.firstBeyondEnvelope, firstBeyondEnvelope.map({ d < $0 }) ?? true { firstBeyondEnvelope = d }
+        map.merge(other.map) { max($0, $1) }
     }
 
     public var path: String
@@ -36,6 +44,21 @@ public struct SeriesResult: Sendable {
     /// The first mismatch in (step, pass order) terms.
     public var firstDivergence: Divergence?
     public var structural: String?
+    /// Values whose bits differ (whatever the mode), and the first of them.
+    public var differing: Int = 0
+    public var firstDifference: Divergence?
+    /// With a golden that has an envelope: values that differ by more than the safety factor times their
+    /// envelope, or differ without an envelope of their own (integers, values no window covers) — the
+    /// checksums and digests, which have no distance, aside. The first of them, and the largest
+    /// |Δ| ÷ envelope of any value (∞ for one without an envelope) with its place.
+    public var beyondEnvelope: Int = 0
+    public var firstBeyondEnvelope: Divergence?
+    public var worstEnvelopeRatio: Double = 0
+    public var worstEnvelopePlace: String = ""
+    /// For per-step series: per (step, place in the step's trace) the largest |Δ| ÷ envelope of a value that
+    /// differs (∞ without an envelope; −1 for bits that differ with no distance: a checksum) — the HTML
+    /// report's divergence map. Key: `DivergenceMap.key(step:place:)`.
+    public var map: [Int: Double] = [:]
     public var passed: Bool { mismatches == 0 && structural == nil }
 
     init(path: String) {
@@ -93,13 +116,59 @@ public struct ComparisonReport: Sendable {
     public var windows: WindowsVerified?
     /// The per-step training loss of both sides, for the HTML report's curves.
     public var lossCurves: LossCurves?
+    /// The golden's envelope (replicas per window) and the safety factor it is judged with; nil replicas:
+    /// the golden has no envelope.
+    public var envelopeReplicas: Int?
+    public var envelopeFactor: Double = TolerancePolicy.envelopeSafetyFactor
+    /// The places of a step's trace, in order (the divergence map's rows).
+    public var tracePlaces: [String] = []
+    /// Every series' map merged: (step, place) → the largest |Δ| ÷ envelope there.
+    public var divergenceMap: [Int: Double] { series.reduce(into: [Int: Double]()) { $0.merge($1.map) { max($0, $1) } } }
     public var passed: Bool { series.allSatisfy(\.passed) && trainingFailure == nil }
     public var firstDivergence: Divergence? { (series.compactMap(\.firstDivergence) + [trainingFailure].compactMap { $0 }).min() }
+    public var firstDifference: Divergence? { (series.compactMap(\.firstDifference) + [trainingFailure].compactMap { $0 }).min() }
+    public var firstBeyondEnvelope: Divergence? {
+        (series.compactMap(\.firstBeyondEnvelope) + [trainingFailure].compactMap { $0 }).min()
+    }
+    /// The series whose |Δ| ÷ envelope is largest.
+    public var worstEnvelope: SeriesResult? {
+        series.filter { $0.worstEnvelopeRatio > 0 || $0.worstEnvelopeRatio.isNaN }.max { $0.worstEnvelopeRatio < $1.worstEnvelopeRatio }
+    }
+
+    /// What the candidate's numbers are, whatever the gate: the same bits; different bits, each value
+    /// within the safety factor times its round-off envelope; different bits within a tolerance (a golden
+    /// without an envelope, judged by one); or drift.
+    public enum Verdict: String, Sendable {
+        case identical
+        case withinRoundOff = "within-round-off"
+        case withinTolerance = "within-tolerance"
+        case drift
+    }
+
+    public var verdict: Verdict {
+        let structural = series.contains { $0.structural != nil }
+        if trainingFailure != nil || structural { return .drift }
+        if series.allSatisfy({ $0.differing == 0 }) { return .identical }
+        if envelopeReplicas != nil && series.allSatisfy({ $0.beyondEnvelope == 0 }) { return .withinRoundOff }
+        if case .tolerance = mode, passed { return .withinTolerance }
+        return .drift
+    }
+}
+
+/// How one series' differences are measured against the golden's round-off envelope (`Envelope`).
+struct EnvelopeJudge {
+    /// Whether the golden has an envelope at all.
+    var hasEnvelope: Bool
+    /// This series' codes, aligned with the compared values; nil: it carries none.
+    var codes: [UInt8]?
+    var factor: Double
+    static let none = EnvelopeJudge(hasEnvelope: false, codes: nil, factor: 0)
 }
 
 /// Compares a golden's datasets with a candidate's, series by series, and places every difference.
 public enum Comparison {
-    public static func compare(golden: Record, candidate: Record, mode: ComparisonMode, reason: String) throws(RecordError) -> ComparisonReport {
+    public static func compare(golden: Record, candidate: Record, mode: ComparisonMode, reason: String,
+                               factor: Double = TolerancePolicy.envelopeSafetyFactor) throws(RecordError) -> ComparisonReport {
         var results = [SeriesResult]()
         let candidateSet = Set(candidate.comparedDatasets), goldenSet = Set(golden.comparedDatasets)
         let locator = Locator(record: golden)
@@ -128,7 +197,9 @@ public enum Comparison {
                     magnitudes = (try golden.values(largest).values, try candidate.values(largest).values)
                 }
             }
-            results.append(compareValues(path, a, b, kind: kind, mode: mode, locator: locator, magnitudes: magnitudes))
+            let judge = EnvelopeJudge(hasEnvelope: golden.envelopeReplicas != nil,
+                                      codes: try golden.envelopeCodes(path, rows: 0..<(shapeA.first ?? 0)), factor: factor)
+            results.append(compareValues(path, a, b, kind: kind, mode: mode, locator: locator, magnitudes: magnitudes, envelope: judge))
         }
         for extra in candidate.comparedDatasets where !goldenSet.contains(extra) {
             var result = SeriesResult(path: extra)
@@ -138,6 +209,9 @@ public enum Comparison {
         }
         var report = ComparisonReport(golden: golden.path, candidate: candidate.path, mode: mode, modeReason: reason,
                                       configurationDifferences: golden.config.differences(from: candidate.config), series: results)
+        report.envelopeReplicas = golden.envelopeReplicas
+        report.envelopeFactor = factor
+        report.tracePlaces = golden.layout.trace.map(\.description)
         report.lossCurves = LossCurves(golden: try LossCurves.of(golden),
                                        candidate: try LossCurves.of(candidate).enumerated().map { ($0.offset + 1, $0.element) })
         return report
@@ -147,51 +221,91 @@ public enum Comparison {
     /// `offset`: the flat index of a[0] in the whole dataset (the values may be a slice of it).
     /// `magnitudes`: for a probe checksum series, the same points' largest magnitudes (golden's, candidate's),
     /// which the first divergence quotes — a checksum says where, not by how much.
+    /// `envelope`: the golden's round-off envelope of these values, if any.
     static func compareValues(_ path: String, _ a: [Double], _ b: [Double], kind: HDF5Reader.ElementKind, mode: ComparisonMode,
-                              locator: Locator, offset: Int = 0, magnitudes: (golden: [Double], candidate: [Double])? = nil) -> SeriesResult {
+                              locator: Locator, offset: Int = 0, magnitudes: (golden: [Double], candidate: [Double])? = nil,
+                              envelope: EnvelopeJudge = .none) -> SeriesResult {
         var result = SeriesResult(path: path)
         result.elements = a.count
         result.isInteger = kind.isInteger
         let judged = TolerancePolicy.judges(path, under: mode)
+        let hasDistance = TolerancePolicy.hasDistance(path)
         let isChecksum = RecordSchema.probeChecksumDatasets.contains(path)
         if !kind.isInteger { result.worstULP = 0 }
+        let mapped = locator.mapPlaces(path)
         for i in a.indices {
             let g = a[i], c = b[i]
-            let same: Bool
-            if !judged {
-                same = true
-            } else if kind.isInteger || mode == .exact {
-                same = kind == .float32 ? Float(g).bitPattern == Float(c).bitPattern : g.bitPattern == c.bitPattern
-            } else if case let .tolerance(atol, rtol) = mode {
-                if g.isNaN || c.isNaN { same = g.isNaN && c.isNaN }
-                else if g.isInfinite || c.isInfinite { same = g == c }
-                else {
-                    let ratio = abs(g - c) / (atol + rtol * abs(g))
-                    result.worstRatio = max(result.worstRatio, ratio)
-                    same = ratio <= 1
-                }
-            } else { same = true }
+            let bitsEqual = kind == .float32 ? Float(g).bitPattern == Float(c).bitPattern : g.bitPattern == c.bitPattern
             let diff = abs(g - c)
             // A probe's largest magnitude is a float32 value of the tensor: its distance in float32 ULPs.
             let ulp = kind.isInteger ? nil : ulps(g, c, float32: kind == .float32 || RecordSchema.probeLargestDatasets.contains(path))
-            if !isChecksum && (diff > result.worstAbsolute || (diff.isNaN && !result.worstAbsolute.isNaN) || (result.worstIndex < 0 && !same)) {
-                result.worstAbsolute = diff
-                result.worstRelative = g == 0 ? (c == 0 ? 0 : .infinity) : diff / abs(g)
-                result.worstIndex = offset + i
-            }
-            if let ulp { result.worstULP = max(result.worstULP ?? 0, ulp) }
-            if !same {
-                result.mismatches += 1
-                if result.firstDivergence == nil {
+            func detail() -> String {
+                if isChecksum {
                     // A checksum has no distance (any change of any bit moves it anywhere): the same point's
                     // largest magnitudes give one.
                     let magnitude = magnitudes.map { m -> String in
                         let (mg, mc) = (m.golden[i], m.candidate[i])
                         return ", max |x| \(mg) vs \(mc)" + (mg == mc ? " (equal)" : String(format: " (relative difference %.2g)", mg == 0 ? .infinity : abs(mc - mg) / mg))
                     } ?? ""
-                    let detail = isChecksum ? String(format: "0x%08llx vs 0x%08llx", Int64(g), Int64(c)) + magnitude
-                        : "\(format(g, kind)) vs \(format(c, kind))" + (ulp.map { " (\($0 == .max ? "∞" : String($0)) ULP)" } ?? " (Δ \(Int64(c) - Int64(g)))")
-                    result.firstDivergence = locator.divergence(path, index: offset + i, detail: detail)
+                    return String(format: "0x%08llx vs 0x%08llx", Int64(g), Int64(c)) + magnitude
+                }
+                return "\(format(g, kind)) vs \(format(c, kind))" + (ulp.map { " (\($0 == .max ? "∞" : String($0)) ULP)" } ?? " (Δ \(Int64(c) - Int64(g)))")
+            }
+            // Against the envelope: |Δ| ÷ its width (∞ without one: an integer, a value no window covers).
+            var beyond = false, ratio = 0.0
+            if !bitsEqual && envelope.hasEnvelope && hasDistance {
+                let width = kind.isInteger ? 0 : envelope.codes.map { Envelope.width($0[i]) } ?? 0
+                ratio = width == 0 || g.isNaN || c.isNaN || g.isInfinite || c.isInfinite ? .infinity : diff / width
+                beyond = !(ratio <= envelope.factor)
+                if ratio > result.worstEnvelopeRatio {
+                    result.worstEnvelopeRatio = ratio
+                    result.worstEnvelopePlace = locator.place(path, index: offset + i, withStep: true)
+                }
+            }
+            let same: Bool
+            switch mode {
+            case _ where !judged: same = true
+            case .exact: same = bitsEqual
+            case .envelope: same = bitsEqual || (envelope.hasEnvelope && !beyond && !kind.isInteger)
+            case let .tolerance(atol, rtol):
+                if kind.isInteger { same = bitsEqual }
+                else if g.isNaN || c.isNaN { same = g.isNaN && c.isNaN }
+                else if g.isInfinite || c.isInfinite { same = g == c }
+                else {
+                    let ratio = diff / (atol + rtol * abs(g))
+                    result.worstRatio = max(result.worstRatio, ratio)
+                    same = ratio <= 1
+                }
+            }
+            if !isChecksum && (diff > result.worstAbsolute || (diff.isNaN && !result.worstAbsolute.isNaN) || (result.worstIndex < 0 && !same)) {
+                result.worstAbsolute = diff
+                result.worstRelative = g == 0 ? (c == 0 ? 0 : .infinity) : diff / abs(g)
+                result.worstIndex = offset + i
+            }
+            if let ulp { result.worstULP = max(result.worstULP ?? 0, ulp) }
+            if !bitsEqual, let mapped {
+                let key = DivergenceMap.key(step: mapped.step(offset + i), place: mapped.place(offset + i))
+                let cell = !hasDistance ? -1 : envelope.hasEnvelope ? ratio : .infinity
+                result.map[key] = max(result.map[key] ?? -1, cell)
+            }
+            if !bitsEqual {
+                result.differing += 1
+                if result.firstDifference == nil { result.firstDifference = locator.divergence(path, index: offset + i, detail: detail()) }
+            }
+            if beyond {
+                result.beyondEnvelope += 1
+                if result.firstBeyondEnvelope == nil {
+                    let width = ratio.isFinite ? String(format: "%.3g envelopes (envelope %.2g)", ratio, diff / ratio) : "no envelope"
+                    var d = locator.divergence(path, index: offset + i, detail: detail() + ", " + width)
+                    d.description = d.description.replacingOccurrences(of: "first divergence at", with: "leaves its round-off envelope at")
+                    result.firstBeyondEnvelope = d
+                }
+            }
+            if !same {
+                result.mismatches += 1
+                if result.firstDivergence == nil {
+                    result.firstDivergence = (mode.isEnvelope ? result.firstBeyondEnvelope : nil)
+                        ?? locator.divergence(path, index: offset + i, detail: detail())
                 }
             }
         }
@@ -273,6 +387,20 @@ struct Locator {
         }
     }
 
+    /// For a per-step series or the first forward pass's probes: each flat index's step and place in the
+    /// step's trace (the divergence map's cell), worked out once per column; nil for other datasets.
+    func mapPlaces(_ path: String) -> (step: (Int) -> Int, place: (Int) -> Int)? {
+        if let series = stepSeries[path] {
+            let places = series.points.map(traceIndex), width = series.width
+            return ({ $0 / width + 1 }, { places[$0 % width] })
+        }
+        if path == RecordSchema.forwardProbeChecksums || path == RecordSchema.forwardProbeLargest {
+            let places = layout.forwardProbePoints.map(traceIndex)
+            return ({ _ in 0 }, { places[$0 % places.count] })
+        }
+        return nil
+    }
+
     /// The place of a point in the step's trace (the end, should a record name a point the model lacks).
     func traceIndex(_ point: TracePoint) -> Int { layout.trace.firstIndex(of: point) ?? layout.trace.count }
 
@@ -323,4 +451,10 @@ public struct LossCurves: Sendable {
     }
 
     static func of(_ record: Record) throws(RecordError) -> [Float] { try record.values(RecordSchema.stepLoss).values.map(Float.init) }
+}
+
+/// The divergence map's cells: (step, place in the step's trace) in one key.
+public enum DivergenceMap {
+    public static func key(step: Int, place: Int) -> Int { step << 16 | place }
+    public static func cell(_ key: Int) -> (step: Int, place: Int) { (key >> 16, key & 0xFFFF) }
 }

@@ -9,7 +9,7 @@ public enum HTMLReport {
     public static func render(_ verdict: Verdict, title: String) -> String {
         var body = "<h1>\(escape(title))</h1>\n"
         body += "<p class=\"verdict \(verdict.exitCode == 0 ? "pass" : "fail")\">"
-            + (verdict.exitCode == 0 ? "PASS" : verdict.exitCode == 1 ? "DRIFT" : "UNUSABLE INPUT")
+            + (verdict.exitCode == 0 ? "PASS" : verdict.exitCode == 1 ? "FAIL" : "UNUSABLE INPUT")
             + " — exit code \(verdict.exitCode)</p>\n"
         for (file, problem) in verdict.unusable {
             body += "<section><h2>\(escape(file))</h2><p class=\"verdict fail\">cannot be used</p><p>\(escape(problem))</p></section>\n"
@@ -55,15 +55,20 @@ public enum HTMLReport {
     static func section(_ r: ComparisonReport) -> String {
         var out = "<section><h2>\(escape(r.golden))</h2>\n"
         let failed = r.series.filter { !$0.passed }
-        out += "<p class=\"verdict \(r.passed ? "pass" : "fail")\">" + (r.passed ? "PASS" : "DRIFT")
-            + " — \(r.series.count) series" + (r.windows.map { ", \(escape($0.description))" } ?? "") + ", \(escape(r.mode.description))</p>\n"
+        let verdict = r.verdict.rawValue
+        out += "<p class=\"verdict \(r.passed ? "pass" : "fail")\">" + (r.passed ? "PASS" : r.verdict == .withinRoundOff ? "DIFFERS" : "DRIFT")
+            + " — \(verdict) — \(r.series.count) series" + (r.windows.map { ", \(escape($0.description))" } ?? "") + ", \(escape(r.mode.description))</p>\n"
         for d in r.configurationDifferences { out += "<p>configuration differs: \(escape(d))</p>\n" }
         if !r.passed, let first = r.firstDivergence { out += "<p class=\"divergence\">\(escape(first.description))</p>\n" }
         out += "<p class=\"note\">candidate: \(escape(r.candidate)); comparison \(escape(r.mode.description)) because \(escape(r.modeReason))</p>\n"
+        if let beyond = r.firstBeyondEnvelope, r.verdict == .drift, r.envelopeReplicas != nil, beyond != r.firstDivergence {
+            out += "<p class=\"divergence\">\(escape(beyond.description))</p>\n"
+        }
         if let curves = r.lossCurves, !curves.golden.isEmpty {
             out += lossChart(curves)
             out += differenceChart(curves, firstStep: r.passed ? nil : r.firstDivergence?.step)
         }
+        out += divergenceMap(r)
         if !failed.isEmpty {
             let rows = failed.sorted { ($0.firstDivergence?.step ?? .max, $0.path) < ($1.firstDivergence?.step ?? .max, $1.path) }.prefix(200).map { s in
                 [s.path, "\(s.mismatches) of \(s.elements)",
@@ -133,6 +138,57 @@ public enum HTMLReport {
             svg += String(format: "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" fill=\"#b3261e\">first divergence: step %d</text>",
                           min(fx + 4, width - 190), top + 12, firstStep)
         }
+        return svg + "</svg>\n"
+    }
+
+    /// The places of a step (rows, in the order the step runs) × steps (columns, up to 240, each the largest
+    /// of its steps): colour = |Δ| ÷ envelope, so where a change starts and how it spreads shows at a glance.
+    /// Only places where something differs are rows; nothing is drawn for an identical run.
+    static func divergenceMap(_ r: ComparisonReport) -> String {
+        let map = r.divergenceMap
+        guard !map.isEmpty, !r.tracePlaces.isEmpty else { return "" }
+        let cells = map.map { (DivergenceMap.cell($0.key), $0.value) }
+        let rows = Set(cells.map(\.0.place)).sorted()
+        let lastStep = max(cells.map(\.0.step).max()!, r.lossCurves?.golden.count ?? 0)
+        let columns = min(240, lastStep + 1), perColumn = Double(lastStep + 1) / Double(columns)
+        var grid = [[Double?]](repeating: [Double?](repeating: nil, count: columns), count: rows.count)
+        let rowOf = Dictionary(uniqueKeysWithValues: rows.enumerated().map { ($1, $0) })
+        for ((step, place), value) in cells {
+            let c = min(columns - 1, Int(Double(step) / perColumn)), row = rowOf[place]!
+            grid[row][c] = max(grid[row][c] ?? -1, value)
+        }
+        let factor = r.envelopeFactor, cellW = (width - 250) / Double(columns), cellH = 9.0
+        let h = Double(rows.count) * cellH + 40
+        func colour(_ v: Double) -> String {
+            if v < 0 { return "#9ec5e8" }                 // bits differ, no distance (a checksum)
+            if r.envelopeReplicas == nil { return "#888" } // no envelope to measure by
+            if !v.isFinite { return "#5c0a06" }
+            if v <= 1 { return "#f3e7a1" }
+            if v <= factor { return "#f0a34a" }
+            return "#b3261e"
+        }
+        var svg = "<p class=\"chart\">Divergence map: the step's places (rows, in the order a step runs) × steps; colour = |Δ| ÷ envelope "
+            + "(pale: within 1 envelope, orange: within \(factor.shortText), red: beyond — drift; blue: a checksum differs, no distance; "
+            + "grey: the golden has no envelope)</p>"
+        svg += "<svg viewBox=\"0 0 \(Int(width)) \(Int(h))\" role=\"img\" aria-label=\"divergence map\"><rect width=\"\(Int(width))\" height=\"\(Int(h))\" fill=\"#fff\"/>"
+        for (i, place) in rows.enumerated() {
+            let name = place < r.tracePlaces.count ? r.tracePlaces[place] : "?"
+            svg += String(format: "<text x=\"244\" y=\"%.1f\" font-size=\"7.5\" text-anchor=\"end\">%@</text>", Double(i) * cellH + cellH - 1.5, escape(String(name.prefix(48))))
+            // Runs of neighbouring cells of one colour as one rectangle.
+            var c = 0
+            while c < columns {
+                guard let value = grid[i][c] else { c += 1; continue }
+                let fill = colour(value)
+                var end = c + 1
+                while end < columns, let next = grid[i][end], colour(next) == fill { end += 1 }
+                svg += String(format: "<rect x=\"%.1f\" y=\"%.0f\" width=\"%.1f\" height=\"%.0f\" fill=\"%@\"/>", 250 + Double(c) * cellW, Double(i) * cellH,
+                              max(Double(end - c) * cellW, 0.6), cellH - 1, fill)
+                c = end
+            }
+        }
+        let y = Double(rows.count) * cellH + 14
+        svg += String(format: "<text x=\"250\" y=\"%.0f\" font-size=\"11\">step 0</text><text x=\"%.0f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"end\">step %d</text>",
+                      y, width - 2, y, lastStep)
         return svg + "</svg>\n"
     }
 

@@ -28,14 +28,32 @@ public enum Report {
         var lines = [String]()
         let failed = r.series.filter { !$0.passed }
         let scope = r.windows.map { " in \($0.description)" } ?? ""
-        if r.passed {
-            lines.append("PASS \(r.golden): \(r.series.count) series, \(r.series.reduce(0) { $0 + $1.elements }) values\(scope), \(r.mode)")
-        } else {
+        let verdict = r.verdict, differing = r.series.filter { $0.differing > 0 }.count
+        let values = r.series.reduce(0) { $0 + $1.elements }
+        switch (r.passed, verdict) {
+        case (true, .identical):
+            lines.append("PASS \(r.golden): identical: \(r.series.count) series, \(values) values\(scope), \(r.mode)")
+        case (true, .withinRoundOff):
+            lines.append("PASS \(r.golden): within round-off: \(differing) of \(r.series.count) series differ, every value within "
+                         + "\(r.envelopeFactor.shortText)× its envelope\(scope), \(r.mode)")
+        case (true, _):
+            lines.append("PASS \(r.golden): \(differing) of \(r.series.count) series differ within the tolerance\(scope), \(r.mode)")
+        case (false, .withinRoundOff):
+            lines.append("DIFFERS \(r.golden): bits differ in \(differing) of \(r.series.count) series\(scope), every value within round-off "
+                         + "(\(r.envelopeFactor.shortText)× its envelope): re-record if intended, or gate with --tolerance envelope (\(r.mode))")
+        case (false, _):
             let what = r.trainingFailure != nil ? "the re-run failed" : "\(failed.count) of \(r.series.count) series differ"
             lines.append("DRIFT \(r.golden): \(what)\(scope) (\(r.mode))")
         }
         // The configurations first: when they differ, that is the likely cause of everything below.
         for difference in r.configurationDifferences { lines.append("  configuration differs: \(difference)") }
+        lines.append("  verdict: \(verdict.rawValue)" + envelopeSummary(r))
+        if verdict != .identical, let first = r.firstDifference, first != r.firstDivergence || r.passed {
+            lines.append("  bits " + first.description.replacingOccurrences(of: "first divergence at", with: "first differ at"))
+        }
+        if verdict == .drift, r.envelopeReplicas != nil, let beyond = r.firstBeyondEnvelope, beyond != r.firstDivergence {
+            lines.append("  " + beyond.description)
+        }
         if !r.passed, let first = r.firstDivergence { lines.append("  " + first.description) }
         // A re-run that failed later than the first difference: the failure too.
         if let failure = r.trainingFailure, let first = r.firstDivergence, failure != first { lines.append("  " + failure.description) }
@@ -64,12 +82,28 @@ public enum Report {
         return lines.joined(separator: "\n")
     }
 
+    /// "; 12 values differ, worst 2.3 envelopes at …; envelope of 8 replicas per window, safety factor 8", or
+    /// a note that the golden has none.
+    static func envelopeSummary(_ r: ComparisonReport) -> String {
+        let differing = r.series.reduce(0) { $0 + $1.differing }
+        var text = differing == 0 ? "" : "; \(differing) values differ"
+        guard let replicas = r.envelopeReplicas else {
+            return text + (differing == 0 ? "" : "; the golden has no round-off envelope (repro record --like GOLDEN adds one)")
+        }
+        if let worst = r.worstEnvelope {
+            text += worst.worstEnvelopeRatio.isFinite ? String(format: ", worst %.3g envelopes at ", worst.worstEnvelopeRatio) + worst.worstEnvelopePlace
+                : ", worst without an envelope at " + worst.worstEnvelopePlace
+        }
+        return text + "; envelope of \(replicas) replicas per window, safety factor \(r.envelopeFactor.shortText)"
+    }
+
     public static func jsonObject(_ r: ComparisonReport) -> [String: Any] {
-        var mode: [String: Any] = ["kind": r.mode == .exact ? "exact" : "tolerance", "reason": r.modeReason]
+        var mode: [String: Any] = ["kind": r.mode == .exact ? "exact" : r.mode.isEnvelope ? "envelope" : "tolerance", "reason": r.modeReason]
         if case let .tolerance(a, rel) = r.mode { mode["absolute"] = a; mode["relative"] = rel }
+        if case let .envelope(f) = r.mode { mode["factor"] = f }
         if let weak = TolerancePolicy.weakness(of: r.mode) { mode["weakness"] = weak }
         var object: [String: Any] = [
-            "golden": r.golden, "candidate": r.candidate, "passed": r.passed, "mode": mode,
+            "golden": r.golden, "candidate": r.candidate, "passed": r.passed, "mode": mode, "verdict": r.verdict.rawValue,
             "configuration_differences": r.configurationDifferences,
             "series": r.series.map { s -> [String: Any] in
                 var o: [String: Any] = ["path": s.path, "group": s.group, "elements": s.elements, "mismatches": s.mismatches,
@@ -79,18 +113,36 @@ public enum Report {
                 if s.worstRelative.isFinite { o["worst_relative"] = s.worstRelative }
                 if s.worstIndex >= 0 { o["worst_index"] = s.worstIndex; o["worst_place"] = s.worstPlace }
                 if case .tolerance = r.mode { o["worst_ratio"] = s.worstRatio.isFinite ? s.worstRatio : -1 }
+                o["differing"] = s.differing
+                if r.envelopeReplicas != nil {
+                    o["beyond_envelope"] = s.beyondEnvelope
+                    // |Δ| ÷ envelope; −1: a value that differs without an envelope of its own.
+                    o["worst_envelope_ratio"] = s.worstEnvelopeRatio.isFinite ? s.worstEnvelopeRatio : -1
+                    if !s.worstEnvelopePlace.isEmpty { o["worst_envelope_place"] = s.worstEnvelopePlace }
+                }
                 if let d = s.firstDivergence { o["first_divergence"] = ["step": d.step, "message": d.description] }
                 if let st = s.structural { o["structural"] = st }
                 return o
             },
         ]
-        if let d = r.firstDivergence {
+        func place(_ d: Divergence) -> [String: Any] {
             var first: [String: Any] = ["step": d.step, "message": d.description]
             if let w = d.window { first["window"] = w }
             // Where in the step: the pass ("data", "forward", "loss", "backward", "update"), the layer and the
             // point's name in /steps/probes@points form.
             if let p = d.point { first["pass"] = p.pass.rawValue; first["layer"] = p.layer; first["place"] = p.key }
-            object["first_divergence"] = first
+            return first
+        }
+        if let d = r.firstDivergence { object["first_divergence"] = place(d) }
+        if let d = r.firstDifference { object["first_difference"] = place(d) }
+        if let replicas = r.envelopeReplicas {
+            var envelope: [String: Any] = ["replicas": replicas, "factor": r.envelopeFactor]
+            if let worst = r.worstEnvelope {
+                envelope["worst_ratio"] = worst.worstEnvelopeRatio.isFinite ? worst.worstEnvelopeRatio : -1
+                envelope["worst_place"] = worst.worstEnvelopePlace
+            }
+            if let d = r.firstBeyondEnvelope { envelope["first_beyond"] = place(d) }
+            object["envelope"] = envelope
         }
         if let f = r.trainingFailure { object["training_failure"] = ["step": f.step, "message": f.description] }
         if let w = r.windows {
@@ -131,7 +183,8 @@ public enum Report {
             let failures = groups.filter { g in g == "training" || r.series.contains { $0.group == g && !$0.passed } }.count
             let suite = r.golden + (r.windows?.shard.map { " [shard \($0)]" } ?? "")
             xml += "  <testsuite name=\"\(escape(suite))\" tests=\"\(groups.count)\" failures=\"\(failures)\">\n"
-            if let w = r.windows { xml += "    <properties><property name=\"windows\" value=\"\(escape(w.description))\"/></properties>\n" }
+            xml += "    <properties><property name=\"verdict\" value=\"\(r.verdict.rawValue)\"/>"
+                + (r.windows.map { "<property name=\"windows\" value=\"\(escape($0.description))\"/>" } ?? "") + "</properties>\n"
             for g in groups {
                 xml += "    <testcase classname=\"\(escape(r.golden))\" name=\"\(escape(g))\">"
                 if g == "training", let f = r.trainingFailure {

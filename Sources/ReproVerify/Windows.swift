@@ -81,28 +81,48 @@ final class CapturedRun: TrainingObserver {
     func epochFinished(_ epoch: Int, train: Metrics, validation: Metrics) throws { epochs.append((epoch, train, validation)) }
 
     /// Compares everything captured with the golden's value at the same place.
-    func compare(with golden: Record, mode: ComparisonMode) throws(RecordError) -> [SeriesResult] {
+    func compare(with golden: Record, mode: ComparisonMode, factor: Double) throws(RecordError) -> [SeriesResult] {
         let locator = Locator(record: golden)
-        let plan = golden.plan, layout = golden.layout
-        var results = [SeriesResult]()
-        func compare(_ path: String, rows: Range<Int>, _ candidate: [Double],
-                     magnitudes: (path: String, candidate: [Double])? = nil) throws(RecordError) {
-            guard let kind = golden.kind(of: path), !rows.isEmpty else { return }
-            let stored = try golden.values(path, rows: rows)
-            let rowElements = golden.shape(of: path).dropFirst().reduce(1, *)
+        return try pieces(of: golden).map { piece throws(RecordError) in
+            let stored = try golden.values(piece.path, rows: piece.rows)
             var paired: (golden: [Double], candidate: [Double])?
-            if let magnitudes { paired = (try golden.values(magnitudes.path, rows: rows), magnitudes.candidate) }
-            results.append(Comparison.compareValues(path, stored, candidate, kind: kind, mode: mode, locator: locator,
-                                                    offset: rows.lowerBound * rowElements, magnitudes: paired))
+            if let m = piece.magnitudes { paired = (try golden.values(m.path, rows: piece.rows), m.candidate) }
+            let judge = EnvelopeJudge(hasEnvelope: golden.envelopeReplicas != nil,
+                                      codes: try golden.envelopeCodes(piece.path, rows: piece.rows), factor: factor)
+            return Comparison.compareValues(piece.path, stored, piece.values, kind: piece.kind, mode: mode, locator: locator,
+                                            offset: piece.offset, magnitudes: paired, envelope: judge)
+        }
+    }
+
+    /// One part of what the re-run produced, at its place in a golden's dataset: rows `rows` of `path`
+    /// (flat index `offset` onwards).
+    struct Piece {
+        let path: String
+        let kind: HDF5Reader.ElementKind
+        let rows: Range<Int>
+        let offset: Int
+        let values: [Double]
+        /// For a probe checksum: the same points' largest magnitudes (the candidate's) and their dataset.
+        let magnitudes: (path: String, candidate: [Double])?
+    }
+
+    /// Everything captured that the golden stores, as pieces of its datasets.
+    func pieces(of golden: Record) -> [Piece] {
+        let plan = golden.plan, layout = golden.layout
+        var pieces = [Piece]()
+        func add(_ path: String, rows: Range<Int>, _ candidate: [Double], magnitudes: (path: String, candidate: [Double])? = nil) {
+            guard let kind = golden.kind(of: path), !rows.isEmpty else { return }
+            let rowElements = golden.shape(of: path).dropFirst().reduce(1, *)
+            pieces.append(Piece(path: path, kind: kind, rows: rows, offset: rows.lowerBound * rowElements, values: candidate, magnitudes: magnitudes))
         }
         if let split {
-            try compare(RecordSchema.trainIndices, rows: 0..<split.train.count, split.train.map(Double.init))
-            try compare(RecordSchema.validationIndices, rows: 0..<split.validation.count, split.validation.map(Double.init))
+            add(RecordSchema.trainIndices, rows: 0..<split.train.count, split.train.map(Double.init))
+            add(RecordSchema.validationIndices, rows: 0..<split.validation.count, split.validation.map(Double.init))
         }
         for (epoch, order) in orders {
             switch golden.config.profile {
-            case .complete: try compare(RecordSchema.epochOrder, rows: epoch..<(epoch + 1), order.map(Double.init))
-            case .golden: try compare(RecordSchema.epochOrderDigests, rows: epoch..<(epoch + 1), Digest.of(order).map(Double.init))
+            case .complete: add(RecordSchema.epochOrder, rows: epoch..<(epoch + 1), order.map(Double.init))
+            case .golden: add(RecordSchema.epochOrderDigests, rows: epoch..<(epoch + 1), Digest.of(order).map(Double.init))
             }
         }
         if let first = steps.first?.step {
@@ -114,40 +134,40 @@ final class CapturedRun: TrainingObserver {
                     let values = run.flatMap { series.values(of: steps[$0 - first]) }
                     let magnitudes = series.magnitudes.flatMap { path in table.first { $0.path == path } }
                         .map { m in (m.path, run.flatMap { m.values(of: steps[$0 - first]) }) }
-                    try compare(series.path, rows: (run.lowerBound - 1)..<run.upperBound, values, magnitudes: magnitudes)
+                    add(series.path, rows: (run.lowerBound - 1)..<run.upperBound, values, magnitudes: magnitudes)
                 }
             }
         }
         for state in states {
             guard case let .tensors(model, momentum) = state.content else { continue }
             if plan.isCheckpoint(state.step) {
-                for t in model { try compare(RecordSchema.checkpointModel(step: state.step) + "/" + t.name, rows: 0..<t.shape[0], t.values.map(Double.init)) }
+                for t in model { add(RecordSchema.checkpointModel(step: state.step) + "/" + t.name, rows: 0..<t.shape[0], t.values.map(Double.init)) }
                 for t in momentum {
-                    try compare(RecordSchema.checkpointMomentum(step: state.step) + "/" + t.name, rows: 0..<t.shape[0], t.values.map(Double.init))
+                    add(RecordSchema.checkpointMomentum(step: state.step) + "/" + t.name, rows: 0..<t.shape[0], t.values.map(Double.init))
                 }
             } else if plan.windowEndsBetweenCheckpoints.contains(state.step) {
                 let group = RecordSchema.stateDigest(step: state.step)
-                try compare(group + "/model", rows: 0..<model.count, model.flatMap { Digest.of($0.values) }.map(Double.init))
-                try compare(group + "/momentum_buffer", rows: 0..<momentum.count, momentum.flatMap { Digest.of($0.values) }.map(Double.init))
+                add(group + "/model", rows: 0..<model.count, model.flatMap { Digest.of($0.values) }.map(Double.init))
+                add(group + "/momentum_buffer", rows: 0..<momentum.count, momentum.flatMap { Digest.of($0.values) }.map(Double.init))
             }
         }
         for (epoch, train, validation) in epochs {
             let values = [train.loss, train.accuracy, validation.loss, validation.accuracy]
             for (series, value) in zip(RecordSchema.EpochSeries.allCases, values) {
-                try compare(RecordSchema.epochSeries(series), rows: epoch..<(epoch + 1), [value])
+                add(RecordSchema.epochSeries(series), rows: epoch..<(epoch + 1), [value])
             }
         }
         if let forwardProbes {
-            try compare(RecordSchema.forwardProbeChecksums, rows: 0..<forwardProbes.count, forwardProbes.map { Double($0.checksum) },
-                        magnitudes: (RecordSchema.forwardProbeLargest, forwardProbes.map(\.largest)))
-            try compare(RecordSchema.forwardProbeLargest, rows: 0..<forwardProbes.count, forwardProbes.map(\.largest))
+            add(RecordSchema.forwardProbeChecksums, rows: 0..<forwardProbes.count, forwardProbes.map { Double($0.checksum) },
+                magnitudes: (RecordSchema.forwardProbeLargest, forwardProbes.map(\.largest)))
+            add(RecordSchema.forwardProbeLargest, rows: 0..<forwardProbes.count, forwardProbes.map(\.largest))
         }
         for (phase, sets) in evaluations {
-            try compare(RecordSchema.evaluation(phase.rawValue, .loss), rows: 0..<3, sets.map(\.loss))
-            try compare(RecordSchema.evaluation(phase.rawValue, .accuracy), rows: 0..<3, sets.map(\.accuracy))
-            try compare(RecordSchema.evaluation(phase.rawValue, .samples), rows: 0..<3, sets.map { Double($0.samples) })
+            add(RecordSchema.evaluation(phase.rawValue, .loss), rows: 0..<3, sets.map(\.loss))
+            add(RecordSchema.evaluation(phase.rawValue, .accuracy), rows: 0..<3, sets.map(\.accuracy))
+            add(RecordSchema.evaluation(phase.rawValue, .samples), rows: 0..<3, sets.map { Double($0.samples) })
         }
-        return results
+        return pieces
     }
 
     /// Ascending steps grouped into runs of consecutive steps, as closed ranges.

@@ -22,6 +22,11 @@ enum Experiment: String, CaseIterable, ExpressibleByArgument {
     var norm: Bool { self == .mnist_bn || self == .svhn_bn }
 }
 
+/// `verify --tolerance`: the one named tolerance.
+enum ToleranceName: String, CaseIterable, ExpressibleByArgument {
+    case envelope
+}
+
 /// `bench --kernels`: one kernel set, or both side by side.
 enum BenchKernels: String, CaseIterable, ExpressibleByArgument {
     case portable, blas, both

@@ -59,6 +59,21 @@ struct RecordCommand: ParsableCommand {
     var roundingReplica: UInt32?
     @Option(help: "Re-record this golden with exactly its configuration (profile, windows, checkpoints, evaluation limit, threads, kernels, seed, data), by default in place (atomically).")
     var like: String?
+    @Option(help: ArgumentHelp("Measure the round-off envelope with K replicas of every verification window (0: none). Default \(Self.defaultEnvelopeReplicas) with --profile golden and with --like (or the golden's own K), else 0. See docs/verifying.md.",
+                               valueName: "K"))
+    var envelope: Int?
+
+    /// Replicas per window of a golden's envelope (docs/verifying.md, "Round-off envelopes"): with 8, 4 of
+    /// 10 re-runs under other OpenBLAS kernels left the envelope 8-fold, where a ReLU decision flipped that
+    /// no replica flipped; with 16, none of 26 benign re-runs came within 3× of it.
+    static let defaultEnvelopeReplicas = 16
+
+    /// The envelope's replicas for this run (0: none).
+    func envelopeReplicas(config: RunConfig, source: Record?) -> Int {
+        if let envelope { return envelope }
+        if let source, like != nil { return source.envelopeReplicas ?? Self.defaultEnvelopeReplicas }
+        return config.profile == .golden ? Self.defaultEnvelopeReplicas : 0
+    }
 
     /// The options that change a run's configuration, by name, when given.
     var configurationOptions: [String] {
@@ -85,6 +100,10 @@ struct RecordCommand: ParsableCommand {
         }
         try check(threads, in: L.threads, "--threads")
         try check(fromStep, in: 0...L.count.upperBound, "--from-step")
+        try check(envelope, in: 0...Int(Envelope.maximumReplicas), "--envelope")
+        if envelope.map({ $0 > 0 }) ?? false && (noWrite || roundingReplica != nil) {
+            throw ValidationError("--envelope measures a record's envelope: it excludes --no-write and --rounding-replica")
+        }
         if let name, !L.isValidName(name) {
             throw ValidationError("--name must be 1 to 64 letters, digits, '.', '_' or '-' (not starting with '.'), got '\(name)'")
         }
@@ -133,7 +152,7 @@ struct RecordCommand: ParsableCommand {
     func run() throws {
         var source: Record?
         if let path = resume ?? like {
-            if like != nil, let version = Record.statedSchemaVersion(path), version != RecordSchema.version {
+            if like != nil, let version = Record.statedSchemaVersion(path), !RecordSchema.readableVersions.contains(version) {
                 try failWithBadInput("\(path): a golden of schema version \(version); this repro records version \(RecordSchema.version) and cannot "
                                      + "re-record from it: record it anew with the options it was made with (h5dump -A -g /config \(path) lists them)")
             }
@@ -167,6 +186,13 @@ struct RecordCommand: ParsableCommand {
         let created = source.flatMap { like != nil ? $0.header.created : nil }
             ?? String((ProcessInfo.processInfo.environment["SOURCE_DATE_EPOCH"] ?? "").prefix(64))
         let header = RecordHeader(created: created, reproVersion: ReproVersion.string)
+        let replicas = roundingReplica == nil && !noWrite ? envelopeReplicas(config: config, source: source) : 0
+        // Replicas are thread-independent with portable kernels: they may use every core.
+        let replicaThreads = config.kernels == .portable ? max(config.threads, min(ProcessInfo.processInfo.activeProcessorCount, 8)) : config.threads
+        let amend = replicas == 0 ? nil : EnvelopeMeasurement.amending(
+            data: data, replicas: replicas, threads: replicaThreads,
+            started: { print("measuring the round-off envelope: \(replicas) replicas of each of \($0) windows") },
+            progress: { print("  envelope: window \($0) of \($1) done") })
         do {
             if noWrite {
                 let start = try source.map { try RecordReplay($0).resumePoint(at: fromStep ?? $0.plan.checkpointSteps.last!) }
@@ -174,13 +200,13 @@ struct RecordCommand: ParsableCommand {
             } else if let source, resume != nil {
                 try Recording.resume(source, config: config, from: fromStep, data: data, to: outputPath, header: header,
                                      checks: try BatchNormChecks.run(), observers: [reporter],
-                                     temporaryFileCreated: Interrupts.removeOnInterrupt)
+                                     temporaryFileCreated: Interrupts.removeOnInterrupt, amending: amend)
             } else {
                 if output == nil && like == nil { try? FileManager.default.createDirectory(atPath: "runs", withIntermediateDirectories: true) }
                 let hooks: any TrainingHooks = roundingReplica.map { RoundingReplica(seed: config.seed, replica: $0) } ?? NoFault()
                 try Recording.record(config: config, data: data, to: outputPath, header: header,
                                      checks: try BatchNormChecks.run(), observers: [reporter], hooks: hooks,
-                                     temporaryFileCreated: Interrupts.removeOnInterrupt)
+                                     temporaryFileCreated: Interrupts.removeOnInterrupt, amending: amend)
             }
             if tensorboard ?? (like == nil), !noWrite {
                 let events = try TensorBoardExport.write(try Record(path: outputPath), logdir: eventsFolder(output: outputPath))

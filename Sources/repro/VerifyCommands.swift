@@ -12,10 +12,16 @@ struct ComparisonOptions: ParsableArguments {
     @Option(help: "Also write the report as JSON to FILE (format: docs/verifying.md, 'Reports').") var json: String?
     @Option(help: "Also write a JUnit XML report to FILE (one test case per golden and series group).") var junit: String?
     @Option(help: "Also write a self-contained HTML report to FILE (loss curves, differences per step, series that differ).") var html: String?
+    @Option(help: ArgumentHelp("Gate on the golden's round-off envelope: pass when every value is within \(TolerancePolicy.envelopeSafetyFactor.shortText)× its envelope (the verdict 'within-round-off'), not only on identical bits.",
+                               valueName: "envelope"))
+    var tolerance: ToleranceName?
+    @Option(help: ArgumentHelp("The envelope's safety factor (negative controls: 0 flags every difference).", visibility: .hidden))
+    var envelopeFactor: Double?
     @Flag(help: "List every series, not only those that differ.") var verbose = false
 
     func validate() throws {
-        if exact && rtol != nil { throw ValidationError("--exact and --rtol exclude each other") }
+        if [exact, rtol != nil, tolerance != nil].filter({ $0 }).count > 1 { throw ValidationError("--exact, --rtol and --tolerance exclude each other") }
+        if let envelopeFactor, !(envelopeFactor >= 0 && envelopeFactor.isFinite) { throw ValidationError("--envelope-factor must be a non-negative number") }
         if let rtol, !(rtol >= 0 && rtol.isFinite) { throw ValidationError("--rtol must be a non-negative number") }
         if !(atol >= 0 && atol.isFinite) { throw ValidationError("--atol must be a non-negative number") }
     }
@@ -23,8 +29,11 @@ struct ComparisonOptions: ParsableArguments {
     var override: ComparisonMode? {
         if exact { return .exact }
         if let rtol { return .tolerance(absolute: atol, relative: rtol) }
+        if tolerance == .envelope { return .envelope(factor: factor) }
         return nil
     }
+
+    var factor: Double { envelopeFactor ?? TolerancePolicy.envelopeSafetyFactor }
 
     /// Writes the JSON/JUnit files (atomically) and exits with the verdict's code (0, 1 or 2).
     func finish(_ verdict: Verdict) throws {
@@ -65,7 +74,7 @@ struct VerifyCommand: ParsableCommand {
     @Argument(help: "Golden records to verify.") var goldens: [String]
     @Option(help: "Directory with the data the goldens were recorded on (default: Data/mnist or Data/svhn, by each golden's dataset).")
     var dataDir: String?
-    @Option(help: "Re-run with this many threads instead of the golden's (portable goldens must still match exactly; a blas golden then compares with tolerance).")
+    @Option(help: "Re-run with this many threads instead of the golden's (portable goldens must still match exactly; a blas golden is then judged by its envelope, or without one by its tolerance).")
     var threads: Int?
     @Option(help: ArgumentHelp("Re-run this many windows, chosen deterministically (always the first window, one that crosses an epoch boundary and the last), or all of them (default).",
                                valueName: "count|all"))
@@ -89,6 +98,10 @@ struct VerifyCommand: ParsableCommand {
 
     @Option(help: ArgumentHelp("Change the re-run on purpose to see verify report it (negative control).", visibility: .hidden))
     var injectFault: Verifier.RerunFault?
+    @Option(help: ArgumentHelp("With --inject-fault: a scaled gradient's change (1 + F), for measuring the detection floor.", visibility: .hidden))
+    var faultFactor: Double?
+    @Option(help: "Re-run with this kernel set instead of the golden's, judged by the golden's round-off envelope (without one: by its stored tolerance).")
+    var kernels: KernelChoice?
 
     func run() throws {
         // Every verify also checks the BatchNorm implementation itself (the same checks as `repro check-bn`).
@@ -97,6 +110,9 @@ struct VerifyCommand: ParsableCommand {
         verdict.checks = rows
         var verifier = Verifier(dataDirectory: dataDir, checks: rows, override: comparison.override, threads: threads)
         verifier.fault = injectFault
+        verifier.kernels = kernels
+        verifier.faultFactor = faultFactor
+        verifier.envelopeFactor = comparison.factor
         // Each golden on its own: one that cannot be used is reported and the others are still verified.
         for golden in goldens {
             do {
@@ -129,7 +145,7 @@ struct CompareCommand: ParsableCommand {
     func run() throws {
         var verdict = Verdict()
         do {
-            let report = try Verifier.compare(golden, candidate, override: comparison.override)
+            let report = try Verifier.compare(golden, candidate, override: comparison.override, factor: comparison.factor)
             comparison.show(report)
             verdict.reports.append(report)
         } catch {
@@ -152,7 +168,8 @@ struct InspectCommand: ParsableCommand {
         let record: Record
         do { record = try Record(path: file) } catch { try failWithBadInput(error.description) }
         let c = record.config
-        print("\(file): repro record, schema \(RecordSchema.version), \(c.kernels) kernels, comparison policy '\(record.policy.mode)'")
+        print("\(file): repro record, schema \(record.header.schemaVersion), \(c.kernels) kernels, comparison policy '\(record.policy.mode)'")
+        print("round-off envelope: " + (record.envelopeReplicas.map { "\($0) replicas per window (docs/verifying.md)" } ?? "none (record --envelope K adds one)"))
         print("config: \(c.name) dataset \(c.dataset), \(c.norm ? "with" : "without") BatchNorm, seed \(c.seed), batch \(c.batchSize), "
               + "lr \(c.learningRate), momentum \(c.momentum), weight decay \(c.weightDecay), epochs \(c.epochs)"
               + (c.maxSteps.map { ", max steps \($0)" } ?? "") + ", threads \(c.threads)")

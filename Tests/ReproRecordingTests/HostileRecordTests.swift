@@ -210,6 +210,23 @@ let hostileCases: [HostileCase] = [
     .init(name: "a probe outside the windows", mentions: "/steps/probes/checksum: step 200 point data/input/labels is 5", source: fullGolden) {
         try $0.change("/steps/probes/checksum", at: 199 * 60, to: 5)
     },
+    // The round-off envelope (schema 5).
+    .init(name: "envelope replicas 0", mentions: "/envelope@replicas: int32 0, the schema expects int32 in 1...1000") {
+        try $0.setAttribute("replicas", .int32(0), on: "/envelope")
+    },
+    .init(name: "envelope replicas as int64", mentions: "/envelope@replicas: int64 16") { try $0.setAttribute("replicas", .int64(16), on: "/envelope") },
+    .init(name: "envelope replicas missing", mentions: "/envelope@replicas: missing") { try $0.deleteAttribute("replicas", on: "/envelope") },
+    .init(name: "an envelope as float32", mentions: "/envelope/steps/loss: element type float32, the schema expects uint8") { e in
+        try e.replaceDataset("/envelope/steps/loss", with: [Double](repeating: 140, count: 256), as: .float32, shape: [256])
+    },
+    .init(name: "an envelope one step short", mentions: "/envelope/steps/loss: shape [255], the schema expects shape [256]") { e in
+        try e.replaceDataset("/envelope/steps/loss", with: [Double](repeating: 140, count: 255), as: .uint8, shape: [255])
+    },
+    .init(name: "an envelope dataset missing", mentions: "/envelope/steps/bn1/batch_mean: missing") { try $0.delete("/envelope/steps/bn1/batch_mean") },
+    .init(name: "an envelope for the split", mentions: "/envelope/data: a group, the schema expects no such object") { try $0.createGroup("/envelope/data") },
+    .init(name: "an envelope in a schema 4 record", mentions: "/envelope: a group in a schema 4 record, the schema expects no envelope before schema 5") {
+        try $0.setAttribute("schema_version", .int32(4))
+    },
 ]
 
 /// The BN model's probe points, as the golden stores them.

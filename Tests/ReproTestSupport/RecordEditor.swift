@@ -81,7 +81,7 @@ public final class RecordEditor {
 
     /// The element types a dataset can be rewritten as.
     public enum ElementType {
-        case float32, float64, int32, int64, uint32, float32BigEndian
+        case float32, float64, int32, int64, uint32, uint8, float32BigEndian
         var types: (file: hid_t, memory: hid_t, size: Int) {
             switch self {
             case .float32: return (H5T_IEEE_F32LE_g, H5T_NATIVE_DOUBLE_g, 8)
@@ -89,6 +89,7 @@ public final class RecordEditor {
             case .int32: return (H5T_STD_I32LE_g, H5T_NATIVE_DOUBLE_g, 8)
             case .int64: return (H5T_STD_I64LE_g, H5T_NATIVE_DOUBLE_g, 8)
             case .uint32: return (H5T_STD_U32LE_g, H5T_NATIVE_DOUBLE_g, 8)
+            case .uint8: return (H5T_STD_U8LE_g, H5T_NATIVE_DOUBLE_g, 8)
             case .float32BigEndian: return (H5T_IEEE_F32BE_g, H5T_NATIVE_DOUBLE_g, 8)
             }
         }
