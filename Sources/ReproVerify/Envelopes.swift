@@ -74,7 +74,7 @@ public enum EnvelopeMeasurement {
         for (path, _) in covered {
             var d = distance[path]!
             guard d.contains(where: { $0 >= 0 }) else { codes[path] = [UInt8](repeating: 0, count: d.count); continue }
-            // A checkpoint tensor's envelope is the largest distance of any of its elements: with 8 samples
+            // A checkpoint tensor's envelope is the largest distance of any of its elements: with K samples
             // each, per-element maxima leave the largest |Δ| ÷ envelope of a 48,000-element tensor
             // heavy-tailed (docs/verifying.md); the step series, which end at the same step, localize.
             if path.hasPrefix(RecordSchema.checkpoints + "/") { d = [Double](repeating: d.max()!, count: d.count) }
