@@ -233,6 +233,7 @@ public enum Comparison {
         let isChecksum = RecordSchema.probeChecksumDatasets.contains(path)
         if !kind.isInteger { result.worstULP = 0 }
         let mapped = locator.mapPlaces(path)
+        var worstEnvelopeIndex = -1
         for i in a.indices {
             let g = a[i], c = b[i]
             let bitsEqual = kind == .float32 ? Float(g).bitPattern == Float(c).bitPattern : g.bitPattern == c.bitPattern
@@ -257,10 +258,7 @@ public enum Comparison {
                 let width = kind.isInteger ? 0 : envelope.codes.map { Envelope.width($0[i]) } ?? 0
                 ratio = width == 0 || g.isNaN || c.isNaN || g.isInfinite || c.isInfinite ? .infinity : diff / width
                 beyond = !(ratio <= envelope.factor)
-                if ratio > result.worstEnvelopeRatio {
-                    result.worstEnvelopeRatio = ratio
-                    result.worstEnvelopePlace = locator.place(path, index: offset + i, withStep: true)
-                }
+                if ratio > result.worstEnvelopeRatio { (result.worstEnvelopeRatio, worstEnvelopeIndex) = (ratio, offset + i) }
             }
             let same: Bool
             switch mode {
@@ -310,6 +308,7 @@ public enum Comparison {
             }
         }
         if result.worstIndex >= 0 { result.worstPlace = locator.place(path, index: result.worstIndex, withStep: true) }
+        if worstEnvelopeIndex >= 0 { result.worstEnvelopePlace = locator.place(path, index: worstEnvelopeIndex, withStep: true) }
         return result
     }
 
