@@ -42,7 +42,7 @@ public struct MonteCarloKernels: Kernels {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         z ^= z >> 31
-        return T(Double(z >> 11) * 0x1p-52 - 1)
+        return T(Double(Int64(bitPattern: z >> 11)) * 0x1p-52 - 1)  // < 2⁵³: exact; a signed conversion is one instruction
     }
 
     /// The unit roundoff of T.
@@ -91,7 +91,7 @@ public struct MonteCarloKernels: Kernels {
     }
 
     func sumBody<T: KernelScalar>(_ x: UnsafeBufferPointer<T>) -> T {
-        let r = base.sum(x), magnitude = x.map { abs($0) }.withUnsafeBufferPointer { base.sum($0) }
+        let r = base.sum(x), magnitude = absolute(x).withUnsafeBufferPointer { base.sum($0) }
         return r + xi(r, index: 0) * unit(T.self) * T(Double(x.count).squareRoot()) * magnitude
     }
 
@@ -102,7 +102,7 @@ public struct MonteCarloKernels: Kernels {
 
     func dotBody<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, _ y: UnsafeBufferPointer<T>) -> T {
         let r = base.dot(x, y)
-        let ax = x.map { abs($0) }, ay = y.map { abs($0) }
+        let ax = absolute(x), ay = absolute(y)
         let magnitude = ax.withUnsafeBufferPointer { px in ay.withUnsafeBufferPointer { py in base.dot(px, py) } }
         return r + xi(r, index: 2) * unit(T.self) * T(Double(x.count).squareRoot()) * magnitude
     }
@@ -126,11 +126,9 @@ public struct MonteCarloKernels: Kernels {
         _ shape: ConvolutionShape, input: UnsafePointer<T>, outputGradient: UnsafePointer<T>,
         weightGradient: UnsafeMutablePointer<T>, columns: inout [T]
     ) {
-        // Σ|x|·|dY| in a workspace of its own (filled by a forward of |x|), so `columns` stays the true input's.
+        // Σ|x|·|dY| with a workspace of its own (an im2col base fills it from |x|), so `columns` stays the true input's.
         let s = Sizes(shape), absInput = absolute(input, s.input)
-        var magnitude = [T](repeating: 0, count: s.weight), scratch = [T](), ignored = [T](repeating: 0, count: s.output)
-        base.convolutionForward(shape, input: absInput, weight: [T](repeating: 0, count: s.weight),
-                                bias: [T](repeating: 0, count: shape.outChannels), output: &ignored, columns: &scratch)
+        var magnitude = [T](repeating: 0, count: s.weight), scratch = [T]()
         base.convolutionWeightGradient(shape, input: absInput, outputGradient: absolute(outputGradient, s.output),
                                        weightGradient: &magnitude, columns: &scratch)
         base.convolutionWeightGradient(shape, input: input, outputGradient: outputGradient, weightGradient: weightGradient, columns: &columns)
@@ -216,6 +214,8 @@ public struct MonteCarloKernels: Kernels {
             (input, weight, output) = (s.inChannels * s.batch * s.height * s.width, s.outChannels * s.rows, s.outChannels * s.columns)
         }
     }
+
+    func absolute<T: KernelScalar>(_ x: UnsafeBufferPointer<T>) -> [T] { x.isEmpty ? [] : absolute(x.baseAddress!, x.count) }
 
     func absolute<T: KernelScalar>(_ x: UnsafePointer<T>, _ count: Int) -> [T] {
         [T](unsafeUninitializedCapacity: count) { buffer, initialized in

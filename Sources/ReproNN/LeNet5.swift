@@ -306,7 +306,8 @@ extension LeNet5 {
         hooks.lossGradientComputed(&lossGradient.data)
         backward(lossGradient)
         if let trace {
-            trace.updated(optimizer.parameters, probes: optimizer.probedStep(threads: kernels.threads))
+            let old = optimizer.parameters.map(\.value)
+            trace.updated(optimizer.parameters, probes: optimizer.probedStep(threads: kernels.threads), old: old)
         } else {
             optimizer.step(threads: kernels.threads)
         }

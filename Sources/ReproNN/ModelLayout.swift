@@ -25,6 +25,8 @@ public struct ModelLayout: Sendable, Equatable {
     public let trace: [TracePoint]
     /// The points a step's probes summarize (`/steps/probes`), in execution order.
     public var probePoints: [TracePoint] { trace.filter(\.isProbed) }
+    /// The probed points whose probes carry a norm (`/steps/probes/norm`): parameters' gradients and updates.
+    public var normPoints: [TracePoint] { probePoints.filter(\.hasNorm) }
     /// The probed points of a forward pass alone (the evaluation before training): the images and every
     /// layer's output.
     public var forwardProbePoints: [TracePoint] { probePoints.filter { $0.quantity == .images || ($0.pass == .forward) } }

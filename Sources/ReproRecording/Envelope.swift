@@ -44,9 +44,9 @@ public struct Envelope: Sendable, Equatable {
     /// The compared datasets that carry an envelope in a record of this configuration: the per-step
     /// float series, the first forward pass's largest magnitudes, the per-epoch metrics, the evaluations'
     /// losses and accuracies, and the checkpoints a window ends at (and checkpoint 0) — with their shapes.
-    public static func datasets(plan: RunPlan, layout: ModelLayout) -> [(path: String, shape: [Int])] {
+    public static func datasets(plan: RunPlan, layout: ModelLayout, schema: Int32 = RecordSchema.version) -> [(path: String, shape: [Int])] {
         var out = [(path: String, shape: [Int])]()
-        for series in StepSeries.table(for: layout) where series.kind != .int64 {
+        for series in StepSeries.table(for: layout, schema: schema) where series.kind != .int64 {
             out.append((series.path, series.shape(steps: plan.totalSteps)))
         }
         out.append((RecordSchema.forwardProbeLargest, [layout.forwardProbePoints.count]))

@@ -28,6 +28,8 @@ public final class Record {
     public let policy: StoredPolicy
     /// Every dataset but the envelope's, in the order the file stores them (name order, depth first).
     public let datasets: [String]
+    /// The record's per-step series (as its schema version has them).
+    public var stepSeries: [StepSeries] { StepSeries.table(for: layout, schema: header.schemaVersion) }
     /// Replicas per window of the record's round-off envelope; nil: the record has none.
     public let envelopeReplicas: Int?
     let expected: [String: DatasetSpec]
@@ -65,7 +67,7 @@ public final class Record {
             if hasEnvelope && header.schemaVersion < 5 {
                 throw SchemaViolation(Envelope.group, found: "a group in a schema \(header.schemaVersion) record", expected: "no envelope before schema 5")
             }
-            var tree = ExpectedTree(config: config, plan: plan, layout: layout, data: data, envelope: hasEnvelope)
+            var tree = ExpectedTree(config: config, plan: plan, layout: layout, data: data, envelope: hasEnvelope, schema: header.schemaVersion)
             var found = [String]()
             try Self.walk("/", reader: reader, tree: &tree, found: &found)
             if let missing = tree.firstMissing(seen: Set(found)) {
@@ -115,7 +117,7 @@ public final class Record {
                 guard count == 0 else { throw SchemaViolation(child, found: "\(count) attribute(s)", expected: "none on a dataset") }
                 found.append(child)
             } else {
-                throw SchemaViolation(child, found: "\(kind)", expected: "no such object (schema version \(RecordSchema.version))")
+                throw SchemaViolation(child, found: "\(kind)", expected: "no such object (schema version \(tree.schema))")
             }
         }
     }
@@ -231,7 +233,7 @@ public final class Record {
 
     /// Per-step series, each by its own rule (`StepSeries`), and the probes of the first forward pass.
     private func checkSteps() throws {
-        for series in StepSeries.table(for: layout) {
+        for series in StepSeries.table(for: layout, schema: header.schemaVersion) {
             try series.check(try values(series.path).values, plan: plan, profile: config.profile, batchSize: config.batchSize)
         }
         let forwardChecksums = try reader.read(RecordSchema.forwardProbeChecksums, as: Int64.self)
@@ -329,7 +331,12 @@ struct ExpectedTree {
     /// Set by `checkAttributes` when the record has an envelope.
     var envelopeReplicas: Int?
 
-    init(config: RunConfig, plan: RunPlan, layout: ModelLayout, data: DataDescription, envelope: Bool = false) {
+    /// The schema version the record states.
+    let schema: Int32
+
+    init(config: RunConfig, plan: RunPlan, layout: ModelLayout, data: DataDescription, envelope: Bool = false,
+         schema: Int32 = RecordSchema.version) {
+        self.schema = schema
         self.config = config
         self.plan = plan
         self.layout = layout
@@ -352,7 +359,7 @@ struct ExpectedTree {
             add(RecordSchema.stateDigest(step: step) + "/model", .uint8, [layout.stateDict.count, 32])
             add(RecordSchema.stateDigest(step: step) + "/momentum_buffer", .uint8, [layout.parameters.count, 32])
         }
-        for series in StepSeries.table(for: layout) {
+        for series in StepSeries.table(for: layout, schema: schema) {
             let group = Self.parent(series.path)
             if !groups.contains(group) { add(group: group) }
             add(series.path, series.kind, series.shape(steps: s))
@@ -375,7 +382,7 @@ struct ExpectedTree {
             for t in layout.parameters { add(RecordSchema.checkpointMomentum(step: step) + "/" + t.name, .float32, t.shape) }
         }
         if envelope {
-            for (path, shape) in Envelope.datasets(plan: plan, layout: layout) {
+            for (path, shape) in Envelope.datasets(plan: plan, layout: layout, schema: schema) {
                 let stored = Envelope.path(of: path)
                 addGroups(Self.parent(stored))
                 add(stored, .uint8, shape)

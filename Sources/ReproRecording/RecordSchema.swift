@@ -14,8 +14,10 @@ public enum RecordSchema {
     /// and Σx². Older records are refused (re-record them).
     /// 5: the round-off envelope (`/envelope`, optional). Records of version 4 are still read (they have
     /// no envelope); `repro record --like` re-records one as version 5.
-    public static let version: Int32 = 5
-    public static let readableVersions: [Int32] = [4, 5]
+    /// 6: the norms of parameters' gradients and updates (`/steps/probes/norm`). Records of versions 4 and 5
+    /// are still read (without norms); `repro record --like` re-records one as version 6.
+    public static let version: Int32 = 6
+    public static let readableVersions: [Int32] = [4, 5, 6]
 
     public static let config = "/config"
     public static let environment = "/environment"
@@ -42,7 +44,12 @@ public enum RecordSchema {
     public static let probes = "/steps/probes"
     public static let probeChecksums = "/steps/probes/checksum"
     public static let probeLargest = "/steps/probes/largest"
+    /// float64 [S, N] (schema 6): the norm of each point with `TracePoint.hasNorm`, N = `ModelLayout.normPoints.count`,
+    /// column j = the j-th of them in `points` order.
+    public static let probeNorm = "/steps/probes/norm"
     public static let probePointsAttribute = "points"
+    /// The schema version that added a dataset (comparing records of two versions skips what one lacks).
+    public static func introduced(_ path: String) -> Int32 { path == probeNorm ? 6 : 1 }
     /// The first forward pass (the first test batch of the evaluation before training): [F] each, F =
     /// `ModelLayout.forwardProbePoints.count`, in that order.
     public static let forwardProbeChecksums = "/evaluation/before/probe_checksum"

@@ -79,7 +79,7 @@ public struct RecordReplay {
         try observers.forEach { try $0.stateCaptured(try state(at: 0, plan: plan)) }
 
         let layout = record.layout
-        let stepSeries = StepSeries.table(for: layout)
+        let stepSeries = record.stepSeries
         let stored = try stepSeries.map { try record.values($0.path).values }
         let epochSeries = try RecordSchema.EpochSeries.allCases.map { try record.values(RecordSchema.epochSeries($0)).values }
         let validated = Trainer.evaluationSizes(config: config, train: train.count, validation: validation.count, test: data.test.count)[1]

@@ -14,6 +14,8 @@ public struct StepSeries: Sendable {
         /// The `BatchNormSeries` of the layer at this index of `ModelLayout.batchNorms`.
         case batchNorm(layer: Int, RecordSchema.BatchNormSeries)
         case probeChecksum, probeLargest
+        /// The norms of the probes of `ModelLayout.normPoints` (schema 6).
+        case probeNorm(columns: [Int])
     }
 
     public let path: String
@@ -35,8 +37,9 @@ public struct StepSeries: Sendable {
     let columnName: @Sendable (Int) -> String
     let placeName: @Sendable (Int) -> String
 
-    /// Every per-step series of a model with this layout, in the order the writer creates and fills them.
-    public static func table(for layout: ModelLayout) -> [StepSeries] {
+    /// Every per-step series of a model with this layout, in the order the writer creates and fills them, as
+    /// a record of this schema version has them (the norms since version 6).
+    public static func table(for layout: ModelLayout, schema: Int32 = RecordSchema.version) -> [StepSeries] {
         var table = [
             scalar(RecordSchema.stepLoss, .loss, point: TracePoint(.loss, "loss", .loss), meaning: "the batch's mean cross-entropy"),
             scalar(RecordSchema.stepAccuracy, .accuracy, point: TracePoint(.loss, "loss", .accuracy),
@@ -66,6 +69,14 @@ public struct StepSeries: Sendable {
                 path: path, kind: source == .probeChecksum ? .int64 : .float64, width: points.count, isScalar: false, source: source,
                 keptOnlyInWindows: true, points: points, magnitudes: source == .probeChecksum ? RecordSchema.probeLargest : nil,
                 meaning: meaning, columnName: { "point \(points[$0].key)" }, placeName: { "\(points[$0]), \(summary)" }))
+        }
+        if schema >= 6 {
+            let columns = points.indices.filter { points[$0].hasNorm }, normPoints = columns.map { points[$0] }
+            table.append(StepSeries(
+                path: RecordSchema.probeNorm, kind: .float64, width: columns.count, isScalar: false, source: .probeNorm(columns: columns),
+                keptOnlyInWindows: true, points: normPoints, magnitudes: nil,
+                meaning: "each parameter's gradient's and update's Euclidean norm √Σx², in float64 (see Probes), ≥ 0; column j is the j-th line of `probes@points` that is a `grad:` or `delta:` point",
+                columnName: { "point \(normPoints[$0].key)" }, placeName: { "\(normPoints[$0]), norm" }))
         }
         return table
     }
@@ -120,6 +131,9 @@ public struct StepSeries: Sendable {
             return (row ?? []).map(Double.init)
         case .probeChecksum: return (outcome.probes ?? []).map { Double($0.checksum) }
         case .probeLargest: return (outcome.probes ?? []).map(\.largest)
+        case .probeNorm(let columns):
+            guard let probes = outcome.probes else { return [] }
+            return columns.map { probes[$0].norm ?? .nan }
         }
     }
 
@@ -141,6 +155,7 @@ public struct StepSeries: Sendable {
         case let .batchNorm(layer, series): step.batchNorm[layer][series] = row.map(Float.init)
         case .probeChecksum: step.probeChecksums = row.map { UInt32(exactly: $0) ?? 0 }
         case .probeLargest: step.probeLargest = Array(row)
+        case .probeNorm(let columns): step.probeNorms = Dictionary(uniqueKeysWithValues: zip(columns, row))
         }
     }
 
@@ -160,6 +175,7 @@ public struct StepSeries: Sendable {
             return v.isFinite && !(isStd && v <= 0) ? nil : isStd ? "finite standard deviations > 0" : "finite means"
         case .probeChecksum: return Self.checksumProblem(v)
         case .probeLargest: return Self.largestProblem(v, point: points[column])
+        case .probeNorm: return v.isFinite && v >= 0 && v.sign == .plus ? nil : "a finite norm ≥ 0"
         }
     }
 
@@ -208,6 +224,7 @@ public struct StepSeries: Sendable {
             switch s.source {
             case let .batchNorm(_, series): (path, shape) = ("<bn>/\(series.rawValue)", "[S, C]")
             case .probeChecksum, .probeLargest: shape = "[S, P]"
+            case .probeNorm: shape = "[S, N]"
             case .loss, .accuracy: break
             }
             guard seen.insert(path).inserted else { continue }
@@ -237,6 +254,8 @@ struct ReplayedStep {
     var batchNorm: [[RecordSchema.BatchNormSeries: [Float]]]
     var probeChecksums: [UInt32] = []
     var probeLargest: [Double] = []
+    /// By probe column (schema 6).
+    var probeNorms: [Int: Double] = [:]
 
     init(layout: ModelLayout) { batchNorm = Array(repeating: [:], count: layout.batchNorms.count) }
 
@@ -245,7 +264,8 @@ struct ReplayedStep {
             BatchNormStatistics(layer: bn.name, batchMean: batchNorm[i][.batchMean]!, batchStd: batchNorm[i][.batchStd]!,
                                 runningMean: batchNorm[i][.runningMean], runningStd: batchNorm[i][.runningStd])
         }
-        let probes = withProbes ? zip(probeChecksums, probeLargest).map { Probe(checksum: $0, largest: $1) } : nil
+        let probes = withProbes
+            ? zip(probeChecksums, probeLargest).enumerated().map { j, p in Probe(checksum: p.0, largest: p.1, norm: probeNorms[j]) } : nil
         return StepOutcome(step: step, loss: loss, correct: RecordReplay.correct(accuracy: accuracy, batchSize: batchSize),
                            batchSize: batchSize, batchNorm: statistics, probes: probes)
     }

@@ -172,7 +172,9 @@ public enum Comparison {
         var results = [SeriesResult]()
         let candidateSet = Set(candidate.comparedDatasets), goldenSet = Set(golden.comparedDatasets)
         let locator = Locator(record: golden)
-        for path in golden.comparedDatasets {
+        // Datasets a newer schema added are compared only when both records have that schema.
+        let common = min(golden.header.schemaVersion, candidate.header.schemaVersion)
+        for path in golden.comparedDatasets where RecordSchema.introduced(path) <= common {
             guard candidateSet.contains(path) else {
                 var result = SeriesResult(path: path)
                 result.structural = "missing from \(candidate.path)"
@@ -201,7 +203,7 @@ public enum Comparison {
                                       codes: try golden.envelopeCodes(path, rows: 0..<(shapeA.first ?? 0)), factor: factor)
             results.append(compareValues(path, a, b, kind: kind, mode: mode, locator: locator, magnitudes: magnitudes, envelope: judge))
         }
-        for extra in candidate.comparedDatasets where !goldenSet.contains(extra) {
+        for extra in candidate.comparedDatasets where !goldenSet.contains(extra) && RecordSchema.introduced(extra) <= common {
             var result = SeriesResult(path: extra)
             result.structural = "not in the golden"
             result.firstDivergence = Locator(record: candidate).divergence(extra, index: 0, detail: "present only in the candidate")
@@ -345,7 +347,7 @@ struct Locator {
         plan = record.plan
         batchSize = record.config.batchSize
         layout = record.layout
-        stepSeries = Dictionary(uniqueKeysWithValues: StepSeries.table(for: record.layout).map { ($0.path, $0) })
+        stepSeries = Dictionary(uniqueKeysWithValues: record.stepSeries.map { ($0.path, $0) })
     }
 
     func divergence(_ path: String, index: Int, detail: String) -> Divergence {

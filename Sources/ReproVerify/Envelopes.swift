@@ -1,3 +1,4 @@
+import Foundation
 import ReproData
 import ReproKernels
 import ReproNN
@@ -15,14 +16,18 @@ public enum EnvelopeMeasurement {
 
     /// What `Recording.record(amending:)` runs on the finished record's temporary file: measures its
     /// envelope (the record is read and closed again first), then adds it to the file.
-    public static func amending(data: ImageDataset, replicas: Int, threads: Int?,
+    /// `live`: the runner that started replicas while the record was being made (`LiveReplicas`); the
+    /// windows it did not start run here.
+    public static func amending(data: ImageDataset, replicas: Int, threads: Int?, live: LiveReplicas? = nil,
                                 started: @escaping (Int) -> Void = { _ in },
                                 progress: @escaping (Int, Int) -> Void = { _, _ in }) -> (String) throws -> Void {
         { path in
             let (envelope, plan, layout) = try { () throws -> (Envelope, RunPlan, ModelLayout) in
                 let record = try Record(path: path)
                 started(record.plan.windows.count)
-                return (try measure(record, data: data, replicas: replicas, threads: threads, progress: progress), record.plan, record.layout)
+                let ready = live?.finish(threads: threads ?? 1) ?? [:]
+                return (try measure(record, data: data, replicas: replicas, threads: threads, windows: nil, ready: ready, progress: progress),
+                        record.plan, record.layout)
             }()
             try envelope.append(to: path, plan: plan, layout: layout)
         }
@@ -32,9 +37,15 @@ public enum EnvelopeMeasurement {
     /// `windows`: only these (by index; the others' values get no envelope) — for tests.
     public static func measure(_ record: Record, data: ImageDataset, replicas: Int, threads: Int? = nil, windows only: Set<Int>? = nil,
                                progress: (Int, Int) -> Void = { _, _ in }) throws -> Envelope {
+        try measure(record, data: data, replicas: replicas, threads: threads, windows: only, ready: [:], progress: progress)
+    }
+
+    /// `ready`: windows' replicas already run (by window index, in replica order: `LiveReplicas`).
+    static func measure(_ record: Record, data: ImageDataset, replicas: Int, threads: Int?, windows only: Set<Int>?,
+                        ready: [Int: [Result<CapturedRun, ReplayError>]], progress: (Int, Int) -> Void) throws -> Envelope {
         var config = record.config
         if let threads { config.threads = threads }
-        let covered = Envelope.datasets(plan: record.plan, layout: record.layout)
+        let covered = Envelope.datasets(plan: record.plan, layout: record.layout, schema: record.header.schemaVersion)
         // The largest distance of any replica per element; −1 where no window reaches.
         var distance = [String: [Double]]()
         for (path, shape) in covered { distance[path] = [Double](repeating: -1, count: shape.reduce(1, *)) }
@@ -45,12 +56,7 @@ public enum EnvelopeMeasurement {
             var finalStates = [[TensorValues]]()
             // The record's values of the window, read (and decompressed) once for all its replicas.
             var stored = [String: [Double]]()
-            for r in 0..<replicas {
-                let capture = CapturedRun()
-                var trainer = Trainer(config: config, data: data)
-                trainer.hooks = RoundingReplica(seed: replicaSeed(config.seed), replica: UInt32(r))
-                do { try trainer.run(observers: [capture], from: start, through: window.end) }
-                catch { throw ReplayError("\(record.path): replica \(r) of \(window) failed: \(error)") }
+            let handle = { (capture: CapturedRun) throws in
                 for state in capture.states where state.step == window.end {
                     if case let .tensors(model, _) = state.content { finalStates.append(model) }
                 }
@@ -66,8 +72,19 @@ public enum EnvelopeMeasurement {
                     }
                 }
             }
-            try floorUpdates(in: window, distance: &distance[RecordSchema.probeLargest]!, record: record,
-                             states: [start ?? replay.resumePoint(at: 0)].map(\.model) + finalStates)
+            if let done = ready[window.index], done.count == replicas {
+                for result in done { try handle(result.mapError { ReplayError("\(record.path): \($0)") }.get()) }
+            } else {
+                try forEachReplica(config: config, data: data, from: start, through: window.end, replicas: replicas,
+                                   record: record, window: window, handle)
+            }
+            let states = try [start ?? replay.resumePoint(at: 0)].map(\.model) + finalStates
+            try floorUpdates(in: window, distance: &distance[RecordSchema.probeLargest]!, points: record.layout.probePoints, record: record,
+                             states: states)
+            if distance[RecordSchema.probeNorm] != nil {
+                try floorUpdates(in: window, distance: &distance[RecordSchema.probeNorm]!, points: record.layout.normPoints, record: record,
+                                 states: states)
+            }
             progress(window.index + 1, windows.count)
         }
         var codes = [String: [UInt8]]()
@@ -85,12 +102,53 @@ public enum EnvelopeMeasurement {
         return Envelope(replicas: replicas, codes: codes)
     }
 
+    /// Runs a window's replicas and hands their captures to `body` in replica order. Portable kernels give the
+    /// same bits for any thread count, so their replicas run side by side, one thread each (a replica's
+    /// step is too small to keep two threads busy: measured 1.4× faster on 2 cores than one replica on 2
+    /// threads); blas replicas run one after another with the record's threads, which their bits depend on.
+    static func forEachReplica(config: RunConfig, data: ImageDataset, from start: ResumePoint?, through end: Int, replicas: Int,
+                               record: Record, window: TrainingWindow, _ body: (CapturedRun) throws -> Void) throws {
+        let sideBySide = config.kernels == .portable ? max(1, min(config.threads, replicas)) : 1
+        var oneThread = config
+        if sideBySide > 1 { oneThread.threads = 1 }
+        let replicaConfig = oneThread
+        let run = { @Sendable (r: Int) in replica(r, config: replicaConfig, data: data, from: start, window: window) }
+        for first in stride(from: 0, to: replicas, by: sideBySide) {
+            let group = Array(first..<min(first + sideBySide, replicas))
+            let results = Results(count: group.count)
+            DispatchQueue.concurrentPerform(iterations: group.count) { i in results.set(i, run(group[i])) }
+            for i in group.indices { try body(results.get(i).mapError { ReplayError("\(record.path): \($0)") }.get()) }
+        }
+    }
+
+    /// Replica `r` of a window from its start state (nil: the run's initialization).
+    @Sendable
+    static func replica(_ r: Int, config: RunConfig, data: ImageDataset, from start: ResumePoint?, window: TrainingWindow)
+        -> Result<CapturedRun, ReplayError> {
+        let capture = CapturedRun()
+        var trainer = Trainer(config: config, data: data)
+        trainer.hooks = RoundingReplica(seed: replicaSeed(config.seed), replica: UInt32(r))
+        do { try trainer.run(observers: [capture], from: start, through: window.end) }
+        catch { return .failure(ReplayError("replica \(r) of \(window) failed: \(error)")) }
+        return .success(capture)
+    }
+
+    /// The results of replicas run side by side, each in its own slot.
+    final class Results: @unchecked Sendable {
+        private var slots: [Result<CapturedRun, ReplayError>?]
+        private let lock = NSLock()
+        init(count: Int) { slots = Array(repeating: nil, count: count) }
+        func set(_ i: Int, _ result: Result<CapturedRun, ReplayError>) { lock.lock(); slots[i] = result; lock.unlock() }
+        func get(_ i: Int) -> Result<CapturedRun, ReplayError> { lock.lock(); defer { lock.unlock() }; return slots[i]! }
+    }
+
     /// An update's largest |new − old| is a multiple of its parameter's ULP, and its replicas may all
     /// land on the golden's multiple (a bias in front of BatchNorm, whose gradient is round-off): the
-    /// window's update probes get at least one ULP of the parameter's largest magnitude at the window's
-    /// start or end.
-    static func floorUpdates(in window: TrainingWindow, distance: inout [Double], record: Record, states: [[TensorValues]]) throws {
-        let points = record.layout.probePoints, width = points.count
+    /// window's update probes (their largest magnitudes, and their norms: `points` are the dataset's
+    /// columns) get at least one ULP of the parameter's largest magnitude at the window's start or end.
+    static func floorUpdates(in window: TrainingWindow, distance: inout [Double], points: [TracePoint], record: Record,
+                             states: [[TensorValues]]) throws {
+        let width = points.count
         var quantum = [String: Double]()
         for state in states {
             for t in state {
@@ -124,5 +182,134 @@ public enum EnvelopeMeasurement {
         }
         if let samples { return { _, i in 100 / Double(max(samples(i), 1)) } }
         return { v, _ in Double(Float(v).ulp) }
+    }
+}
+
+/// Runs a portable record's envelope replicas while the record is being made: each window's replicas are
+/// queued as soon as the recording run passes the window's start state (window 0 at once), and run on
+/// the cores the recording run leaves idle (`workers`: a one-thread run on two cores leaves one). At the
+/// end (`finish`) the rest run on every core. A replica's bits do not depend on when or on which thread
+/// it runs, nor on whether its start state came from the live run or from the record (the same values):
+/// the envelope is the same as measuring after the run, only sooner.
+public final class LiveReplicas: TrainingObserver, @unchecked Sendable {
+    let config: RunConfig
+    let data: ImageDataset
+    let replicas: Int
+    let plan: RunPlan
+    let pool = ReplicaPool()
+    /// The running sums of the epoch in progress (a `ResumePoint`'s, as `RecordReplay` rebuilds them).
+    var epochLossSum = 0.0, epochCorrect = 0, epochSamples = 0
+    /// The windows whose replicas were queued.
+    var queued = [Int]()
+
+    /// `workers`: replicas that may run beside the recording run (0 queues them for `finish`).
+    public init(config: RunConfig, data: ImageDataset, replicas: Int, trainCount: Int, workers: Int) {
+        var replicaConfig = config
+        replicaConfig.threads = 1
+        self.config = replicaConfig
+        self.data = data
+        self.replicas = replicas
+        self.plan = RunPlan(config: config, trainCount: trainCount)
+        pool.addWorkers(workers)
+    }
+
+    public var wantsProbes: Bool { false }
+    public func runStarted(plan: RunPlan, split: DataSplit, layout: ModelLayout) throws { queue(at: 0, from: nil) }
+    public func runResumed(plan: RunPlan, after step: Int) throws {}
+    public func forwardProbed(_ probes: [Probe]) throws {}
+    public func evaluated(_ phase: EvaluationPhase, train: Metrics, validation: Metrics, test: Metrics) throws {}
+    public func epochStarted(_ epoch: Int, order: [Int32]) throws {}
+    public func epochFinished(_ epoch: Int, train: Metrics, validation: Metrics) throws {}
+
+    public func stepFinished(_ outcome: StepOutcome) throws {
+        if plan.cursor(afterStep: outcome.step - 1).batchInEpoch == 0 { (epochLossSum, epochCorrect, epochSamples) = (0, 0, 0) }
+        epochLossSum += Double(outcome.loss) * Double(outcome.batchSize)
+        epochCorrect += outcome.correct
+        epochSamples += outcome.batchSize
+    }
+
+    public func stateCaptured(_ state: StateCapture) throws {
+        guard state.step > 0, case let .tensors(model, momentum) = state.content else { return }
+        let atEpochEnd = plan.cursor(afterStep: state.step).batchInEpoch == 0
+        queue(at: state.step, from: ResumePoint(step: state.step, model: model, momentumBuffers: momentum,
+                                                epochLossSum: atEpochEnd ? 0 : epochLossSum, epochCorrect: atEpochEnd ? 0 : epochCorrect,
+                                                epochSamples: atEpochEnd ? 0 : epochSamples))
+    }
+
+    func queue(at step: Int, from start: ResumePoint?) {
+        guard let window = plan.windows.first(where: { $0.start == step && $0.end > step }), !queued.contains(window.index) else { return }
+        queued.append(window.index)
+        let (config, data) = (config, data)
+        for r in 0..<replicas {
+            pool.submit(key: window.index * replicas + r) { EnvelopeMeasurement.replica(r, config: config, data: data, from: start, window: window) }
+        }
+    }
+
+    /// Runs what is left on `threads` threads in all and returns every queued window's replicas, in order.
+    func finish(threads: Int) -> [Int: [Result<CapturedRun, ReplayError>]] {
+        let results = pool.finish(addingWorkers: max(1, threads - pool.workerCount))
+        var out = [Int: [Result<CapturedRun, ReplayError>]]()
+        for w in queued { out[w] = (0..<replicas).map { results[w * replicas + $0]! } }
+        return out
+    }
+}
+
+/// A queue of replica runs and the threads that take them, first in, first out.
+final class ReplicaPool: @unchecked Sendable {
+    typealias Job = @Sendable () -> Result<CapturedRun, ReplayError>
+    private let condition = NSCondition()
+    private var jobs = [(key: Int, job: Job)]()
+    private var results = [Int: Result<CapturedRun, ReplayError>]()
+    private var workers = 0
+    private var closed = false
+
+    var workerCount: Int { condition.lock(); defer { condition.unlock() }; return workers }
+
+    func submit(key: Int, _ job: @escaping Job) {
+        condition.lock()
+        jobs.append((key, job))
+        condition.signal()
+        condition.unlock()
+    }
+
+    func addWorkers(_ count: Int) {
+        guard count > 0 else { return }
+        condition.lock()
+        workers += count
+        condition.unlock()
+        for _ in 0..<count { Thread.detachNewThread { self.work() } }
+    }
+
+    private func work() {
+        condition.lock()
+        while true {
+            if !jobs.isEmpty {
+                let (key, job) = jobs.removeFirst()
+                condition.unlock()
+                let result = job()
+                condition.lock()
+                results[key] = result
+            } else if closed {
+                workers -= 1
+                condition.broadcast()
+                condition.unlock()
+                return
+            } else {
+                condition.wait()
+            }
+        }
+    }
+
+    /// Takes no more jobs, adds `count` workers, and returns every job's result once all have run.
+    func finish(addingWorkers count: Int) -> [Int: Result<CapturedRun, ReplayError>] {
+        condition.lock()
+        closed = true
+        condition.broadcast()
+        condition.unlock()
+        addWorkers(count)
+        condition.lock()
+        while workers > 0 { condition.wait() }
+        defer { condition.unlock() }
+        return results
     }
 }

@@ -108,7 +108,7 @@ final class CapturedRun: TrainingObserver {
 
     /// Everything captured that the golden stores, as pieces of its datasets.
     func pieces(of golden: Record) -> [Piece] {
-        let plan = golden.plan, layout = golden.layout
+        let plan = golden.plan
         var pieces = [Piece]()
         func add(_ path: String, rows: Range<Int>, _ candidate: [Double], magnitudes: (path: String, candidate: [Double])? = nil) {
             guard let kind = golden.kind(of: path), !rows.isEmpty else { return }
@@ -127,7 +127,7 @@ final class CapturedRun: TrainingObserver {
         }
         if let first = steps.first?.step {
             // Each step series over the runs of consecutive steps it keeps (the golden profile keeps some only in windows).
-            let table = StepSeries.table(for: layout)
+            let table = golden.stepSeries
             for series in table {
                 let kept = steps.map(\.step).filter { series.isKept($0, plan: plan, profile: golden.config.profile) }
                 for run in Self.contiguousRuns(kept) {

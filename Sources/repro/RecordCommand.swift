@@ -189,8 +189,12 @@ struct RecordCommand: ParsableCommand {
         let replicas = roundingReplica == nil && !noWrite ? envelopeReplicas(config: config, source: source) : 0
         // Replicas are thread-independent with portable kernels: they may use every core.
         let replicaThreads = config.kernels == .portable ? max(config.threads, min(ProcessInfo.processInfo.activeProcessorCount, 8)) : config.threads
+        // A portable run's replicas start while it records, on the cores it leaves idle.
+        let live = replicas == 0 || config.kernels != .portable || resume != nil ? nil
+            : LiveReplicas(config: config, data: data, replicas: replicas, trainCount: DataOrder.trainCount(of: data.train.count),
+                           workers: max(0, replicaThreads - config.threads))
         let amend = replicas == 0 ? nil : EnvelopeMeasurement.amending(
-            data: data, replicas: replicas, threads: replicaThreads,
+            data: data, replicas: replicas, threads: replicaThreads, live: live,
             started: { print("measuring the round-off envelope: \(replicas) replicas of each of \($0) windows") },
             progress: { print("  envelope: window \($0) of \($1) done") })
         do {
@@ -205,7 +209,7 @@ struct RecordCommand: ParsableCommand {
                 if output == nil && like == nil { try? FileManager.default.createDirectory(atPath: "runs", withIntermediateDirectories: true) }
                 let hooks: any TrainingHooks = roundingReplica.map { RoundingReplica(seed: config.seed, replica: $0) } ?? NoFault()
                 try Recording.record(config: config, data: data, to: outputPath, header: header,
-                                     checks: try BatchNormChecks.run(), observers: [reporter], hooks: hooks,
+                                     checks: try BatchNormChecks.run(), observers: [reporter] + (live.map { [$0] } ?? []), hooks: hooks,
                                      temporaryFileCreated: Interrupts.removeOnInterrupt, amending: amend)
             }
             if tensorboard ?? (like == nil), !noWrite {

@@ -188,7 +188,7 @@ struct InspectCommand: ParsableCommand {
         }
         print("checkpoints: " + record.plan.checkpointSteps.map(String.init).joined(separator: ", "))
         print("series: \(record.datasets.count) datasets")
-        let stepSeries = StepSeries.table(for: record.layout)
+        let stepSeries = record.stepSeries
         let kept = record.plan.totalSteps - (0..<record.plan.totalSteps).filter { !record.plan.isKept($0 + 1, profile: c.profile) }.count
         print("  per step (\(record.plan.totalSteps) steps):")
         for series in stepSeries {

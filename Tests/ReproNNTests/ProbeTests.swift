@@ -46,6 +46,37 @@ import Testing
         #expect(u.checksum == Self.defined(floats).checksum &- Self.defined(old).checksum && u.largest == differences.largest, "n = \(n)")
     }
 
+    /// The norm against an independent reference: √Σx² accumulated in Float80 in index order (and a
+    /// hand-computed case), for sizes around the eight lanes and the tail; the update's norm of differences
+    /// likewise. Bound: each of the 8 lanes sums n/8 squares in Float64, relative error ≤ (n/8 + 3)·2⁻⁵³.
+    @Test(arguments: [0, 1, 2, 7, 8, 9, 15, 17, 450, 2_400, 48_000, 48_007])
+    func normFollowsItsDefinition(n: Int) {
+        let floats = randomValues(n, seed: 47, scale: 3, offset: 0.5).map { Float($0) }
+        let old = floats.map { $0 * 0.999 + 1e-3 }
+        func reference(_ terms: [Double]) -> Double { Double(terms.reduce(Float80(0)) { $0 + Float80($1) * Float80($1) }.squareRoot()) }
+        let bound = (Double(n) / 8 + 3) * 0x1p-53
+        let norm = floats.withUnsafeBufferPointer { Probe.norm(of: $0) }
+        let expected = reference(floats.map(Double.init))
+        #expect(abs(norm - expected) <= bound * expected, "n = \(n): \(norm) vs \(expected)")
+        let differences = floats.withUnsafeBufferPointer { nv in old.withUnsafeBufferPointer { Probe.norm(differencesOf: nv, from: $0) } }
+        let expectedDifferences = reference(zip(floats, old).map { Double($0) - Double($1) })
+        #expect(abs(differences - expectedDifferences) <= bound * expectedDifferences, "n = \(n)")
+        // Negative control: the reference tells a norm that drops the tail (the last n mod 8 values) apart.
+        if n % 8 != 0 {
+            let truncated = floats.prefix(n - n % 8).withUnsafeBufferPointer { Probe.norm(of: $0) }
+            #expect(abs(truncated - expected) > bound * expected, "n = \(n)")
+        }
+    }
+
+    @Test func normOfAHandComputedCase() {
+        let x: [Float] = [3, 4, 0, 0, 0, 0, 0, 0, 12]  // √(9 + 16 + 144) = 13, the 12 in the tail
+        #expect(x.withUnsafeBufferPointer { Probe.norm(of: $0) } == 13)
+        let new: [Float] = [1.5, -2], old: [Float] = [1.5, 0]
+        #expect(new.withUnsafeBufferPointer { nv in old.withUnsafeBufferPointer { Probe.norm(differencesOf: nv, from: $0) } } == 2)
+        #expect([Float]().withUnsafeBufferPointer { Probe.norm(of: $0) } == 0)
+        #expect([Float(1), .nan].withUnsafeBufferPointer { Probe.norm(of: $0) }.isNaN)
+    }
+
     /// Special values: −0 differs from +0 (a bit), a NaN makes the largest magnitude NaN, infinities count.
     @Test func probeOfSpecialValues() {
         func probe(_ x: [Float]) -> Probe { x.withUnsafeBufferPointer { Probe($0) } }
@@ -219,9 +250,16 @@ import Testing
         _ = try model.trainStep(x, targets: (0..<n).map { $0 % 10 }, optimizer: optimizer)
         #expect(trace.points.filter(\.isProbed) == model.layout.probePoints)
         func probe(_ point: TracePoint) -> Probe { trace.probes[trace.points.filter(\.isProbed).firstIndex(of: point)!] }
-        #expect(probe(TracePoint(.backward, "conv2", .parameterGradient("conv2.weight"))) == model.conv2.weight.grad.withUnsafeBufferPointer { Probe($0) })
-        #expect(probe(TracePoint(.update, "fc4", .update("fc4.weight")))
-                == model.fc4.weight.value.withUnsafeBufferPointer { nv in old.withUnsafeBufferPointer { Probe(differencesOf: nv, from: $0) } })
+        var gradient = model.conv2.weight.grad.withUnsafeBufferPointer { Probe($0) }
+        gradient.norm = model.conv2.weight.grad.withUnsafeBufferPointer { Probe.norm(of: $0) }
+        #expect(probe(TracePoint(.backward, "conv2", .parameterGradient("conv2.weight"))) == gradient)
+        var update = model.fc4.weight.value.withUnsafeBufferPointer { nv in old.withUnsafeBufferPointer { Probe(differencesOf: nv, from: $0) } }
+        update.norm = model.fc4.weight.value.withUnsafeBufferPointer { nv in old.withUnsafeBufferPointer { Probe.norm(differencesOf: nv, from: $0) } }
+        #expect(probe(TracePoint(.update, "fc4", .update("fc4.weight"))) == update)
+        // Norms where the layout says (parameters' gradients and updates), nowhere else.
+        let probed = trace.points.filter(\.isProbed)
+        #expect(zip(probed, trace.probes).allSatisfy { ($1.norm != nil) == $0.hasNorm })
+        #expect(model.layout.normPoints.count == 2 * model.parameters.count)
         #expect(probe(TracePoint(.data, "input", .images)) == x.data.withUnsafeBufferPointer { Probe($0) })
         // Negative control: another tensor's probe is not taken for this one.
         #expect(probe(TracePoint(.backward, "conv2", .parameterGradient("conv2.weight"))) != model.conv1.weight.grad.withUnsafeBufferPointer { Probe($0) })

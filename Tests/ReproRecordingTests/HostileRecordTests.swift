@@ -224,6 +224,17 @@ let hostileCases: [HostileCase] = [
     },
     .init(name: "an envelope dataset missing", mentions: "/envelope/steps/bn1/batch_mean: missing") { try $0.delete("/envelope/steps/bn1/batch_mean") },
     .init(name: "an envelope for the split", mentions: "/envelope/data: a group, the schema expects no such object") { try $0.createGroup("/envelope/data") },
+    // The norms (schema 6): 36 columns, the BN model's 18 parameters' gradients (in backward order) and updates.
+    .init(name: "a negative norm", mentions: "/steps/probes/norm: step 3 point backward/fc3/grad:fc3.weight is -1.0, the schema expects a finite norm ≥ 0") {
+        try $0.change("/steps/probes/norm", at: 2 * 36 + 8, to: -1)
+    },
+    .init(name: "norms one column short", mentions: "/steps/probes/norm: shape [256, 35], the schema expects shape [256, 36]") { e in
+        try e.replaceDataset("/steps/probes/norm", with: [Double](repeating: 1, count: 256 * 35), as: .float64, shape: [256, 35])
+    },
+    .init(name: "norms missing", mentions: "/steps/probes/norm: missing") { try $0.delete("/steps/probes/norm") },
+    .init(name: "norms in a schema 5 record", mentions: "/envelope/steps/probes/norm: a dataset, the schema expects no such object (schema version 5)") {
+        try $0.setAttribute("schema_version", .int32(5))
+    },
     .init(name: "an envelope in a schema 4 record", mentions: "/envelope: a group in a schema 4 record, the schema expects no envelope before schema 5") {
         try $0.setAttribute("schema_version", .int32(4))
     },

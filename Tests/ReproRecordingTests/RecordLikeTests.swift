@@ -111,4 +111,25 @@ import ReproTraining
         #expect(throws: RecordError.self) { try Record(path: old) }
         #expect(Record.statedSchemaVersion(Self.work + "/none.h5") == nil)
     }
+
+    /// A schema 5 record (before the norms) is still read, without the norm series; its other series are
+    /// untouched. Negative control: the same edit without the version stated is refused.
+    @Test func schemaFiveRecordsAreReadWithoutNorms() throws {
+        func edited(_ name: String, version: Int32?) throws -> String {
+            let path = Self.work + "/" + name
+            try? FileManager.default.removeItem(atPath: path)
+            try FileManager.default.copyItem(atPath: CommittedGoldens.mnistBN, toPath: path)
+            let editor = try RecordEditor(path)
+            try editor.delete(RecordSchema.probeNorm)
+            try editor.delete(Envelope.group + RecordSchema.probeNorm)
+            if let version { try editor.setAttribute("schema_version", .int32(version), on: "/") }
+            try editor.finish()
+            return path
+        }
+        let v5 = try Record(path: try edited("version5.h5", version: 5)), v6 = try Record(path: CommittedGoldens.mnistBN)
+        #expect(!v5.stepSeries.contains { $0.path == RecordSchema.probeNorm } && v6.stepSeries.contains { $0.path == RecordSchema.probeNorm })
+        #expect(v5.stepSeries.count + 1 == v6.stepSeries.count)
+        #expect(try v5.values(RecordSchema.probeLargest).values.map(\.bitPattern) == v6.values(RecordSchema.probeLargest).values.map(\.bitPattern))
+        #expect(throws: RecordError.self) { try Record(path: try edited("version6-without-norms.h5", version: nil)) }
+    }
 }

@@ -35,10 +35,10 @@ import ReproTestSupport
         let table = Self.generated
         for row in ["`loss` | float32 [S] | every step", "`accuracy` | float32 [S]", "`<bn>/batch_mean` | float32 [S, C]",
                     "`<bn>/running_std` | float32 [S, C]", "`probes/checksum` | int64 [S, P] | steps inside windows; other rows −1",
-                    "`probes/largest` | float64 [S, P]"] {
+                    "`probes/largest` | float64 [S, P]", "`probes/norm` | float64 [S, N]"] {
             #expect(table.contains(row), "missing: \(row)")
         }
-        #expect(table.split(separator: "\n").count == 2 + 2 + RecordSchema.BatchNormSeries.allCases.count + 2)
+        #expect(table.split(separator: "\n").count == 2 + 2 + RecordSchema.BatchNormSeries.allCases.count + 3)
     }
 
     /// Negative control: a doc whose table says another type, or lost a row, is told apart.
