@@ -26,6 +26,12 @@ public protocol Kernels: Sendable {
     func exp<T: KernelScalar>(_ x: T) -> T
     func log<T: KernelScalar>(_ x: T) -> T
 
+    /// A short sum a layer forms itself, element by element (the loss's logsumexp(z) − z[target]): r, the
+    /// result, formed from `terms` terms whose magnitudes add to `magnitude`. Every implementation returns r
+    /// unchanged (the default below); Monte Carlo arithmetic moves it by its roundings, as it moves a kernel's
+    /// sum. `index` tells values of one call apart.
+    func elementwiseSum<T: KernelScalar>(_ r: T, terms: Int, magnitude: T, index: Int) -> T
+
     /// Y[o][n][r][q] = bias[o] + Σ_p W[o][p]·x[c][n][r + ki][q + kj], p = (c, ki, kj) (see `ConvolutionShape`).
     /// `columns` is the implementation's workspace, kept by the layer from the forward to the weight gradient.
     func convolutionForward<T: KernelScalar>(
@@ -92,6 +98,11 @@ public enum Transpose: Sendable {
 
 /// Kernels that change one or two primitives of another implementation and pass the rest through
 /// (planted faults, the planted legitimate reorderings): only the changed ones are written.
+extension Kernels {
+    @inlinable
+    public func elementwiseSum<T: KernelScalar>(_ r: T, terms: Int, magnitude: T, index: Int) -> T { r }
+}
+
 public protocol ForwardingKernels: Kernels {
     var base: any Kernels { get }
 }
@@ -114,6 +125,9 @@ extension ForwardingKernels {
     public func dot<T: KernelScalar>(_ x: UnsafeBufferPointer<T>, _ y: UnsafeBufferPointer<T>) -> T { base.dot(x, y) }
     public func exp<T: KernelScalar>(_ x: T) -> T { base.exp(x) }
     public func log<T: KernelScalar>(_ x: T) -> T { base.log(x) }
+    public func elementwiseSum<T: KernelScalar>(_ r: T, terms: Int, magnitude: T, index: Int) -> T {
+        base.elementwiseSum(r, terms: terms, magnitude: magnitude, index: index)
+    }
 
     public func convolutionForward<T: KernelScalar>(
         _ shape: ConvolutionShape, input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>,

@@ -110,6 +110,13 @@ public struct MonteCarloKernels: Kernels {
     public func exp<T: KernelScalar>(_ x: T) -> T { let r = base.exp(x); return r + xi(r, index: 3) * unit(T.self) * abs(r) }
     public func log<T: KernelScalar>(_ x: T) -> T { let r = base.log(x); return r + xi(r, index: 4) * unit(T.self) * abs(r) }
 
+    /// The sum's own model, ξ·u·√n·Σ|tᵢ|: late in training a sample's loss best + log(total) − z[target] is
+    /// ~10⁻⁵ while its terms are ~10, so its roundings, not log's, set how far another formula lands (PyTorch's
+    /// log_softmax, measured by repro-torch: 1,970 envelopes before this term).
+    public func elementwiseSum<T: KernelScalar>(_ r: T, terms: Int, magnitude: T, index: Int) -> T {
+        r + xi(r, index: 5 &+ 8 &* index) * unit(T.self) * T(Double(terms).squareRoot()) * magnitude
+    }
+
     func convolutionForwardBody<T: KernelScalar>(
         _ shape: ConvolutionShape, input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>,
         output: UnsafeMutablePointer<T>, columns: inout [T]

@@ -40,7 +40,9 @@ public enum CrossEntropy {
                     hit[j] = arg == t ? 1 : 0
                     var total: T = 0
                     for k in 0..<classes { e[k] = kernels.exp(z[k * n + j] - best); total += e[k] }
-                    losses[j] = best + kernels.log(total) - z[t * n + j]
+                    let logTotal = kernels.log(total), target = z[t * n + j]
+                    losses[j] = kernels.elementwiseSum(best + logTotal - target, terms: 3,
+                                                       magnitude: abs(best) + abs(logTotal) + abs(target), index: j)
                     if wantGradient, let g {
                         let scale = 1 / T(n)
                         for k in 0..<classes { g[k * n + j] = (e[k] / total - (k == t ? 1 : 0)) * scale }

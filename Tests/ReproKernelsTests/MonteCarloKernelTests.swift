@@ -48,6 +48,27 @@ import Testing
         #expect(product(Self.replica(1, scale: 0)) == plain, "scale 0 perturbs nothing")
     }
 
+    /// A layer's own short sum (the loss's best + log(total) − z[target]): plain kernels return it unchanged;
+    /// a replica moves it within u·√n·Σ|t|, as wide as that allows over many values (a tiny loss of large
+    /// terms moves by about u·|terms|, not by its own ULP); scale 0 moves nothing.
+    @Test func elementwiseSumsMoveWithinTheirModel() {
+        let cases: [(r: Float, magnitude: Float)] = (0..<400).map { (i: Int) -> (r: Float, magnitude: Float) in
+            (Float(i + 1) * 1e-7, 20 + Float(i % 7))
+        }
+        var widest = 0.0
+        for (i, c) in cases.enumerated() {
+            #expect(PortableKernels().elementwiseSum(c.r, terms: 3, magnitude: c.magnitude, index: i) == c.r)
+            let moved = Self.replica(1).elementwiseSum(c.r, terms: 3, magnitude: c.magnitude, index: i)
+            let bound = Self.u * 3.0.squareRoot() * Double(c.magnitude)
+            let move: Double = abs(Double(moved) - Double(c.r))
+            let allowed: Double = bound * (1 + 1e-6) + Double(c.r.ulp)
+            #expect(move <= allowed)
+            widest = max(widest, move / bound)
+            #expect(Self.replica(1, scale: 0).elementwiseSum(c.r, terms: 3, magnitude: c.magnitude, index: i) == c.r)
+        }
+        #expect(widest > 0.9, "the moves use the model's width: widest \(widest)")
+    }
+
     @Test func convolutionsAreDeterministicAndThreadIndependent() {
         let shape = ConvolutionShape(inChannels: 3, batch: 4, height: 12, width: 12, kernelSize: 5, outChannels: 6)
         let x = Self.floats(3 * 4 * 144, seed: 3), w = Self.floats(6 * 75, seed: 4), bias = Self.floats(6, seed: 5)
