@@ -1,6 +1,7 @@
 """PyTorch's side of the comparison with PyTorch (run by ci/pytorch-compare, not a test).
 
-The notebook's LeNet-5 (its own BatchNorm1d/BatchNorm2d, restated below operation for operation) in PyTorch:
+The notebook's LeNet-5 (its own BatchNorm1d/BatchNorm2d, restated operation for operation in repro-torch's
+`repro_torch.model`, python/src) in PyTorch:
 - `speed`: milliseconds per training step (forward, cross-entropy, backward, SGD with the notebook's
   hyper-parameters) on a fixed batch of 128 of MNIST's training shape (3×32×32), median of N steps.
 - `accuracy`: the relative L2 error of each float32 parameter gradient against the same step in float64,
@@ -15,82 +16,16 @@ import statistics
 import sys
 import time
 
+import os
+
 import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-class BatchNorm2d(torch.nn.Module):
-    """The notebook's BatchNorm2d; with `flat`, its BatchNorm1d (the same operations on (N, C))."""
-
-    def __init__(self, features, flat=False, momentum=0.9):
-        super().__init__()
-        self.flat, self.momentum = flat, momentum
-        self.gamma = torch.nn.Parameter(torch.ones(features, 1))
-        self.beta = torch.nn.Parameter(torch.zeros(features, 1))
-        self.register_buffer("running_mean", torch.zeros(features, 1))
-        self.register_buffer("running_std", torch.ones(features, 1))
-        self.batch_statistics = None  # (mean, std) of the last training forward, for the accuracy figures
-
-    def forward(self, x):
-        if self.flat:
-            x = x.transpose(0, 1).contiguous().view(x.shape[1], -1)
-        else:
-            x = x.transpose(0, 1)
-            c, bs, h, w = x.shape
-            x = x.contiguous().view(c, -1)
-        mean = x.mean(dim=1).view(-1, 1)
-        std = x.std(dim=1).view(-1, 1)
-        if self.training:
-            self.batch_statistics = (mean.detach(), std.detach())
-            with torch.no_grad():
-                self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mean
-                self.running_std = self.momentum * self.running_std + (1 - self.momentum) * std
-        else:
-            mean, std = self.running_mean, self.running_std
-        x = (x - mean) / std
-        x = x * self.gamma + self.beta
-        return x.transpose(0, 1) if self.flat else x.view(c, bs, h, w).transpose(0, 1)
-
-
-class LeNet(torch.nn.Module):
-    """The notebook's LeNet(norm): the same modules, registered in the same order (so its state_dict names)."""
-
-    def __init__(self, norm):
-        super().__init__()
-        self.norm = norm
-        self.conv1 = torch.nn.Conv2d(3, 6, (5, 5))
-        if norm:
-            self.bn1 = BatchNorm2d(6)
-        self.conv2 = torch.nn.Conv2d(6, 16, (5, 5))
-        if norm:
-            self.bn2 = BatchNorm2d(16)
-        self.fc3 = torch.nn.Linear(400, 120)
-        if norm:
-            self.bn3 = BatchNorm2d(120, flat=True)
-        self.fc4 = torch.nn.Linear(120, 84)
-        if norm:
-            self.bn4 = BatchNorm2d(84, flat=True)
-        self.fc5 = torch.nn.Linear(84, 10)
-
-    def forward(self, x):
-        x = self.conv1(x)
-        if self.norm:
-            x = self.bn1(x)
-        x = F.max_pool2d(F.relu(x), kernel_size=2)
-        x = self.conv2(x)
-        if self.norm:
-            x = self.bn2(x)
-        x = F.max_pool2d(F.relu(x), kernel_size=2)
-        x = x.view(x.shape[0], -1)
-        x = self.fc3(x)
-        if self.norm:
-            x = self.bn3(x)
-        x = self.fc4(F.relu(x))
-        if self.norm:
-            x = self.bn4(x)
-        return self.fc5(F.relu(x))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python", "src"))
+from repro_torch.data import notebook_batch  # noqa: E402  (the notebook's transform, one home)
+from repro_torch.model import LeNet  # noqa: E402  (the notebook's model, one home)
 
 
 def speed(norm, threads, steps, warmup):
@@ -117,13 +52,6 @@ def mnist_images(path):
         raw = f.read()
     n, rows, cols = (int.from_bytes(raw[i:i + 4], "big") for i in (4, 8, 12))
     return np.frombuffer(raw[16:], dtype=np.uint8).reshape(n, rows, cols)
-
-
-def notebook_batch(images, indices):
-    """T.ToTensor, zero padding to 32×32, 3 channels, T.Normalize(0.5, 0.5): in float32, as torchvision does."""
-    x = torch.from_numpy(images[indices].astype(np.float32)).div(255).unsqueeze(1)
-    x = F.pad(x, (2, 2, 2, 2), "constant", 0).repeat(1, 3, 1, 1)
-    return x.sub(0.5).div(0.5)
 
 
 def accuracy(record, images, labels, threads):

@@ -165,19 +165,14 @@ public struct Probe: Equatable, Sendable {
         return pairs.squareRoot()
     }
 
+    /// The same order, eight terms gathered one at a time (Float64 values).
     @inlinable
     static func norm(count: Int, _ term: (Int) -> Double) -> Double {
-        var lanes = SIMD8<Double>()
-        var i = 0
-        while i &+ 8 <= count {
+        norm(count: count, eights: { i in
             var v = SIMD8<Double>()
             for l in 0..<8 { v[l] = term(i &+ l) }
-            lanes = lanes + v * v  // product, then sum: never fused, the same bits in every build
-            i &+= 8
-        }
-        for l in 0..<(count &- i) { let t = term(i &+ l); lanes[l] = lanes[l] + t * t }
-        let pairs = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
-        return pairs.squareRoot()
+            return v
+        }, term: term)
     }
 
     @inlinable
