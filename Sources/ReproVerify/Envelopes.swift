@@ -104,21 +104,20 @@ public enum EnvelopeMeasurement {
 
     /// Runs a window's replicas and hands their captures to `body` in replica order. Portable kernels give the
     /// same bits for any thread count, so their replicas run side by side, one thread each (a replica's
-    /// step is too small to keep two threads busy: measured 1.4× faster on 2 cores than one replica on 2
-    /// threads); blas replicas run one after another with the record's threads, which their bits depend on.
+    /// step is too small to keep two threads busy: a short golden's envelope measured 1.4× sooner on 2 cores
+    /// than with one replica on 2 threads); blas replicas run one after another with the record's threads,
+    /// which their bits depend on.
     static func forEachReplica(config: RunConfig, data: ImageDataset, from start: ResumePoint?, through end: Int, replicas: Int,
                                record: Record, window: TrainingWindow, _ body: (CapturedRun) throws -> Void) throws {
         let sideBySide = config.kernels == .portable ? max(1, min(config.threads, replicas)) : 1
         var oneThread = config
         if sideBySide > 1 { oneThread.threads = 1 }
-        let replicaConfig = oneThread
-        let run = { @Sendable (r: Int) in replica(r, config: replicaConfig, data: data, from: start, window: window) }
-        for first in stride(from: 0, to: replicas, by: sideBySide) {
-            let group = Array(first..<min(first + sideBySide, replicas))
-            let results = Results(count: group.count)
-            DispatchQueue.concurrentPerform(iterations: group.count) { i in results.set(i, run(group[i])) }
-            for i in group.indices { try body(results.get(i).mapError { ReplayError("\(record.path): \($0)") }.get()) }
+        let (replicaConfig, pool) = (oneThread, ReplicaPool())
+        for r in 0..<replicas {
+            pool.submit(key: r) { replica(r, config: replicaConfig, data: data, from: start, window: window) }
         }
+        let results = pool.finish(addingWorkers: sideBySide)
+        for r in 0..<replicas { try body(results[r]!.mapError { ReplayError("\(record.path): \($0)") }.get()) }
     }
 
     /// Replica `r` of a window from its start state (nil: the run's initialization).
@@ -131,15 +130,6 @@ public enum EnvelopeMeasurement {
         do { try trainer.run(observers: [capture], from: start, through: window.end) }
         catch { return .failure(ReplayError("replica \(r) of \(window) failed: \(error)")) }
         return .success(capture)
-    }
-
-    /// The results of replicas run side by side, each in its own slot.
-    final class Results: @unchecked Sendable {
-        private var slots: [Result<CapturedRun, ReplayError>?]
-        private let lock = NSLock()
-        init(count: Int) { slots = Array(repeating: nil, count: count) }
-        func set(_ i: Int, _ result: Result<CapturedRun, ReplayError>) { lock.lock(); slots[i] = result; lock.unlock() }
-        func get(_ i: Int) -> Result<CapturedRun, ReplayError> { lock.lock(); defer { lock.unlock() }; return slots[i]! }
     }
 
     /// An update's largest |new − old| is a multiple of its parameter's ULP, and its replicas may all
