@@ -75,7 +75,7 @@ def judge(record: Record, replays: List[WindowReplay], factor: float = SAFETY_FA
             if report.first_beyond is None and ratio[i] > factor:
                 beyond = int(np.argmax(ratio > factor))
                 element = f"[{beyond}]" if golden.size > 1 else ""
-                message = (f"{obs.place}{element}: {golden[beyond]!r} vs {obs.values[beyond]!r}, "
+                message = (f"{obs.place}{element}: {float(golden[beyond])!r} vs {float(obs.values[beyond])!r}, "
                            + (f"{ratio[beyond]:.3g} envelopes (envelope {width[beyond]:.2g})" if width[beyond] > 0 else "no envelope"))
                 report.first_beyond = Beyond(obs.step, obs.pass_, obs.layer, obs.place, message, replay.window.index, float(ratio[beyond]))
     report.verdict = "identical" if report.differing == 0 else ("drift" if report.first_beyond else "within-round-off")
