@@ -27,6 +27,10 @@ class Plan:
         self.checkpoint_every = checkpoint_every or max(self.steps_per_epoch, 1)
         self.window_steps = window_steps
 
+    def end_of_epoch(self, epoch: int) -> int:
+        """The last step of `epoch` (an epoch cut short by max_steps ends at the last step)."""
+        return min((epoch + 1) * self.steps_per_epoch, self.total_steps)
+
     @property
     def checkpoint_steps(self) -> List[int]:
         steps = list(range(0, self.total_steps + 1, self.checkpoint_every))
