@@ -350,8 +350,11 @@ public final class BatchNorm<T: KernelScalar> {
                                      probe: probes?.incoming)
                 incoming = UnsafePointer(ds)
             }
-            // ∂L/∂x of the channel, probed while in cache.
-            defer { if let probes { probes.inputGradient.pointee.add(UnsafeBufferPointer(start: UnsafePointer(ds + c * m), count: m)) } }
+            // ∂L/∂x of the channel: probed as float32's loop forms it, else while in cache.
+            var probedInLoop = false
+            defer {
+                if let probes, !probedInLoop { probes.inputGradient.pointee.add(UnsafeBufferPointer(start: UnsafePointer(ds + c * m), count: m)) }
+            }
             if let fusedReLU, case .stored = source {
                 let g = fusedReLU.gamma[c], b = fusedReLU.beta[c]
                 if T.self == Float.self {
@@ -381,7 +384,9 @@ public final class BatchNorm<T: KernelScalar> {
             if T.self == Float.self {
                 inputGradientFloat(gradient: cast(gs + c * m), normalized: cast(ns + c * m), into: cast(ds + c * m), count: m,
                                    gamma: unsafeBitCast(gam, to: Float.self), meanGradient: unsafeBitCast(meanDxhat, to: Float.self),
-                                   projection: unsafeBitCast(projection, to: Float.self), std: unsafeBitCast(s, to: Float.self))
+                                   projection: unsafeBitCast(projection, to: Float.self), std: unsafeBitCast(s, to: Float.self),
+                                   probe: probes?.inputGradient)
+                probedInLoop = true
             } else {
                 for i in range { ds[i] = (gam * gs[i] - meanDxhat - ns[i] * projection) / s }
             }
@@ -553,11 +558,31 @@ func reluGradientFromPool(gradient: UnsafePointer<Float>, argmax: UnsafePointer<
 /// ∂L/∂x = (γ·g − mean(∂L/∂x̂) − x̂·projection)/s, in place when `into` is `gradient`.
 @inlinable
 func inputGradientFloat(gradient: UnsafePointer<Float>, normalized: UnsafePointer<Float>, into d: UnsafeMutablePointer<Float>,
-                        count: Int, gamma: Float, meanGradient: Float, projection: Float, std: Float) {
+                        count: Int, gamma: Float, meanGradient: Float, projection: Float, std: Float,
+                        probe: UnsafeMutablePointer<ProbeLanes>? = nil) {
     typealias V = SIMD16<Float>
     let gr = UnsafeRawPointer(gradient), nr = UnsafeRawPointer(normalized), dr = UnsafeMutableRawPointer(d)
     let gam = V(repeating: gamma), mean = V(repeating: meanGradient), proj = V(repeating: projection), s = V(repeating: std)
     var i = 0
+    if let probe {
+        // ∂L/∂x probed from the registers (a second pass over the channel would read it all again).
+        var lanes = probe.pointee
+        while i + 16 <= count {
+            let offset = i &* 4
+            let g = gr.loadUnaligned(fromByteOffset: offset, as: V.self), n = nr.loadUnaligned(fromByteOffset: offset, as: V.self)
+            let dx = (gam * g - mean - n * proj) / s
+            dr.storeBytes(of: dx, toByteOffset: offset, as: V.self)
+            lanes.add(dx)
+            i += 16
+        }
+        while i < count {
+            d[i] = (gamma * gradient[i] - meanGradient - normalized[i] * projection) / std
+            lanes.add(d[i])
+            i += 1
+        }
+        probe.pointee = lanes
+        return
+    }
     while i + 16 <= count {
         let offset = i &* 4
         let g = gr.loadUnaligned(fromByteOffset: offset, as: V.self), n = nr.loadUnaligned(fromByteOffset: offset, as: V.self)

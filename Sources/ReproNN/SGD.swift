@@ -100,12 +100,6 @@ public final class SGD<T: KernelScalar> {
             lr = T(options.learningRate); mu = T(options.momentum); wd = T(options.weightDecay); self.first = first
         }
 
-        /// Lane by lane: `SIMD8<Double>(_:)` stayed a call per vector here.
-        @inlinable @inline(__always)
-        static func widened(_ v: SIMD8<Float>) -> SIMD8<Double> {
-            SIMD8(Double(v[0]), Double(v[1]), Double(v[2]), Double(v[3]), Double(v[4]), Double(v[5]), Double(v[6]), Double(v[7]))
-        }
-
         @inlinable
         func update(_ v: UnsafeMutablePointer<T>, _ g: UnsafePointer<T>, _ b: UnsafeMutablePointer<T>, _ range: Range<Int>) {
             for i in range {
@@ -129,7 +123,8 @@ public final class SGD<T: KernelScalar> {
                 let lrv = V(repeating: unsafeBitCast(lr, to: Float.self)), muv = V(repeating: unsafeBitCast(mu, to: Float.self))
                 let wdv = V(repeating: unsafeBitCast(wd, to: Float.self))
                 var largest = SIMD8<Int64>()
-                while i + 8 <= range.upperBound {
+                /// Eight elements at i: their update, stored, and the largest |new − old| so far.
+                func eight(_ i: Int) -> (old: V, new: V) {
                     let o = i &* 4
                     let old = vr.loadUnaligned(fromByteOffset: o, as: V.self)
                     let d = gr.loadUnaligned(fromByteOffset: o, as: V.self) + wdv * old
@@ -137,11 +132,22 @@ public final class SGD<T: KernelScalar> {
                     let new = old - lrv * buf
                     br.storeBytes(of: buf, toByteOffset: o, as: V.self)
                     vr.storeBytes(of: new, toByteOffset: o, as: V.self)
+                    // |new − old| in Float64, as bits: they order like the magnitudes.
+                    let change = unsafeBitCast(Probe.widened(new) - Probe.widened(old), to: SIMD8<Int64>.self) & Int64.max
+                    largest = ProbeLanes.max(largest, change)
+                    return (old, new)
+                }
+                // Sixteen at a time, so the probes' sixteen lanes are all used.
+                while i + 16 <= range.upperBound {
+                    let (old0, new0) = eight(i), (old1, new1) = eight(i &+ 8)
+                    probe.before.add(SIMD16(lowHalf: old0, highHalf: old1))
+                    probe.after.add(SIMD16(lowHalf: new0, highHalf: new1))
+                    i &+= 16
+                }
+                while i + 8 <= range.upperBound {
+                    let (old, new) = eight(i)
                     probe.before.add(SIMD16(lowHalf: old, highHalf: V()))
                     probe.after.add(SIMD16(lowHalf: new, highHalf: V()))
-                    // |new − old| in Float64, as bits: they order like the magnitudes.
-                    let change = unsafeBitCast(Self.widened(new) - Self.widened(old), to: SIMD8<Int64>.self) & Int64.max
-                    largest = ProbeLanes.max(largest, change)
                     i &+= 8
                 }
                 probe.differences.add(Double(bitPattern: UInt64(largest.max())))

@@ -130,7 +130,7 @@ public struct Probe: Equatable, Sendable {
     public static func norm<T: KernelScalar>(of x: UnsafeBufferPointer<T>) -> Double {
         if T.self == Float.self, let base = x.baseAddress {
             let p = UnsafeRawPointer(base)
-            return norm(count: x.count, eights: { SIMD8<Double>(p.loadUnaligned(fromByteOffset: 4 &* $0, as: SIMD8<Float>.self)) },
+            return norm(count: x.count, eights: { widened(p.loadUnaligned(fromByteOffset: 4 &* $0, as: SIMD8<Float>.self)) },
                         term: { Double(p.load(fromByteOffset: 4 &* $0, as: Float.self)) })
         }
         return norm(count: x.count) { Double(x[$0]) }
@@ -143,11 +143,17 @@ public struct Probe: Equatable, Sendable {
         precondition(new.count == old.count)
         if T.self == Float.self, let n = new.baseAddress, let o = old.baseAddress {
             let pn = UnsafeRawPointer(n), po = UnsafeRawPointer(o)
-            func eight(_ p: UnsafeRawPointer, _ i: Int) -> SIMD8<Double> { SIMD8<Double>(p.loadUnaligned(fromByteOffset: 4 &* i, as: SIMD8<Float>.self)) }
+            func eight(_ p: UnsafeRawPointer, _ i: Int) -> SIMD8<Double> { widened(p.loadUnaligned(fromByteOffset: 4 &* i, as: SIMD8<Float>.self)) }
             func one(_ p: UnsafeRawPointer, _ i: Int) -> Double { Double(p.load(fromByteOffset: 4 &* i, as: Float.self)) }
             return norm(count: new.count, eights: { eight(pn, $0) - eight(po, $0) }, term: { one(pn, $0) - one(po, $0) })
         }
         return norm(count: new.count) { Double(new[$0]) - Double(old[$0]) }
+    }
+
+    /// Eight float32 values as Float64, lane by lane: `SIMD8<Double>(_:)` was left a call per lane here.
+    @inlinable @inline(__always)
+    public static func widened(_ v: SIMD8<Float>) -> SIMD8<Double> {
+        SIMD8(Double(v[0]), Double(v[1]), Double(v[2]), Double(v[3]), Double(v[4]), Double(v[5]), Double(v[6]), Double(v[7]))
     }
 
     /// The fixed order: `eights(i)` gives terms i ..< i + 8 at once (the same values as `term`, which gives one).
@@ -250,13 +256,13 @@ public struct ProbeLanes: Sendable {
         top = Self.max(top, unsafeBitCast(bits & 0x7fff_ffff, to: SIMD16<Int32>.self))
     }
 
-    /// Lane-wise max: the standard library's `pointwiseMax`, one `vpmaxsd` per eight Int32 lanes in every build
-    /// configuration. (A loop over the lanes compiled to that too in release, but with `-assert-config Debug`,
-    /// as `swift run` builds, each lane's subscript kept its check and the loop stayed scalar. A comparison's mask, and with it `replacing(with:where:)`,
-    /// compiles to per-lane code in both.)
+    /// Lane-wise max: a comparison's mask as bits, then a blend, which the compiler turns into the vector max
+    /// instruction (`vpmaxsd`). The standard library's `pointwiseMax` was left an out-of-line call per
+    /// vector in the probing loops, and a mask's own `replacing(with:where:)` is per-lane code.
     @inlinable @inline(__always)
-    static func max<V: SIMD>(_ a: V, _ b: V) -> V where V.Scalar: Comparable {
-        pointwiseMax(a, b)
+    static func max<V: SIMD>(_ a: V, _ b: V) -> V where V.Scalar: FixedWidthInteger & SignedInteger {
+        let takeB = unsafeBitCast(a .< b, to: V.self)
+        return (a & ~takeB) | (b & takeB)
     }
 
     /// The float32 values at `base` + 4·i for i in `range` (whole sixteens from its start, then the rest).

@@ -84,6 +84,12 @@ import Testing
         #expect(probe([-3, 2]).largest == 3 && probe([.infinity, 1]).largest == .infinity)
         #expect(probe(Array(repeating: 1, count: 40) + [.nan]).largest.isNaN)
         #expect(Self.same(probe([-0.0, 0]), Self.defined([Float(-0.0), 0])))
+        // The lane-wise max at the ends of its range, in every lane: the smallest subnormal, the largest finite
+        // magnitude, an infinity and a NaN among zeros.
+        let extremes = (0..<67).map { i -> Float in
+            [0, .leastNonzeroMagnitude, -.greatestFiniteMagnitude, .greatestFiniteMagnitude.nextDown][i % 4] }
+        #expect(Self.same(probe(extremes), Self.defined(extremes)) && probe(extremes).largest == Double(Float.greatestFiniteMagnitude))
+        #expect(probe(extremes + [-.infinity]).largest == .infinity && probe([.nan] + extremes).largest.isNaN)
     }
 
     /// What the probes are for: one value moved by one ULP anywhere in an activation-sized tensor changes the
