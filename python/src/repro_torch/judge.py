@@ -54,13 +54,18 @@ class Report:
 
 def judge(record: Record, replays: List[WindowReplay], factor: float = SAFETY_FACTOR) -> Report:
     report = Report(golden=record.path, replicas=record.replicas, factor=factor, windows=[r.window.index for r in replays])
+    # Each dataset read once, whole (an h5py read per observation cost more than the replay itself).
+    stored, envelopes = {}, {}
     for replay in replays:
         for obs in sorted(replay.observations, key=lambda o: (o.step, o.order)):
-            golden = np.asarray(record.dataset(obs.path)[obs.index], dtype=np.float64).reshape(-1)
-            codes = record.envelope_codes(obs.path)
+            if obs.path not in stored:
+                stored[obs.path] = np.asarray(record.dataset(obs.path)[()], dtype=np.float64)
+                codes = record.envelope_codes(obs.path)
+                envelopes[obs.path] = None if codes is None else np.asarray(codes[()], dtype=np.float64)
+            golden = np.asarray(stored[obs.path][obs.index]).reshape(-1)
             width = np.zeros_like(golden)
-            if codes is not None:
-                c = np.asarray(codes[obs.index], dtype=np.float64).reshape(-1)
+            if envelopes[obs.path] is not None:
+                c = np.asarray(envelopes[obs.path][obs.index]).reshape(-1)
                 width = np.where(c > 0, np.exp2(c - 160), 0.0)
             delta = np.abs(obs.values - golden)
             delta = np.where(np.isnan(delta), np.inf, delta)

@@ -94,6 +94,7 @@ class Record:
         import h5py
 
         self.path = path
+        self._contains: Dict[str, bool] = {}
         check_bytes(path)
         try:
             self._file = h5py.File(path, "r")
@@ -132,7 +133,11 @@ class Record:
         self.probe_points: List[str] = bytes(points).decode().split("\n") if points is not None else []
 
     def __contains__(self, dataset: str) -> bool:
-        return dataset in self._file
+        # Asked per step and value: remembered (the file is open read-only, so the answer cannot change).
+        known = self._contains.get(dataset)
+        if known is None:
+            known = self._contains[dataset] = dataset in self._file
+        return known
 
     def dataset(self, path: str):
         if path not in self._file:
