@@ -34,6 +34,20 @@ class NewValueMomentum(NotebookBatchNorm):
         return y
 
 
+class StatisticsFreeBatchNorm(NotebookBatchNorm):
+    """The notebook's numbers in a module that does not keep `batch_statistics`: repro-torch computes them
+    from the layer's input (the control for that path)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.__dict__.pop("batch_statistics")
+
+    def forward(self, x):
+        y = super().forward(x)
+        self.__dict__.pop("batch_statistics", None)
+        return y
+
+
 def lenet_with(bn_class, **options):
     def make(config):
         model = LeNet(config.norm, config.bn_momentum, options.get("epsilon", config.bn_epsilon), options.get("unbiased", config.bn_unbiased))

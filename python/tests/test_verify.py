@@ -104,6 +104,22 @@ def test_torch_batch_norm_is_translated_not_refused(golden):
         check_layout(model, record, 0)
 
 
+def test_batch_statistics_of_a_module_that_keeps_none_come_from_its_input(golden):
+    """A BatchNorm without `batch_statistics`: the mean and std repro-torch computes from the layer's input
+    (the notebook's definition, in Float64) are within round-off of the golden's."""
+    from planted import StatisticsFreeBatchNorm, lenet_with
+
+    report = first_steps(golden, lenet_with(StatisticsFreeBatchNorm))
+    assert report.verdict == "within-round-off" and report.worst_ratio < 3, report.worst_place
+    statistics = [o for o in report_observations(golden, lenet_with(StatisticsFreeBatchNorm)) if o.path.endswith("/batch_std")]
+    assert len(statistics) == 4 * STEPS
+
+
+def report_observations(golden, model):
+    record, orders, data = golden
+    return replay_window(model(record.config), record, record.plan.windows[0], data, orders, through=STEPS).observations
+
+
 def test_weight_decay_dropped_is_below_round_off(golden):
     """Dropping a weight decay of 1e-6 moves each update by 1e-8 of a weight: repro measured it within the
     envelope at every value of the run (docs/verifying.md); PyTorch's port agrees over the first steps."""
