@@ -150,7 +150,8 @@ public struct Probe: Equatable, Sendable {
         return norm(count: new.count) { Double(new[$0]) - Double(old[$0]) }
     }
 
-    /// Eight float32 values as Float64, lane by lane: `SIMD8<Double>(_:)` was left a call per lane here.
+    /// Eight float32 values as Float64, lane by lane (in SGD's update loop `SIMD8<Double>(_:)` stayed a call per
+    /// vector; this form converts in registers wherever it is inlined).
     @inlinable @inline(__always)
     public static func widened(_ v: SIMD8<Float>) -> SIMD8<Double> {
         SIMD8(Double(v[0]), Double(v[1]), Double(v[2]), Double(v[3]), Double(v[4]), Double(v[5]), Double(v[6]), Double(v[7]))

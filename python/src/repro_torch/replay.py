@@ -277,7 +277,7 @@ def replay_window(model: torch.nn.Module, record: Record, window: Window, data: 
     correct = sum(int(round(float(np.float32(accuracies[r])) * b / 100)) for r in range(first, window.start))
     samples = (window.start - first) * b
 
-    image_column, label_column = column.get("data/input/images"), column.get("data/input/labels")
+    image_column = column.get("data/input/images")
     for step in range(window.start + 1, end + 1):
         epoch, k = divmod(step - 1, plan.steps_per_epoch)
         indices = orders[epoch][k * b:(k + 1) * b]
@@ -306,8 +306,8 @@ def replay_window(model: torch.nn.Module, record: Record, window: Window, data: 
         loss.backward()
         probes.stop()
         step_correct = int((logits.argmax(dim=1).cpu() == y).sum())
-        old = [p.detach().clone() for p in parameters]
-        grads = [p.grad.detach().clone() for p in parameters]
+        old = [p.detach().clone() for p in parameters] if kept else []  # the update probes' old values
+        grads = [p.grad.detach().clone() for p in parameters] if kept else []
         optimizer.step()
         step_loss = float(np.float32(loss.item()))
         loss_sum, correct, samples = loss_sum + step_loss * b, correct + step_correct, samples + b
