@@ -72,7 +72,6 @@ class Observation:
 class WindowReplay:
     window: Window
     observations: List[Observation] = field(default_factory=list)
-    images_checked: int = 0
 
 
 def _largest(t: torch.Tensor) -> float:
@@ -218,7 +217,7 @@ def replay_window(model: torch.nn.Module, record: Record, window: Window, data: 
     out = WindowReplay(window)
     end = window.end if through is None else min(through, window.end)
     stored = record.checkpoint(window.start)
-    layout = check_layout(model, record, window.start)
+    layout = Layout(model, stored, record.path)
     layout.load(model, stored)
     model.to(device)
     optimizer = optimizer(model.parameters(), cfg)
@@ -277,7 +276,6 @@ def replay_window(model: torch.nn.Module, record: Record, window: Window, data: 
     correct = sum(int(round(float(np.float32(accuracies[r])) * b / 100)) for r in range(first, window.start))
     samples = (window.start - first) * b
 
-    image_column = column.get("data/input/images")
     for step in range(window.start + 1, end + 1):
         epoch, k = divmod(step - 1, plan.steps_per_epoch)
         indices = orders[epoch][k * b:(k + 1) * b]
@@ -296,8 +294,6 @@ def replay_window(model: torch.nn.Module, record: Record, window: Window, data: 
                 what = point.split("/")[-1]
                 obs.add("/steps/probes/checksum", (row, j), [_bit_checksum(tensor)], order + (0,), f"data: input {what}, checksum", "data", "input")
                 obs.add("/steps/probes/largest", (row, j), [_largest(tensor)], order + (1,), f"data: input {what}, max |x|", "data", "input")
-            if image_column is not None:
-                out.images_checked += 1
             probes.start()
         model.train()
         optimizer.zero_grad(set_to_none=False)
